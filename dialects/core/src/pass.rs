@@ -1,0 +1,241 @@
+//! The pass manager: named passes, registries, pipelines from strings, instrumentation.
+//!
+//! Generic over the IR so every dialect reuses one manager. Passes are looked up by name so
+//! that the CLI, filetests and researchers can run any list of them on text IR.
+
+use crate::{Error, ErrorKind, Result};
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+/// What a dialect's IR must offer the pass manager.
+pub trait Ir {
+    /// Structural checks, run after every pass.
+    fn verify(&self) -> Result<()>;
+    /// The text form (for `--print-ir-after`).
+    fn print(&self) -> String;
+}
+
+/// A transformation of one IR unit. Returns whether anything changed, so pipelines can be
+/// iterated to a fixed point.
+pub trait Pass<I: Ir> {
+    fn name(&self) -> &'static str;
+    fn run(&mut self, ir: &mut I) -> Result<bool>;
+}
+
+type PassCtor<I> = fn() -> Box<dyn Pass<I>>;
+
+/// Maps pass names to constructors and pipeline names to pass lists.
+pub struct PassRegistry<I: Ir> {
+    passes: Vec<(&'static str, &'static str, PassCtor<I>)>,
+    pipelines: Vec<(&'static str, &'static str, &'static str)>,
+}
+
+impl<I: Ir> Default for PassRegistry<I> {
+    fn default() -> Self {
+        PassRegistry { passes: Vec::new(), pipelines: Vec::new() }
+    }
+}
+
+impl<I: Ir> PassRegistry<I> {
+    pub fn register(&mut self, name: &'static str, summary: &'static str, ctor: PassCtor<I>) {
+        self.passes.push((name, summary, ctor));
+    }
+
+    /// A named pipeline: a comma-separated list of passes (or other pipelines).
+    pub fn register_pipeline(&mut self, name: &'static str, summary: &'static str, list: &'static str) {
+        self.pipelines.push((name, summary, list));
+    }
+
+    /// `(name, summary)` of every pass, for `--help` style listings.
+    pub fn passes(&self) -> impl Iterator<Item = (&'static str, &'static str)> + '_ {
+        self.passes.iter().map(|(n, s, _)| (*n, *s))
+    }
+
+    pub fn pipelines(&self) -> impl Iterator<Item = (&'static str, &'static str, &'static str)> + '_ {
+        self.pipelines.iter().copied()
+    }
+
+    /// Resolves a comma-separated list of pass and pipeline names into passes.
+    pub fn parse(&self, list: &str) -> Result<Vec<Box<dyn Pass<I>>>> {
+        let mut out = Vec::new();
+        self.expand(list, &mut out, 0)?;
+        Ok(out)
+    }
+
+    fn expand(&self, list: &str, out: &mut Vec<Box<dyn Pass<I>>>, depth: usize) -> Result<()> {
+        if depth > 8 {
+            return Err(Error::new(ErrorKind::Pass, "pipelines nest too deeply (a cycle?)"));
+        }
+        for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            if let Some((_, _, ctor)) = self.passes.iter().find(|(n, _, _)| *n == name) {
+                out.push(ctor());
+            } else if let Some((_, _, sub)) = self.pipelines.iter().find(|(n, _, _)| *n == name) {
+                self.expand(sub, out, depth + 1)?;
+            } else {
+                let known: Vec<_> = self.passes.iter().map(|p| p.0).collect();
+                return Err(Error::new(
+                    ErrorKind::Pass,
+                    format!("unknown pass or pipeline '{name}' (passes: {})", known.join(", ")),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Instrumentation switches, mirroring `mlir-opt`'s.
+#[derive(Debug, Clone, Default)]
+pub struct PassOptions {
+    pub print_ir_after_all: bool,
+    pub print_ir_after: Vec<String>,
+    pub time_passes: bool,
+    /// Verify after each pass (on by default in [`PassManager::new`]).
+    pub verify_each: bool,
+}
+
+/// Timing of one pass execution.
+#[derive(Debug, Clone)]
+pub struct PassTiming {
+    pub name: &'static str,
+    pub elapsed: Duration,
+    pub changed: bool,
+}
+
+/// Runs a list of passes in order, verifying and printing as asked.
+pub struct PassManager<I: Ir> {
+    passes: Vec<Box<dyn Pass<I>>>,
+    pub options: PassOptions,
+    /// Everything the instrumentation printed (IR dumps), in order.
+    pub log: String,
+    pub timings: Vec<PassTiming>,
+}
+
+impl<I: Ir> PassManager<I> {
+    pub fn new(passes: Vec<Box<dyn Pass<I>>>) -> Self {
+        let options = PassOptions { verify_each: true, ..PassOptions::default() };
+        PassManager { passes, options, log: String::new(), timings: Vec::new() }
+    }
+
+    /// Runs every pass once, in order. Returns whether any pass changed the IR.
+    pub fn run(&mut self, ir: &mut I) -> Result<bool> {
+        let mut any = false;
+        for pass in &mut self.passes {
+            let name = pass.name();
+            let start = Instant::now();
+            let changed = pass.run(ir).map_err(|e| with_pass(e, name))?;
+            self.timings.push(PassTiming { name, elapsed: start.elapsed(), changed });
+            any |= changed;
+            if self.options.verify_each {
+                ir.verify().map_err(|e| {
+                    Error { message: format!("IR invalid after pass {name}: {}", e.message), ..e }
+                })?;
+            }
+            if self.options.print_ir_after_all || self.options.print_ir_after.iter().any(|p| p == name) {
+                let _ = writeln!(self.log, "// -----// IR after {name} //----- //\n{}", ir.print());
+            }
+        }
+        Ok(any)
+    }
+
+    /// The `--time-passes` report: one line per pass, slowest first, then the total.
+    pub fn timing_report(&self) -> String {
+        let mut rows: Vec<(&str, Duration, usize)> = Vec::new();
+        for t in &self.timings {
+            match rows.iter_mut().find(|r| r.0 == t.name) {
+                Some(r) => {
+                    r.1 += t.elapsed;
+                    r.2 += 1;
+                }
+                None => rows.push((t.name, t.elapsed, 1)),
+            }
+        }
+        rows.sort_by_key(|r| std::cmp::Reverse(r.1));
+        let total: Duration = rows.iter().map(|r| r.1).sum();
+        let mut s = String::from("===- pass execution timing -===\n");
+        for (name, d, n) in &rows {
+            let pct = if total.is_zero() { 0.0 } else { 100.0 * d.as_secs_f64() / total.as_secs_f64() };
+            let _ = writeln!(s, "{:>10.3} ms {:>5.1}%  {name} (x{n})", d.as_secs_f64() * 1e3, pct);
+        }
+        let _ = writeln!(s, "{:>10.3} ms 100.0%  total", total.as_secs_f64() * 1e3);
+        s
+    }
+}
+
+fn with_pass(e: Error, name: &str) -> Error {
+    Error { message: format!("in pass {name}: {}", e.message), ..e }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A toy IR: a counter whose verifier rejects odd values above 10.
+    struct Counter(u32);
+    impl Ir for Counter {
+        fn verify(&self) -> Result<()> {
+            if self.0 > 10 && self.0 % 2 == 1 {
+                return Err(Error::new(ErrorKind::Verify, "odd and large"));
+            }
+            Ok(())
+        }
+        fn print(&self) -> String {
+            format!("counter {}", self.0)
+        }
+    }
+    struct Inc;
+    impl Pass<Counter> for Inc {
+        fn name(&self) -> &'static str {
+            "inc"
+        }
+        fn run(&mut self, ir: &mut Counter) -> Result<bool> {
+            ir.0 += 1;
+            Ok(true)
+        }
+    }
+    struct Nop;
+    impl Pass<Counter> for Nop {
+        fn name(&self) -> &'static str {
+            "nop"
+        }
+        fn run(&mut self, _: &mut Counter) -> Result<bool> {
+            Ok(false)
+        }
+    }
+
+    fn registry() -> PassRegistry<Counter> {
+        let mut r = PassRegistry::default();
+        r.register("inc", "adds one", || Box::new(Inc));
+        r.register("nop", "does nothing", || Box::new(Nop));
+        r.register_pipeline("twice", "inc twice", "inc,inc");
+        r.register_pipeline("loop", "a cycle", "loop");
+        r
+    }
+
+    #[test]
+    fn pipelines_expand_and_print() {
+        let mut pm = PassManager::new(registry().parse("twice, nop,inc").unwrap());
+        pm.options.print_ir_after = vec!["nop".into()];
+        let mut c = Counter(0);
+        assert!(pm.run(&mut c).unwrap());
+        assert_eq!(c.0, 3);
+        assert_eq!(pm.log.matches("IR after").count(), 1);
+        assert!(pm.log.contains("counter 2"));
+        assert!(pm.timing_report().contains("inc (x3)"));
+    }
+
+    #[test]
+    fn unknown_names_and_cycles_are_errors() {
+        let err = registry().parse("inc,frobnicate").err().unwrap();
+        assert_eq!(err.kind, ErrorKind::Pass);
+        assert!(err.message.contains("frobnicate"));
+        assert_eq!(registry().parse("loop").err().unwrap().kind, ErrorKind::Pass);
+    }
+
+    #[test]
+    fn verifier_runs_after_each_pass() {
+        let mut pm = PassManager::new(registry().parse("inc").unwrap());
+        let err = pm.run(&mut Counter(10)).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Verify);
+        assert!(err.message.contains("after pass inc"));
+    }
+}

@@ -1,0 +1,805 @@
+//! Convolutions: `conv` and `conv_transpose`, N-D over the spatial dims of NC(D…) tensors.
+//!
+//! Both run as one matrix multiply per (image, group): conv gathers its input with im2col
+//! and multiplies the weights by it; conv_transpose multiplies the transposed weights by
+//! the input and scatters the columns back with col2im. That keeps the interpreter's inner
+//! loop inside ndarray's GEMM, which matters because it is the oracle for calibration runs.
+
+use super::spatial::{AutoPad, Geometry, Window};
+use super::util::{arg, opt_arg};
+use super::{InferInputs, OpDef};
+use kiln_core::{AttrReader, Attrs, Element, Result, Tensor, TensorType, bail, ensure};
+use ndarray::LinalgScalar;
+use ndarray::linalg::general_mat_mul;
+use ndarray::{ArrayD, ArrayView2, ArrayViewMut2, IxDyn, s};
+
+/// The operand shapes every convolution shares: X `[N, C, D…]`, W, optional B `[M]`.
+struct Operands<'a> {
+    x: &'a [usize],
+    w: &'a [usize],
+    b: Option<&'a [usize]>,
+}
+
+/// Checks ranks, element types and the bias, for both convolutions.
+fn check_operands(
+    what: &str,
+    x: &TensorType,
+    w: &TensorType,
+    b: Option<&TensorType>,
+) -> Result<()> {
+    ensure!(
+        x.dtype.is_float(),
+        Type,
+        "{what} needs f32 or f64 operands, got {}",
+        x.dtype
+    );
+    ensure!(
+        w.dtype == x.dtype && b.is_none_or(|b| b.dtype == x.dtype),
+        Type,
+        "{what} operands must share one element type: X {}, W {}{}",
+        x.dtype,
+        w.dtype,
+        b.map(|b| format!(", B {}", b.dtype)).unwrap_or_default()
+    );
+    ensure!(
+        x.rank() >= 3,
+        Shape,
+        "{what} input X {x} must be [N, C, spatial…] with at least one spatial dim"
+    );
+    ensure!(
+        w.rank() == x.rank(),
+        Shape,
+        "{what} weights W {w} must have the same rank as X {x}"
+    );
+    Ok(())
+}
+
+fn check_bias(what: &str, b: Option<&[usize]>, m: usize) -> Result<()> {
+    if let Some(b) = b {
+        ensure!(
+            b == [m],
+            Shape,
+            "{what} bias B {b:?} must be [{m}], one value per output channel"
+        );
+    }
+    Ok(())
+}
+
+fn read_group(r: &mut AttrReader) -> Result<usize> {
+    let g = r.int("group", 1)?;
+    ensure!(g >= 1, Attribute, "group must be >= 1, got {g}");
+    Ok(g as usize)
+}
+
+/// The data of a float tensor as a standard-layout slice view (copied only if strided).
+fn contiguous<T: Clone>(a: &ArrayD<T>) -> ndarray::CowArray<'_, T, IxDyn> {
+    a.as_standard_layout()
+}
+
+/// `conv(X, W, B?)`: W is `[M, C/group, k…]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conv {
+    pub window: Window,
+    pub group: usize,
+}
+
+/// Resolved convolution sizes.
+struct ConvPlan {
+    n: usize,
+    c: usize,
+    m: usize,
+    group: usize,
+    geo: Geometry,
+}
+
+impl Conv {
+    fn plan(&self, o: &Operands) -> Result<ConvPlan> {
+        let (x, w) = (o.x, o.w);
+        let (n, c, m, cg) = (x[0], x[1], w[0], w[1]);
+        let g = self.group;
+        ensure!(
+            cg * g == c,
+            Shape,
+            "conv: W {w:?} expects {cg} channels per group × group {g} = {} input channels, but X {x:?} has {c}",
+            cg * g
+        );
+        ensure!(
+            m % g == 0,
+            Shape,
+            "conv: {m} output channels (W {w:?}) are not divisible by group {g}"
+        );
+        check_bias("conv", o.b, m)?;
+        let geo = Geometry::forward(&self.window, "conv", &x[2..], Some(&w[2..]), false)?;
+        Ok(ConvPlan {
+            n,
+            c,
+            m,
+            group: g,
+            geo,
+        })
+    }
+
+    fn out_shape(p: &ConvPlan) -> Vec<usize> {
+        [p.n, p.m]
+            .into_iter()
+            .chain(p.geo.output.iter().copied())
+            .collect()
+    }
+}
+
+fn conv_kernel<T: LinalgScalar + Element>(
+    p: &ConvPlan,
+    x: &ArrayD<T>,
+    w: &ArrayD<T>,
+    b: Option<&ArrayD<T>>,
+) -> Tensor {
+    let (x, w) = (contiguous(x), contiguous(w));
+    let (xs, ws) = (
+        x.as_slice().expect("standard layout"),
+        w.as_slice().expect("standard layout"),
+    );
+    let geo = &p.geo;
+    let (ip, op, kp) = (geo.input_size(), geo.output_size(), geo.kernel_size());
+    let (cg, mg) = (p.c / p.group, p.m / p.group);
+    let w2 = ArrayView2::from_shape((p.m, cg * kp), ws).expect("W is [M, C/group, k…]");
+    // A 1×1 kernel with unit stride and no padding reads the input as it is.
+    let pointwise = kp == 1
+        && geo.strides.iter().all(|&s| s == 1)
+        && geo.pad_begin.iter().all(|&p| p == 0)
+        && ip == op;
+    let mut col = if pointwise {
+        Vec::new()
+    } else {
+        vec![T::default(); cg * kp * op]
+    };
+    let mut out = vec![T::default(); p.n * p.m * op];
+    let bias: Option<Vec<T>> = b.map(|b| b.iter().copied().collect());
+    for ni in 0..p.n {
+        for gi in 0..p.group {
+            let xg = &xs[(ni * p.c + gi * cg) * ip..][..cg * ip];
+            let cols = if pointwise {
+                ArrayView2::from_shape((cg, ip), xg).expect("sizes match")
+            } else {
+                geo.im2col(xg, cg, &mut col);
+                ArrayView2::from_shape((cg * kp, op), &col[..]).expect("sizes match")
+            };
+            let dst = &mut out[(ni * p.m + gi * mg) * op..][..mg * op];
+            let mut dv = ArrayViewMut2::from_shape((mg, op), dst).expect("sizes match");
+            general_mat_mul(
+                T::from_f64(1.0),
+                &w2.slice(s![gi * mg..(gi + 1) * mg, ..]),
+                &cols,
+                T::default(),
+                &mut dv,
+            );
+            if let Some(bias) = &bias {
+                for (mm, mut row) in dv.outer_iter_mut().enumerate() {
+                    let bv = bias[gi * mg + mm];
+                    row.mapv_inplace(|v| v + bv);
+                }
+            }
+        }
+    }
+    T::wrap(ArrayD::from_shape_vec(IxDyn(&Conv::out_shape(p)), out).expect("sizes match"))
+}
+
+/// Dispatches a float kernel over f32 / f64 operands of one type.
+macro_rules! float_conv {
+    ($what:literal, $x:expr, $w:expr, $b:expr, |$xa:ident, $wa:ident, $ba:ident| $body:expr) => {
+        match ($x, $w) {
+            (Tensor::F32($xa), Tensor::F32($wa)) => {
+                let $ba = $b.map(|t| t.as_array::<f32>()).transpose()?;
+                $body
+            }
+            (Tensor::F64($xa), Tensor::F64($wa)) => {
+                let $ba = $b.map(|t| t.as_array::<f64>()).transpose()?;
+                $body
+            }
+            (x, w) => bail!(
+                Type,
+                "{} needs f32 or f64 operands of one type, got {} and {}",
+                $what,
+                x.dtype(),
+                w.dtype()
+            ),
+        }
+    };
+}
+
+impl OpDef for Conv {
+    fn names() -> &'static [&'static str] {
+        &["conv"]
+    }
+    fn name(&self) -> &'static str {
+        "conv"
+    }
+    fn from_attrs(_: &str, r: &mut AttrReader) -> Result<Self> {
+        Ok(Conv {
+            window: Window::read(r)?,
+            group: read_group(r)?,
+        })
+    }
+    fn attrs(&self) -> Attrs {
+        self.window
+            .write(Attrs::new())
+            .int("group", self.group as i64, 1)
+    }
+    fn infer(&self, ins: InferInputs) -> Result<Vec<TensorType>> {
+        let (x, w, b) = (ins.ty(0)?, ins.ty(1)?, ins.opt(2).map(|b| b.ty));
+        check_operands("conv", x, w, b)?;
+        let p = self.plan(&Operands {
+            x: &x.shape,
+            w: &w.shape,
+            b: b.map(|b| &b.shape[..]),
+        })?;
+        Ok(vec![TensorType::new(x.dtype, Conv::out_shape(&p))])
+    }
+    fn eval(&self, ins: &[Option<&Tensor>], _: usize) -> Result<Vec<Tensor>> {
+        let (x, w, b) = (arg(ins, 0)?, arg(ins, 1)?, opt_arg(ins, 2));
+        check_operands("conv", &x.ty(), &w.ty(), b.map(|b| b.ty()).as_ref())?;
+        let p = self.plan(&Operands {
+            x: x.shape(),
+            w: w.shape(),
+            b: b.map(|b| b.shape()),
+        })?;
+        let out = float_conv!("conv", x, w, b, |xa, wa, ba| conv_kernel(&p, xa, wa, ba));
+        Ok(vec![out])
+    }
+    fn flops(&self, ins: &[Option<&TensorType>], outs: &[TensorType]) -> u64 {
+        let (Some(Some(w)), Some(y)) = (ins.get(1), outs.first()) else {
+            return 0;
+        };
+        // Each output element is a dot product over C/group · prod(k) weights.
+        let per_out: usize = w.shape.iter().skip(1).product();
+        2 * (y.numel() * per_out) as u64
+    }
+}
+
+/// `conv_transpose(X, W, B?)`: W is `[C, M/group, k…]`; the adjoint of conv.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConvTranspose {
+    pub window: Window,
+    pub group: usize,
+    pub output_padding: Vec<i64>,
+    pub output_shape: Vec<i64>,
+}
+
+impl ConvTranspose {
+    /// Sizes per the ONNX spec: the natural output is `s·(in−1) + output_padding + eff_k −
+    /// pads`; an explicit `output_shape` (or SAME, which asks for `in·s`) instead fixes the
+    /// output and derives the pads, the odd one going to the end for SAME_UPPER and to the
+    /// beginning otherwise. Returns the adjoint conv geometry (its `input` is our output).
+    fn plan(&self, o: &Operands) -> Result<ConvPlan> {
+        let (x, w) = (o.x, o.w);
+        let (n, c, g) = (x[0], x[1], self.group);
+        ensure!(
+            w[0] == c,
+            Shape,
+            "conv_transpose: W {w:?} has {} input channels but X {x:?} has {c}",
+            w[0]
+        );
+        ensure!(
+            c % g == 0,
+            Shape,
+            "conv_transpose: {c} input channels (X {x:?}) are not divisible by group {g}"
+        );
+        let m = w[1] * g;
+        check_bias("conv_transpose", o.b, m)?;
+        let input = &x[2..];
+        let nd = input.len();
+        ensure!(
+            input.iter().all(|&d| d > 0),
+            Shape,
+            "conv_transpose: spatial dims {input:?} must be non-empty"
+        );
+        let p = self.window.params("conv_transpose", nd, Some(&w[2..]))?;
+        for (name, v) in [
+            ("output_padding", &self.output_padding),
+            ("output_shape", &self.output_shape),
+        ] {
+            ensure!(
+                v.is_empty() || v.len() == nd,
+                Attribute,
+                "conv_transpose: {name} {v:?} must have one value per spatial dim ({nd})"
+            );
+        }
+        let adj = |i: usize| self.output_padding.get(i).copied().unwrap_or(0);
+        let mut pad_begin = vec![0isize; nd];
+        let mut pad_end = vec![0isize; nd];
+        let mut output = vec![0usize; nd];
+        for i in 0..nd {
+            let eff = ((p.kernel[i] - 1) * p.dilations[i] + 1) as i64;
+            let natural = (p.strides[i] * (input[i] - 1)) as i64 + adj(i) + eff;
+            let target = if !self.output_shape.is_empty() {
+                Some(self.output_shape[i])
+            } else if self.window.auto_pad.is_same() {
+                Some((input[i] * p.strides[i]) as i64)
+            } else {
+                None
+            };
+            let (pb, pe) = match (target, self.window.auto_pad) {
+                (Some(t), mode) => {
+                    // Floor division: a negative total (a larger output) must still split.
+                    let total = natural - t;
+                    let half = total.div_euclid(2);
+                    if mode == AutoPad::SameUpper {
+                        (half, total - half)
+                    } else {
+                        (total - half, half)
+                    }
+                }
+                (None, AutoPad::Valid) => (0, 0),
+                (None, _) => (
+                    self.window.pads.get(i).copied().unwrap_or(0),
+                    self.window.pads.get(i + nd).copied().unwrap_or(0),
+                ),
+            };
+            let out = natural - pb - pe;
+            ensure!(
+                out > 0,
+                Shape,
+                "conv_transpose: spatial dim {i} would have size {out} (input {}, stride {}, kernel {}, pads {pb}/{pe})",
+                input[i],
+                p.strides[i],
+                p.kernel[i]
+            );
+            pad_begin[i] = pb as isize;
+            pad_end[i] = pe as isize;
+            output[i] = out as usize;
+        }
+        // The adjoint conv reads our output as its input and produces our operand.
+        let geo = Geometry {
+            input: output,
+            output: input.to_vec(),
+            kernel: p.kernel,
+            strides: p.strides,
+            dilations: p.dilations,
+            pad_begin,
+            pad_end,
+        };
+        Ok(ConvPlan {
+            n,
+            c,
+            m,
+            group: g,
+            geo,
+        })
+    }
+
+    fn out_shape(p: &ConvPlan) -> Vec<usize> {
+        [p.n, p.m]
+            .into_iter()
+            .chain(p.geo.input.iter().copied())
+            .collect()
+    }
+}
+
+fn conv_transpose_kernel<T: LinalgScalar + Element>(
+    p: &ConvPlan,
+    x: &ArrayD<T>,
+    w: &ArrayD<T>,
+    b: Option<&ArrayD<T>>,
+) -> Tensor {
+    let (x, w) = (contiguous(x), contiguous(w));
+    let (xs, ws) = (
+        x.as_slice().expect("standard layout"),
+        w.as_slice().expect("standard layout"),
+    );
+    let geo = &p.geo;
+    // In the adjoint geometry our operand is the conv "output" and our result its "input".
+    let (ip, op, kp) = (geo.output_size(), geo.input_size(), geo.kernel_size());
+    let (cg, mg) = (p.c / p.group, p.m / p.group);
+    let w2 = ArrayView2::from_shape((p.c, mg * kp), ws).expect("W is [C, M/group, k…]");
+    let mut col = vec![T::default(); mg * kp * ip];
+    let mut out = vec![T::default(); p.n * p.m * op];
+    for ni in 0..p.n {
+        for gi in 0..p.group {
+            let xg = ArrayView2::from_shape((cg, ip), &xs[(ni * p.c + gi * cg) * ip..][..cg * ip])
+                .expect("sizes match");
+            let wg = w2.slice(s![gi * cg..(gi + 1) * cg, ..]);
+            let mut cv =
+                ArrayViewMut2::from_shape((mg * kp, ip), &mut col[..]).expect("sizes match");
+            general_mat_mul(T::from_f64(1.0), &wg.t(), &xg, T::default(), &mut cv);
+            geo.col2im(&col, mg, &mut out[(ni * p.m + gi * mg) * op..][..mg * op]);
+        }
+    }
+    if let Some(b) = b {
+        let bias: Vec<T> = b.iter().copied().collect();
+        for (i, chunk) in out.chunks_mut(op).enumerate() {
+            let bv = bias[i % p.m];
+            chunk.iter_mut().for_each(|v| *v = *v + bv);
+        }
+    }
+    T::wrap(ArrayD::from_shape_vec(IxDyn(&ConvTranspose::out_shape(p)), out).expect("sizes match"))
+}
+
+impl OpDef for ConvTranspose {
+    fn names() -> &'static [&'static str] {
+        &["conv_transpose"]
+    }
+    fn name(&self) -> &'static str {
+        "conv_transpose"
+    }
+    fn from_attrs(_: &str, r: &mut AttrReader) -> Result<Self> {
+        let window = Window::read(r)?;
+        let group = read_group(r)?;
+        let output_padding = r.ints("output_padding")?;
+        let output_shape = r.ints("output_shape")?;
+        ensure!(
+            output_padding.iter().all(|&v| v >= 0),
+            Attribute,
+            "output_padding must be >= 0, got {output_padding:?}"
+        );
+        ensure!(
+            output_shape.iter().all(|&v| v > 0),
+            Attribute,
+            "output_shape must be > 0, got {output_shape:?}"
+        );
+        Ok(ConvTranspose {
+            window,
+            group,
+            output_padding,
+            output_shape,
+        })
+    }
+    fn attrs(&self) -> Attrs {
+        self.window
+            .write(Attrs::new())
+            .int("group", self.group as i64, 1)
+            .ints("output_padding", &self.output_padding)
+            .ints("output_shape", &self.output_shape)
+    }
+    fn infer(&self, ins: InferInputs) -> Result<Vec<TensorType>> {
+        let (x, w, b) = (ins.ty(0)?, ins.ty(1)?, ins.opt(2).map(|b| b.ty));
+        check_operands("conv_transpose", x, w, b)?;
+        let p = self.plan(&Operands {
+            x: &x.shape,
+            w: &w.shape,
+            b: b.map(|b| &b.shape[..]),
+        })?;
+        Ok(vec![TensorType::new(x.dtype, ConvTranspose::out_shape(&p))])
+    }
+    fn eval(&self, ins: &[Option<&Tensor>], _: usize) -> Result<Vec<Tensor>> {
+        let (x, w, b) = (arg(ins, 0)?, arg(ins, 1)?, opt_arg(ins, 2));
+        check_operands(
+            "conv_transpose",
+            &x.ty(),
+            &w.ty(),
+            b.map(|b| b.ty()).as_ref(),
+        )?;
+        let p = self.plan(&Operands {
+            x: x.shape(),
+            w: w.shape(),
+            b: b.map(|b| b.shape()),
+        })?;
+        let out = float_conv!("conv_transpose", x, w, b, |xa, wa, ba| {
+            conv_transpose_kernel(&p, xa, wa, ba)
+        });
+        Ok(vec![out])
+    }
+    fn flops(&self, ins: &[Option<&TensorType>], _: &[TensorType]) -> u64 {
+        let (Some(Some(x)), Some(Some(w))) = (ins.get(0), ins.get(1)) else {
+            return 0;
+        };
+        // Every input element meets M/group · prod(k) weights.
+        let per_in: usize = w.shape.iter().skip(1).product();
+        2 * (x.numel() * per_in) as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::spatial::test_util::{assert_close, build, pat, run};
+    use super::*;
+    use kiln_core::{Attr, ErrorKind};
+
+    // Expected values: onnxruntime 1.32 on the same `pat` inputs (see test_util::pat).
+    const CONV_GROUP: &[f64] = &[
+        3.875, -3.875, 3.5, -3.625, -0.625, 0.3125, -6.0, 5.25, -6.1875, -2.625, 1.25, -2.4375,
+        -0.8125, 3.0, -0.75, 1.0625, 4.5625, -1.5625, 4.9375, -2.5625, 5.0625, 3.0, -0.75, 3.0625,
+        2.9375, -0.25, 2.0625, -4.3125, 2.4375, -0.4375, -3.8125, 3.625, -4.0625, -1.625, 2.125,
+        -1.6875, -0.8125, -3.4375, -0.5625, 1.4375, 1.125, -1.25, 1.3125, -2.4375, 1.375, 1.375,
+        -2.5, 1.1875, -5.0, 1.6875, -1.25, -6.0, 5.25, -6.1875, -3.5625, 5.625, -5.8125, 0.4375,
+        0.875, -2.8125, 3.1875, 2.875, 0.5, 4.9375, -2.5625, 5.0625, 2.625, -2.8125, 4.8125,
+        2.1875, -0.875, 2.9375, -2.1875, 1.5, -2.375, -3.8125, 3.625, -4.0625, -0.5625, 4.8125,
+        -2.1875, 1.9375, -1.875, 1.1875, 0.0625, 0.1875, 0.3125, 1.3125, -2.4375, 1.375, -0.875,
+        -2.5625, -1.5, -3.0625, 0.625, 0.1875,
+    ];
+    const CONV_DEPTHWISE_SAME_UPPER: &[f64] = &[
+        0.625, 1.0625, 0.25, -3.5, 0.9375, 0.5, 2.625, -3.75, 1.0, -0.5625, 4.0, -1.75, -1.5625,
+        1.8125, -2.5625, -0.9375, -0.9375, 0.0625, 1.75, -0.875, -0.9375, -0.5625, -1.125, -1.75,
+        -1.6875, 2.3125, -0.8125,
+    ];
+    const CONV1D_SAME_LOWER: &[f64] = &[
+        -1.5, -0.25, 0.75, -0.4375, -2.3125, 2.6875, 1.6875, -0.1875, -0.875, 2.1875, -0.875,
+        2.9375, -1.5, -0.4375, 1.8125, -0.125, -0.5, 0.0625, -0.0625, -0.875, -0.5,
+    ];
+    const CONV3D: &[f64] = &[
+        -1.6875, -1.1875, 1.5, 0.375, 1.6875, -1.5, -1.875, 0.5625, 0.625, 1.5, 0.4375, 1.1875,
+        -0.125, 0.0625, -1.625, -0.0625, 0.375, -0.9375, 3.9375, -1.125, 1.9375, -4.25, -3.9375,
+        2.875, 2.4375, -0.5625, -2.3125, -0.8125, -2.0625, 2.125, 0.3125, 1.375, 0.3125, -0.5,
+        -1.0625, 0.875, 1.5625, -0.8125, -0.8125, 1.5625, 2.4375, -2.1875, -0.8125, 0.6875, -1.625,
+        2.0, -0.875, -0.3125, -1.625, 2.0, -0.875, -0.3125, 1.375, -0.125, 2.125, -1.25, 0.125,
+        0.4375, 2.6875, -1.5, -0.25, -0.5625, -1.625, 0.4375, 0.0, 3.0625, -2.5, -2.3125, 0.3125,
+        -2.8125, 2.0625, 0.3125, -0.25, -1.9375, 0.1875, 2.4375, -2.125, 1.9375, 0.0, 1.1875,
+        -0.125, 1.0, 1.75, 0.375, 0.25, -0.0625, 0.5, 0.8125, -0.4375, -2.5, 0.125, 0.4375,
+        -1.5625, 2.4375, -0.5, -0.3125,
+    ];
+    const CONV_POINTWISE: &[f64] = &[
+        1.3125, 0.5625, -1.5625, 1.125, 0.375, -1.0625, 0.25, 0.75, 1.25, 0.375, 0.875, 3.4375,
+    ];
+    const CONVT_GROUP: &[f64] = &[
+        -1.125, -0.5, 1.3125, 0.0625, -1.0625, -1.125, -0.5, -1.5, -0.5, -0.125, -1.125, -1.5,
+        0.0625, -0.5, -0.125, -0.5, -1.5, -0.3125, -0.125, -1.875, -0.5, 1.3125, -0.5, -1.125,
+        -1.75, 1.25, -0.25, -0.5, -1.1875, -0.5, 1.1875, 0.0, -1.25, -1.25, -0.5, -0.5, -0.5, -0.5,
+        -0.5, -0.5, -0.5, -0.5, 0.625, 1.25, 2.1875, 0.25, 0.3125, 1.625, 1.25, 1.8125, 1.25, 0.25,
+        0.625, 1.4375, 3.0, 1.25, -0.125, 1.25, 1.0625, 2.9375, 2.9375, 0.5, 1.25, 1.5, 1.25, 0.25,
+        1.6875, 1.75, 0.25, 1.25, 0.5, 1.25, 2.0, 0.125, 0.75, 1.4375, 1.25, 1.25, 1.25, 1.25,
+        1.25, 1.25, 1.25, 1.25,
+    ];
+    const CONVT_OUT_SHAPE_10: &[f64] = &[
+        0.75, -0.5, 1.1875, -0.125, -0.125, 0.25, -1.4375, 0.625, -1.25, 0.0, -0.25, 1.25, -0.0625,
+        0.3125, 0.125, -0.625, 0.3125, -1.5625, 0.0, 0.0,
+    ];
+    const CONVT_OUT_SHAPE_8: &[f64] = &[
+        -0.5, 1.1875, -0.125, -0.125, 0.25, -1.4375, 0.625, -1.25, 1.25, -0.0625, 0.3125, 0.125,
+        -0.625, 0.3125, -1.5625, 0.0,
+    ];
+    const CONVT_SAME_UPPER: &[f64] = &[
+        0.375, 0.0625, 1.25, -1.0625, 1.0625, -0.125, 0.125, 0.5, -0.5, 1.5625, -0.4375, -0.125,
+        -3.25, 1.0625, -0.1875, 0.4375, -0.0625, -0.875, 0.4375, -1.8125, 0.375, -0.0625, -0.25,
+        1.0,
+    ];
+    const CONVT_SAME_LOWER: &[f64] = &[
+        0.5, -0.5, 1.5625, -0.4375, -0.125, -0.125, 1.0625, -0.1875, 0.4375, -0.0625, -0.875,
+        0.625, -1.8125, 0.375, -0.0625, -0.25, 1.0, -0.25, -0.3125, -0.625, 0.1875, 1.75, 0.0,
+        -1.25,
+    ];
+
+    fn attrs(list: &[(&str, Attr)]) -> Attrs {
+        Attrs(
+            list.iter()
+                .map(|(n, a)| (n.to_string(), a.clone()))
+                .collect(),
+        )
+    }
+
+    fn ints(v: &[i64]) -> Attr {
+        Attr::Ints(v.to_vec())
+    }
+
+    fn conv(a: &[(&str, Attr)]) -> Conv {
+        build("conv", attrs(a)).unwrap()
+    }
+
+    fn conv_t(a: &[(&str, Attr)]) -> ConvTranspose {
+        build("conv_transpose", attrs(a)).unwrap()
+    }
+
+    #[test]
+    fn grouped_strided_dilated_asymmetric_pads() {
+        let op = conv(&[
+            ("group", Attr::Int(2)),
+            ("strides", ints(&[2, 2])),
+            ("pads", ints(&[1, 0, 2, 1])),
+            ("dilations", ints(&[1, 2])),
+        ]);
+        let (x, w, b) = (
+            pat(&[2, 4, 6, 7], 3, 1),
+            pat(&[4, 2, 3, 2], 5, 2),
+            pat(&[4], 7, 3),
+        );
+        let y = run(&op, &[Some(&x), Some(&w), Some(&b)], 1).unwrap();
+        assert_close(&y[0], &[2, 4, 4, 3], CONV_GROUP);
+        let tys: Vec<_> = [&x, &w, &b].iter().map(|t| t.ty()).collect();
+        // 2 · N·M·(C/group)·prod(k)·prod(out) = 2 · (2·4·4·3) · 2 · 6
+        assert_eq!(
+            op.flops(&[Some(&tys[0]), Some(&tys[1]), Some(&tys[2])], &[y[0].ty()]),
+            2 * 96 * 12
+        );
+    }
+
+    #[test]
+    fn depthwise_same_upper() {
+        let op = conv(&[
+            ("group", Attr::Int(3)),
+            ("strides", ints(&[2, 2])),
+            ("auto_pad", Attr::Str("SAME_UPPER".into())),
+        ]);
+        let (x, w) = (pat(&[1, 3, 5, 5], 2, 0), pat(&[3, 1, 3, 3], 4, 1));
+        let y = run(&op, &[Some(&x), Some(&w)], 1).unwrap();
+        assert_close(&y[0], &[1, 3, 3, 3], CONV_DEPTHWISE_SAME_UPPER);
+    }
+
+    #[test]
+    fn conv1d_same_lower_even_kernel() {
+        let op = conv(&[("auto_pad", Attr::Str("SAME_LOWER".into()))]);
+        let (x, w) = (pat(&[1, 2, 7], 3, 2), pat(&[3, 2, 4], 5, 0));
+        let y = run(&op, &[Some(&x), Some(&w)], 1).unwrap();
+        assert_close(&y[0], &[1, 3, 7], CONV1D_SAME_LOWER);
+    }
+
+    #[test]
+    fn conv3d() {
+        let op = conv(&[
+            ("pads", ints(&[1; 6])),
+            ("strides", ints(&[2, 1, 1])),
+            ("kernel_shape", ints(&[2, 2, 2])),
+        ]);
+        let (x, w) = (pat(&[1, 2, 4, 3, 3], 3, 0), pat(&[2, 2, 2, 2, 2], 2, 5));
+        let y = run(&op, &[Some(&x), Some(&w)], 1).unwrap();
+        assert_close(&y[0], &[1, 2, 3, 4, 4], CONV3D);
+    }
+
+    #[test]
+    fn pointwise_with_bias_and_f64() {
+        let op = conv(&[]);
+        let (x, w, b) = (
+            pat(&[1, 3, 2, 3], 4, 0),
+            pat(&[2, 3, 1, 1], 3, 1),
+            pat(&[2], 5, 5),
+        );
+        let y = run(&op, &[Some(&x), Some(&w), Some(&b)], 1).unwrap();
+        assert_close(&y[0], &[1, 2, 2, 3], CONV_POINTWISE);
+        let (x, w, b) = (
+            x.cast(kiln_core::DType::F64),
+            w.cast(kiln_core::DType::F64),
+            b.cast(kiln_core::DType::F64),
+        );
+        let y = run(&op, &[Some(&x), Some(&w), Some(&b)], 1).unwrap();
+        assert_eq!(y[0].dtype(), kiln_core::DType::F64);
+        assert_close(&y[0], &[1, 2, 2, 3], CONV_POINTWISE);
+    }
+
+    #[test]
+    fn conv_shape_errors() {
+        let op = conv(&[("group", Attr::Int(2))]);
+        let (x, w) = (pat(&[1, 4, 5, 5], 1, 0), pat(&[4, 3, 3, 3], 1, 0));
+        let e = run(&op, &[Some(&x), Some(&w)], 1).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Shape);
+        assert!(
+            e.message.contains("3 channels per group × group 2 = 6") && e.message.contains("has 4"),
+            "{}",
+            e.message
+        );
+        let w = pat(&[3, 2, 3, 3], 1, 0);
+        let e = run(&op, &[Some(&x), Some(&w)], 1).unwrap_err();
+        assert!(
+            e.message.contains("not divisible by group 2"),
+            "{}",
+            e.message
+        );
+        let op = conv(&[("kernel_shape", ints(&[2, 2]))]);
+        let w = pat(&[2, 4, 3, 3], 1, 0);
+        let e = run(&op, &[Some(&x), Some(&w)], 1).unwrap_err();
+        assert!(
+            e.message.contains("kernel_shape [2, 2] does not match"),
+            "{}",
+            e.message
+        );
+        let op = conv(&[]);
+        let b = pat(&[3], 1, 0);
+        let e = run(&op, &[Some(&x), Some(&w), Some(&b)], 1).unwrap_err();
+        assert!(
+            e.message.contains("bias B [3] must be [2]"),
+            "{}",
+            e.message
+        );
+        let x = pat(&[1, 4, 2, 2], 1, 0);
+        let e = run(&op, &[Some(&x), Some(&w)], 1).unwrap_err();
+        assert!(
+            e.message.contains("smaller than the window"),
+            "{}",
+            e.message
+        );
+        let e = op
+            .eval(&[Some(&pat(&[4, 5], 1, 0)), Some(&w)], 1)
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Shape);
+        let e = op
+            .eval(&[Some(&x.cast(kiln_core::DType::I32)), Some(&w)], 1)
+            .unwrap_err();
+        assert_eq!(e.kind, kiln_core::ErrorKind::Type);
+        let e = build::<Conv>("conv", attrs(&[("strides", ints(&[0, 1]))])).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Attribute);
+    }
+
+    #[test]
+    fn transpose_grouped_strided_dilated() {
+        let op = conv_t(&[
+            ("group", Attr::Int(2)),
+            ("strides", ints(&[2, 3])),
+            ("pads", ints(&[1, 0, 0, 1])),
+            ("output_padding", ints(&[1, 0])),
+            ("dilations", ints(&[1, 2])),
+        ]);
+        let (x, w, b) = (
+            pat(&[1, 4, 3, 2], 3, 1),
+            pat(&[4, 1, 2, 3], 5, 2),
+            pat(&[2], 7, 3),
+        );
+        let y = run(&op, &[Some(&x), Some(&w), Some(&b)], 1).unwrap();
+        assert_close(&y[0], &[1, 2, 6, 7], CONVT_GROUP);
+    }
+
+    #[test]
+    fn transpose_output_shape_splits_pads_like_onnx() {
+        let (x, w) = (pat(&[1, 1, 4], 3, 1), pat(&[1, 2, 3], 5, 2));
+        // Natural size 9: a larger output_shape extends at the end, a smaller one crops
+        // the odd element at the beginning.
+        let op = conv_t(&[("strides", ints(&[2])), ("output_shape", ints(&[10]))]);
+        assert_close(
+            &run(&op, &[Some(&x), Some(&w)], 1).unwrap()[0],
+            &[1, 2, 10],
+            CONVT_OUT_SHAPE_10,
+        );
+        let op = conv_t(&[("strides", ints(&[2])), ("output_shape", ints(&[8]))]);
+        assert_close(
+            &run(&op, &[Some(&x), Some(&w)], 1).unwrap()[0],
+            &[1, 2, 8],
+            CONVT_OUT_SHAPE_8,
+        );
+    }
+
+    #[test]
+    fn transpose_same_upper_and_lower() {
+        let (x, w) = (pat(&[1, 2, 2, 3], 3, 1), pat(&[2, 1, 3, 3], 5, 2));
+        for (mode, want) in [
+            ("SAME_UPPER", CONVT_SAME_UPPER),
+            ("SAME_LOWER", CONVT_SAME_LOWER),
+        ] {
+            let op = conv_t(&[
+                ("strides", ints(&[2, 2])),
+                ("auto_pad", Attr::Str(mode.into())),
+            ]);
+            assert_close(
+                &run(&op, &[Some(&x), Some(&w)], 1).unwrap()[0],
+                &[1, 1, 4, 6],
+                want,
+            );
+        }
+    }
+
+    #[test]
+    fn transpose_shape_errors() {
+        let op = conv_t(&[]);
+        let e = run(
+            &op,
+            &[
+                Some(&pat(&[1, 3, 4, 4], 1, 0)),
+                Some(&pat(&[2, 1, 3, 3], 1, 0)),
+            ],
+            1,
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Shape);
+        assert!(
+            e.message
+                .contains("W [2, 1, 3, 3] has 2 input channels but X [1, 3, 4, 4] has 3"),
+            "{}",
+            e.message
+        );
+        let op = conv_t(&[("pads", ints(&[3, 3, 3, 3]))]);
+        let e = run(
+            &op,
+            &[
+                Some(&pat(&[1, 1, 2, 2], 1, 0)),
+                Some(&pat(&[1, 1, 3, 3], 1, 0)),
+            ],
+            1,
+        )
+        .unwrap_err();
+        assert!(e.message.contains("would have size -2"), "{}", e.message);
+        let op = conv_t(&[("output_shape", ints(&[5]))]);
+        let e = run(
+            &op,
+            &[
+                Some(&pat(&[1, 1, 2, 2], 1, 0)),
+                Some(&pat(&[1, 1, 3, 3], 1, 0)),
+            ],
+            1,
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Attribute);
+    }
+}

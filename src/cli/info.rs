@@ -1,0 +1,84 @@
+//! `kiln info`: what a model contains — op histogram, parameters, FLOPs, inputs, outputs.
+
+use super::ModelArgs;
+use clap::Args;
+use kiln_graph::{Graph, Op};
+use serde_json::json;
+use std::collections::BTreeMap;
+
+#[derive(Args)]
+pub struct InfoArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Run this pipeline (or pass list) first.
+    #[arg(long)]
+    pub pipeline: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The numbers `kiln info` reports.
+pub struct Stats {
+    pub ops: BTreeMap<&'static str, usize>,
+    pub params: u64,
+    pub flops: u64,
+}
+
+pub fn stats(g: &Graph) -> Stats {
+    let mut s = Stats { ops: BTreeMap::new(), params: 0, flops: 0 };
+    for n in g.node_ids() {
+        let node = g.node(n);
+        if let Op::Const(c) = &node.op {
+            s.params += c.ty.numel() as u64;
+            continue;
+        }
+        *s.ops.entry(node.op.name()).or_default() += 1;
+        let ins: Vec<_> = node.inputs().iter().map(|v| v.and_then(|v| g.value(v).ty.as_ref())).collect();
+        let outs: Vec<_> = node.outputs().iter().filter_map(|&v| g.value(v).ty.clone()).collect();
+        s.flops += node.op.flops(&ins, &outs);
+    }
+    s
+}
+
+pub fn run(a: InfoArgs) -> anyhow::Result<()> {
+    let mut g = a.model.load()?;
+    if let Some(p) = &a.pipeline {
+        super::run_pipeline(&mut g, p, Default::default())?;
+    }
+    let s = stats(&g);
+    let io = |vals: &[kiln_graph::Value]| -> Vec<serde_json::Value> {
+        vals.iter()
+            .map(|&v| {
+                let d = g.value(v);
+                json!({"name": d.name, "type": d.ty.as_ref().map(|t| t.to_string())})
+            })
+            .collect()
+    };
+    let op_count: usize = s.ops.values().sum();
+    if a.json {
+        let j = json!({
+            "ops": s.ops, "op_count": op_count, "params": s.params, "flops": s.flops,
+            "inputs": io(g.inputs()), "outputs": io(g.outputs()),
+        });
+        println!("{}", serde_json::to_string_pretty(&j)?);
+        return Ok(());
+    }
+    println!("model    {}", a.model.display_name());
+    println!("ops      {op_count} (+ {} constants)", g.node_count() - op_count);
+    println!("params   {}", s.params);
+    println!("flops    {} ({:.3} G)", s.flops, s.flops as f64 / 1e9);
+    for (kind, vals) in [("input ", g.inputs()), ("output", g.outputs())] {
+        for &v in vals {
+            let d = g.value(v);
+            println!("{kind}   {}: {}", d.name, d.ty.as_ref().map(|t| t.to_string()).unwrap_or("?".into()));
+        }
+    }
+    let mut hist: Vec<_> = s.ops.iter().collect();
+    hist.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    println!("op histogram:");
+    for (name, n) in hist {
+        println!("  {n:>6}  {name}");
+    }
+    Ok(())
+}

@@ -1,0 +1,87 @@
+//! The `kiln` command line. Subcommands are a stable contract later work extends: each
+//! lives in its own file and reports errors through `anyhow` with the library's located
+//! messages.
+
+use clap::{Args, Parser, Subcommand};
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+mod bench;
+mod info;
+mod opt;
+mod run;
+
+#[derive(Parser)]
+#[command(name = "kiln", version, about = "An MLIR-style neural-network compiler for int8 CPU inference")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a model and write each output as OUTDIR/<name>.npy.
+    Run(run::RunArgs),
+    /// Run passes over a model or text IR and print the resulting IR.
+    Opt(opt::OptArgs),
+    /// Print op counts, parameters, FLOPs, inputs and outputs.
+    Info(info::InfoArgs),
+    /// Time a model (the embedded default model when none is given).
+    Bench(bench::BenchArgs),
+}
+
+/// Options every command that loads a model shares.
+#[derive(Args, Clone)]
+pub struct ModelArgs {
+    /// Model: .onnx, or .kir text IR (a `.kir.weights` side file beside it is loaded too).
+    /// Omitted: the embedded default model (ResNet-style example).
+    pub model: Option<PathBuf>,
+    /// Fix a dynamic input shape: NAME=D0,D1,... (repeatable).
+    #[arg(long = "shape", value_name = "NAME=DIMS")]
+    pub shapes: Vec<String>,
+}
+
+impl ModelArgs {
+    pub fn shape_map(&self) -> anyhow::Result<HashMap<String, Vec<usize>>> {
+        let mut m = HashMap::new();
+        for s in &self.shapes {
+            let (name, dims) = crate::model::parse_shape_arg(s)?;
+            m.insert(name, dims);
+        }
+        Ok(m)
+    }
+
+    pub fn load(&self) -> anyhow::Result<kiln_graph::Graph> {
+        Ok(crate::model::load(self.model.as_deref(), &self.shape_map()?)?)
+    }
+
+    pub fn display_name(&self) -> String {
+        match &self.model {
+            Some(p) => p.display().to_string(),
+            None => format!("{} (embedded)", crate::model::DEFAULT_MODEL_NAME),
+        }
+    }
+}
+
+/// Runs a named pipeline or pass list over `g`, with the instrumentation flags.
+pub fn run_pipeline(
+    g: &mut kiln_graph::Graph,
+    list: &str,
+    options: kiln_core::PassOptions,
+) -> anyhow::Result<kiln_core::PassManager<kiln_graph::Graph>> {
+    let registry = kiln_graph::passes::registry();
+    let mut pm = kiln_core::PassManager::new(registry.parse(list)?);
+    pm.options = kiln_core::PassOptions { verify_each: true, ..options };
+    pm.run(g)?;
+    Ok(pm)
+}
+
+/// Entry point used by `main`.
+pub fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Run(a) => run::run(a),
+        Command::Opt(a) => opt::run(a),
+        Command::Info(a) => info::run(a),
+        Command::Bench(a) => bench::run(a),
+    }
+}
