@@ -158,18 +158,19 @@ def _():
 
 @case("unsupported_op_opset6.onnx", "unsupported-op", "Relu")
 def _():
-    # Opset 6 predates kiln's 7-21 range; Relu-6 is the version it resolves to.
+    # Opset 6 predates kiln's 7-28 range; Relu-6 is the version it resolves to.
     node = helper.make_node("Relu", ["x"], ["y"], name="relu_opset6")
     return model([node], [tensor("x", [1, 4])], [tensor("y", [1, 4])], opset=6, ir_version=3)
 
 
-@case("unsupported_op_opset22.onnx", "unsupported-op", "Conv")
+@case("unsupported_op_opset29.onnx", "unsupported-op", "Conv")
 def _():
-    # Opset 22 is past kiln's range, and Conv really has a version 22.
-    node = helper.make_node("Conv", ["x", "w"], ["y"], name="conv_opset22", kernel_shape=[1, 1])
+    # Opset 29 is newer than any onnx release kiln knows (onnx 1.23 ends at 28): its ops
+    # could mean anything, so kiln refuses rather than guess.
+    node = helper.make_node("Conv", ["x", "w"], ["y"], name="conv_opset29", kernel_shape=[1, 1])
     return model(
         [node], [tensor("x", [1, 2, 4, 4])], [tensor("y", [1, 3, 4, 4])], [weight("w", [3, 2, 1, 1])],
-        opset=22, ir_version=10,
+        opset=29, ir_version=10,
     )
 
 
@@ -302,14 +303,14 @@ def _():
     return model([node], [tensor("a", [1, 2, 4]), tensor("b", [1, 3, 5])], [tensor("y", [1, 5, 4])])
 
 
-@case("shape_symbolic_input_dim.onnx", "shape", "tokens")
+@case("input_symbolic_dim.onnx", "input", "tokens")
 def _():
     # kiln compiles for fixed shapes; a free dim must be pinned by the user.
     node = helper.make_node("Relu", ["tokens"], ["y"], name="relu_symbolic")
     return model([node], [tensor("tokens", ["batch", 16])], [tensor("y", ["batch", 16])])
 
 
-@case("shape_input_without_shape.onnx", "shape", "shapeless_input")
+@case("input_without_shape.onnx", "input", "shapeless_input")
 def _():
     node = helper.make_node("Relu", ["shapeless_input"], ["y"], name="relu_shapeless")
     return model([node], [tensor("shapeless_input", None)], [tensor("y", [1, 4])])
@@ -370,11 +371,10 @@ def _():
     )
 
 
-@case("unsupported_external_data.onnx", "unsupported", "external_weight")
+@case("io_external_data_missing.onnx", "io", "external_weight.bin")
 def _():
-    # Weights in a side file (the >2 GB escape hatch); kiln reads one file.
-    # The side file is deliberately absent: kiln must refuse on seeing the
-    # data_location, before it would look for the file.
+    # Weights in a side file (the >2 GB escape hatch) that is not there: kiln reads
+    # external data, so the error is the missing file, named.
     w = TensorProto(name="external_weight", data_type=F32, dims=[4, 4], data_location=TensorProto.EXTERNAL)
     for key, value in (("location", "external_weight.bin"), ("offset", "0"), ("length", "64")):
         w.external_data.add(key=key, value=value)

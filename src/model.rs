@@ -14,12 +14,13 @@ pub const DEFAULT_MODEL_NAME: &str = "resnet_style";
 const DEFAULT_MODEL: &[u8] = include_bytes!("../examples/models/resnet_style/model.onnx");
 
 /// Loads `path` (or the embedded default model) with user-fixed input shapes, shapes
-/// inferred and the graph verified.
-pub fn load(path: Option<&Path>, shapes: &HashMap<String, Vec<usize>>) -> Result<Graph> {
-    let opts = ImportOptions { shapes: shapes.clone(), base_dir: None };
+/// inferred and the graph verified. `known` are input values given by the user: inputs
+/// that feed shape operands become constants (see [`ImportOptions::static_inputs`]).
+pub fn load(path: Option<&Path>, shapes: &HashMap<String, Vec<usize>>, known: &HashMap<String, Tensor>) -> Result<Graph> {
+    let opts = ImportOptions { shapes: shapes.clone(), static_inputs: known.clone(), ..ImportOptions::default() };
     let mut g = match path {
         None => import_model(DEFAULT_MODEL, &opts)?,
-        Some(p) if p.extension().is_some_and(|e| e == "kir") => load_text(p, shapes)?,
+        Some(p) if p.extension().is_some_and(|e| e == "kir") => load_text(p, shapes, known)?,
         Some(p) => load_model(p, &opts)?,
     };
     kiln_graph::infer::infer_shapes(&mut g)?;
@@ -34,7 +35,7 @@ pub fn weights_path(kir: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn load_text(p: &Path, shapes: &HashMap<String, Vec<usize>>) -> Result<Graph> {
+fn load_text(p: &Path, shapes: &HashMap<String, Vec<usize>>, known: &HashMap<String, Tensor>) -> Result<Graph> {
     let src = std::fs::read_to_string(p).map_err(|e| io_error(p, e))?;
     let mut g = kiln_graph::text::parse(&src)?;
     let w = weights_path(p);
@@ -47,6 +48,11 @@ fn load_text(p: &Path, shapes: &HashMap<String, Vec<usize>>) -> Result<Graph> {
             ErrorKind::Input,
             format!("--shape {name}=... applies to ONNX models; text IR already has static types"),
         ));
+    }
+    for name in known.keys() {
+        if !g.inputs().iter().any(|&v| g.value(v).name == *name) {
+            return Err(Error::new(ErrorKind::Input, format!("--input names '{name}', which is not an input of {}", p.display())));
+        }
     }
     Ok(g)
 }
@@ -90,34 +96,32 @@ pub fn seeded_input(ty: &TensorType, seed: u64) -> Tensor {
     }
 }
 
-/// Builds the input list for `g` from `--input` files, seeding the rest (input k gets seed k).
-pub fn inputs_for(g: &Graph, files: &[(String, PathBuf)]) -> Result<Vec<Tensor>> {
-    for (name, _) in files {
-        if !g.inputs().iter().any(|&v| g.value(v).name == *name) {
-            let names: Vec<_> = g.inputs().iter().map(|&v| g.value(v).name.clone()).collect();
-            return Err(Error::new(
-                ErrorKind::Input,
-                format!("--input names '{name}', but the model's inputs are: {}", names.join(", ")),
-            ));
-        }
-    }
+/// Reads `--input NAME=FILE.npy` arguments.
+pub fn read_inputs(args: &[String]) -> Result<HashMap<String, Tensor>> {
+    args.iter()
+        .map(|a| {
+            let (name, path) = parse_input_arg(a)?;
+            Ok((name, read_npy(&path)?))
+        })
+        .collect()
+}
+
+/// The input list for `g`, in graph order: given values where the user supplied them, seeded
+/// data for the rest (input k gets seed k). Given values that match no input were frozen
+/// into constants at import (the importer rejects names the model never had).
+pub fn inputs_for(g: &Graph, given: &HashMap<String, Tensor>) -> Result<Vec<Tensor>> {
     g.inputs()
         .iter()
         .enumerate()
         .map(|(k, &v)| {
             let data = g.value(v);
             let ty = data.ty.clone().ok_or_else(|| Error::new(ErrorKind::Input, "input without a type"))?;
-            match files.iter().find(|(n, _)| *n == data.name) {
-                Some((_, path)) => {
-                    let t = read_npy(path)?;
-                    if t.ty() != ty {
-                        return Err(Error::new(
-                            ErrorKind::Input,
-                            format!("{}: input '{}' must be {ty}, the file holds {}", path.display(), data.name, t.ty()),
-                        ));
-                    }
-                    Ok(t)
-                }
+            match given.get(&data.name) {
+                Some(t) if t.ty() != ty => Err(Error::new(
+                    ErrorKind::Input,
+                    format!("input '{}' must be {ty}, the value given holds {}", data.name, t.ty()),
+                )),
+                Some(t) => Ok(t.clone()),
                 None => Ok(seeded_input(&ty, k as u64)),
             }
         })

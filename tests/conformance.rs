@@ -27,10 +27,17 @@ enum Outcome {
     Unsupported(String),
 }
 
-fn read_tensor(p: &Path) -> Result<Tensor, String> {
-    let bytes = std::fs::read(p).map_err(|e| e.to_string())?;
-    let proto = TensorProto::decode(bytes.as_slice()).map_err(|e| e.to_string())?;
-    tensor_from_proto(&proto, None).map_err(|e| e.to_string())
+/// Reads `<prefix>_0.pb`, `<prefix>_1.pb`, ... with the tensor names they carry.
+fn named_tensors(dir: &Path, prefix: &str) -> Result<Vec<(String, Tensor)>, String> {
+    numbered(dir, prefix)
+        .iter()
+        .map(|p| {
+            let bytes = std::fs::read(p).map_err(|e| e.to_string())?;
+            let proto = TensorProto::decode(bytes.as_slice()).map_err(|e| e.to_string())?;
+            let t = tensor_from_proto(&proto, None).map_err(|e| e.to_string())?;
+            Ok((proto.name.clone().unwrap_or_default(), t))
+        })
+        .collect()
 }
 
 fn numbered(dir: &Path, prefix: &str) -> Vec<std::path::PathBuf> {
@@ -46,19 +53,21 @@ fn run_case(dir: &Path) -> Outcome {
         .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect())
         .unwrap_or_default();
     sets.sort();
-    // Cases with dynamic input dims are run the way a user would: fixing them with the
-    // shapes of the test inputs (`--shape`).
-    let mut opts = ImportOptions::default();
-    if let Some(first) = sets.first() {
-        for p in numbered(first, "input") {
-            let Ok(bytes) = std::fs::read(&p) else { continue };
-            if let Ok(t) = TensorProto::decode(bytes.as_slice()) {
-                if let Some(name) = t.name.clone() {
-                    opts.shapes.insert(name, t.dims.iter().map(|&d| d.max(0) as usize).collect());
-                }
-            }
-        }
-    }
+    // Cases run the way a user would run them: dynamic dims fixed with `--shape` from the
+    // test inputs, and the inputs given as known values, so that those feeding shape
+    // operands (Reshape shapes, Resize scales, reduction axes) become constants.
+    let first: Vec<(String, Tensor)> = match sets.first() {
+        Some(set) => match named_tensors(set, "input") {
+            Ok(v) => v,
+            Err(e) => return Outcome::Unsupported(format!("test data: {e}")),
+        },
+        None => Vec::new(),
+    };
+    let opts = ImportOptions {
+        shapes: first.iter().map(|(n, t)| (n.clone(), t.shape().to_vec())).collect(),
+        static_inputs: first.into_iter().collect(),
+        ..ImportOptions::default()
+    };
     let g = match load_model(&dir.join("model.onnx"), &opts) {
         Ok(g) => g,
         Err(e) if matches!(e.kind, ErrorKind::UnsupportedOp | ErrorKind::Unsupported) => {
@@ -71,11 +80,18 @@ fn run_case(dir: &Path) -> Outcome {
         Err(e) => return Outcome::Fail(e.to_string()),
     };
     for set in sets {
-        let read_all = |prefix| numbered(&set, prefix).iter().map(|p| read_tensor(p)).collect::<Result<Vec<_>, _>>();
-        let (inputs, expected) = match (read_all("input"), read_all("output")) {
-            (Ok(i), Ok(o)) => (i, o),
+        let (given, expected) = match (named_tensors(&set, "input"), named_tensors(&set, "output")) {
+            (Ok(i), Ok(o)) => (i, o.into_iter().map(|(_, t)| t).collect::<Vec<_>>()),
             (Err(e), _) | (_, Err(e)) => return Outcome::Unsupported(format!("test data: {e}")),
         };
+        // Frozen inputs are gone from the signature; feed the rest by name.
+        let mut inputs = Vec::new();
+        for &v in g.inputs() {
+            match given.iter().find(|(n, _)| *n == g.value(v).name) {
+                Some((_, t)) => inputs.push(t.clone()),
+                None => return Outcome::Fail(format!("no test data for input '{}'", g.value(v).name)),
+            }
+        }
         let got = match interp.run(&inputs) {
             Ok(g) => g,
             Err(e) if matches!(e.kind, ErrorKind::UnsupportedOp | ErrorKind::Unsupported) => {

@@ -27,7 +27,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     super::run_pipeline(&mut g, "cleanup", Default::default())?;
     let interp = kiln_graph::interp::Interpreter::new(&g)?;
     let prepare_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let inputs = model::inputs_for(&g, &[])?;
+    let inputs = model::inputs_for(&g, &Default::default())?;
     let outputs = interp.run(&inputs)?; // warm-up, and the outputs to summarise
     let mut times = Vec::with_capacity(a.runs.max(1));
     for _ in 0..a.runs.max(1) {

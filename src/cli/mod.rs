@@ -52,7 +52,12 @@ impl ModelArgs {
     }
 
     pub fn load(&self) -> anyhow::Result<kiln_graph::Graph> {
-        Ok(crate::model::load(self.model.as_deref(), &self.shape_map()?)?)
+        self.load_with(&HashMap::new())
+    }
+
+    /// Loads with known input values (inputs feeding shape operands become constants).
+    pub fn load_with(&self, known: &HashMap<String, kiln_core::Tensor>) -> anyhow::Result<kiln_graph::Graph> {
+        Ok(crate::model::load(self.model.as_deref(), &self.shape_map()?, known)?)
     }
 
     pub fn display_name(&self) -> String {

@@ -22,10 +22,10 @@ pub struct RunArgs {
 }
 
 pub fn run(a: RunArgs) -> anyhow::Result<()> {
-    let mut g = a.model.load()?;
+    let given = model::read_inputs(&a.inputs)?;
+    let mut g = a.model.load_with(&given)?;
     super::run_pipeline(&mut g, &a.pipeline, Default::default())?;
-    let files = a.inputs.iter().map(|s| model::parse_input_arg(s)).collect::<Result<Vec<_>, _>>()?;
-    let inputs = model::inputs_for(&g, &files)?;
+    let inputs = model::inputs_for(&g, &given)?;
     let start = std::time::Instant::now();
     let outputs = kiln_graph::interp::run(&g, &inputs)?;
     let elapsed = start.elapsed();

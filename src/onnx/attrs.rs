@@ -21,10 +21,11 @@ pub fn attr_from_proto(a: &AttributeProto, base_dir: Option<&Path>) -> Result<At
             "attribute '{name}' refers to a function attribute, which only exists inside functions"
         );
     }
-    let ty = match AttributeType::try_from(a.r#type()) {
-        Ok(AttributeType::Undefined) | Err(_) => guess_type(a)
+    // prost maps an unset or unknown type to Undefined.
+    let ty = match a.r#type() {
+        AttributeType::Undefined => guess_type(a)
             .ok_or_else(|| err!(Attribute, "attribute '{name}' has no type and no value"))?,
-        Ok(t) => t,
+        t => t,
     };
     let utf8 = |s: &[u8]| {
         String::from_utf8(s.to_vec())

@@ -5,24 +5,24 @@
 //! definition is fine (ONNX asks for topological order, not every writer obeys), a
 //! genuinely missing value is an undefined-value error and a loop is a cycle error.
 
-use super::opset::{Ctx, Lowered, lower};
+use super::opset::{Ctx, Lowered, const_op, lower};
 use super::proto::tensor_shape_proto::dimension::Value as Dim;
 use super::proto::type_proto::Value as TypeValue;
 use super::proto::{GraphProto, ModelProto, TensorProto, ValueInfoProto};
 use super::tensor::{dtype_from_onnx, tensor_from_proto};
-use super::{LATEST_KNOWN_OPSET, op_version_supported};
 use kiln_core::{DType, Error, ErrorKind, Result, TensorType, bail, ensure, err};
-use kiln_graph::ops::Const;
-use kiln_graph::{Graph, Op, Value};
+use kiln_graph::{Graph, Value};
 use prost::Message;
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// The default-domain opsets whose op versions kiln implements. Newer opsets (up to
-/// [`LATEST_KNOWN_OPSET`]) are accepted op by op, see [`super::NEWER_VERSIONS`].
-pub const OPSET_RANGE: RangeInclusive<i64> = 7..=21;
+/// The default-domain opsets kiln imports: 7 up to the newest that onnx 1.23 defines.
+/// Op versions after opset 21 add element types (bfloat16, float8, int4) or attributes;
+/// kiln refuses the element types it lacks when it meets them, and an attribute it does not
+/// know is an error at that node, so no newer op version can be misread silently.
+pub const OPSET_RANGE: RangeInclusive<i64> = 7..=28;
 
 /// How to import a model.
 #[derive(Debug, Clone, Default)]
@@ -32,6 +32,10 @@ pub struct ImportOptions {
     pub shapes: HashMap<String, Vec<usize>>,
     /// Directory that external-data locations are relative to.
     pub base_dir: Option<PathBuf>,
+    /// Known values of graph inputs. An input that feeds a shape operand (a Reshape's
+    /// shape, a Resize's scales, a Slice's starts) becomes a constant with this value, since
+    /// kiln compiles static shapes; inputs that carry only data stay inputs.
+    pub static_inputs: HashMap<String, kiln_core::Tensor>,
 }
 
 /// Reads and imports a `.onnx` file; external data is looked up next to it unless
@@ -172,9 +176,28 @@ impl<'a> Importer<'a> {
         }
         self.build(lowered)?;
         self.outputs()?;
+        self.freeze_static_inputs()?;
         kiln_graph::infer::infer_shapes(&mut self.g)?;
         self.check_outputs()?;
         Ok(self.g)
+    }
+
+    /// Replaces the inputs that feed shape operands by their known values.
+    fn freeze_static_inputs(&mut self) -> Result<()> {
+        for v in self.g.inputs().to_vec() {
+            let name = self.g.value(v).name.clone();
+            if let Some(t) = self.opts.static_inputs.get(&name)
+                && self.g.feeds_shape_operand(v)
+            {
+                if let Some(ty) = &self.g.value(v).ty
+                    && *ty != t.ty()
+                {
+                    bail!(Input, "input '{name}' is declared {ty}, but the value given for it is {}", t.ty());
+                }
+                self.g.freeze_input(v, t.clone())?;
+            }
+        }
+        Ok(())
     }
 
     /// Graph inputs become typed kiln inputs, except those that are also initializers: old
@@ -186,16 +209,14 @@ impl<'a> Importer<'a> {
             .iter()
             .filter(|i| !self.initializers.contains_key(i.name()))
             .collect();
-        let mut names: Vec<&str> = self.opts.shapes.keys().map(String::as_str).collect();
-        names.sort_unstable();
-        for name in names {
-            if !real.iter().any(|i| i.name() == name) {
-                let list: Vec<&str> = real.iter().map(|i| i.name()).collect();
-                bail!(
-                    Input,
-                    "--shape names '{name}', which is not an input of the model (inputs: {})",
-                    list.join(", ")
-                );
+        let given = [("--shape", self.opts.shapes.keys().collect::<Vec<_>>()), ("--input", self.opts.static_inputs.keys().collect())];
+        for (flag, mut names) in given {
+            names.sort_unstable();
+            for name in names {
+                if !real.iter().any(|i| i.name() == name) {
+                    let list: Vec<&str> = real.iter().map(|i| i.name()).collect();
+                    bail!(Input, "{flag} names '{name}', which is not an input of the model (inputs: {})", list.join(", "));
+                }
             }
         }
         for vi in real {
@@ -282,16 +303,11 @@ impl<'a> Importer<'a> {
             if !self.ctx.used.contains(name) || self.defs.contains_key(name) {
                 continue;
             }
-            let value = tensor_from_proto(t, self.ctx.base_dir.as_deref())?;
-            self.ctx
-                .consts
-                .insert(name.to_string(), Arc::new(value.clone()));
-            let (_, outs) = self.g.add_node(
-                name,
-                Op::Const(Const::new(value)),
-                Vec::new(),
-                vec![name.to_string()],
-            );
+            let value = Arc::new(tensor_from_proto(t, self.ctx.base_dir.as_deref())?);
+            self.ctx.consts.insert(name.to_string(), value.clone());
+            let (_, outs) =
+                self.g
+                    .add_node(name, const_op(value), Vec::new(), vec![name.to_string()]);
             self.defs.insert(name.to_string(), outs[0]);
         }
         Ok(())
@@ -313,15 +329,10 @@ impl<'a> Importer<'a> {
                 "the model imports no default ('ai.onnx') opset, so op '{op_type}' has no version"
             );
         };
-        if !op_version_supported(op_type, opset) {
-            let why = if opset < *OPSET_RANGE.start() || opset > LATEST_KNOWN_OPSET {
-                "kiln imports opsets"
-            } else {
-                "it has a version newer than kiln's opsets"
-            };
+        if !OPSET_RANGE.contains(&opset) {
             bail!(
                 UnsupportedOp,
-                "op '{op_type}' at opset {opset} is not supported ({why} {} to {})",
+                "op '{op_type}' at opset {opset} is not supported (kiln imports opsets {} to {})",
                 OPSET_RANGE.start(),
                 OPSET_RANGE.end()
             );

@@ -1,30 +1,19 @@
 //! ONNX import: protobuf messages → the graph dialect.
 //!
 //! `proto` holds the message types; `tensor` converts tensors both ways; `attrs` converts
-//! attributes; `opset` rewrites each node from whatever opset (7–21) the model uses into
-//! kiln's canonical operand forms; `import` drives it all and runs shape inference, so a
-//! graph returned from here is fully typed.
+//! attributes; `opset` (with `resize` for the Upsample/Resize family) rewrites each node
+//! from whatever opset the model uses into kiln's canonical operand forms; `import` drives
+//! it all and runs shape inference, so a graph returned from here is fully typed.
 
 mod attrs;
 mod import;
 mod opset;
 pub mod proto;
+mod resize;
 mod tensor;
 
 pub use import::{ImportOptions, OPSET_RANGE, import_model, load_model};
 
-/// Whether kiln implements the version that `op` resolves to at default-domain `opset`.
-pub fn op_version_supported(op: &str, opset: i64) -> bool {
-    if !OPSET_RANGE.contains(&opset) {
-        return opset > *OPSET_RANGE.end()
-            && opset <= LATEST_KNOWN_OPSET
-            && NEWER_VERSIONS
-                .iter()
-                .find(|(o, _)| *o == op)
-                .is_none_or(|(_, v)| *v > opset);
-    }
-    true
-}
 pub use tensor::{dtype_from_onnx, dtype_to_onnx, tensor_from_proto, tensor_to_proto};
 
 /// ONNX op type → graph-dialect op name. This is the list of ONNX ops kiln imports; a
@@ -69,7 +58,7 @@ pub const OPS: &[(&str, &str)] = &[
     ("Tanh", "tanh"),
     // Element-wise with parameters.
     ("Cast", "cast"),
-    ("CastLike", "cast"),
+    ("CastLike", "cast_like"),
     ("Celu", "celu"),
     ("Clip", "clip"),
     ("Elu", "elu"),
@@ -168,72 +157,6 @@ pub const OPS: &[(&str, &str)] = &[
     ("Upsample", "resize"),
 ];
 
-/// Ops that gained a version after opset 21, with the first such version. kiln implements
-/// the ops as they stand in opsets 7–21; a model at a newer opset is still imported when
-/// each of its ops resolves to one of those versions (a Relu at opset 28 is Relu-14), and
-/// refused when it resolves to a newer one (a Conv at opset 22 is Conv-22). Taken from
-/// onnx 1.23, whose newest opset is [`LATEST_KNOWN_OPSET`].
-pub const NEWER_VERSIONS: &[(&str, i64)] = &[
-    ("Acos", 22),
-    ("Acosh", 22),
-    ("Asin", 22),
-    ("Asinh", 22),
-    ("Atan", 22),
-    ("Atanh", 22),
-    ("AveragePool", 22),
-    ("BitShift", 28),
-    ("Cast", 23),
-    ("CastLike", 23),
-    ("Celu", 28),
-    ("Constant", 23),
-    ("ConstantOfShape", 23),
-    ("Conv", 22),
-    ("ConvTranspose", 22),
-    ("Cos", 22),
-    ("Cosh", 22),
-    ("DepthToSpace", 28),
-    ("Dropout", 22),
-    ("Elu", 22),
-    ("EyeLike", 22),
-    ("Flatten", 23),
-    ("GlobalAveragePool", 22),
-    ("GlobalLpPool", 22),
-    ("GlobalMaxPool", 22),
-    ("HardSigmoid", 22),
-    ("HardSwish", 22),
-    ("Identity", 23),
-    ("InstanceNormalization", 22),
-    ("LpNormalization", 22),
-    ("LpPool", 22),
-    ("MaxPool", 22),
-    ("Mish", 22),
-    ("Mod", 28),
-    ("OneHot", 28),
-    ("Pad", 23),
-    ("Range", 27),
-    ("ReduceLogSum", 28),
-    ("ReduceLogSumExp", 28),
-    ("Reshape", 23),
-    ("Round", 22),
-    ("Selu", 22),
-    ("Shape", 23),
-    ("Sin", 22),
-    ("Sinh", 22),
-    ("Size", 23),
-    ("Softplus", 22),
-    ("Softsign", 22),
-    ("SpaceToDepth", 28),
-    ("Squeeze", 23),
-    ("Tan", 22),
-    ("ThresholdedRelu", 22),
-    ("TopK", 24),
-    ("Transpose", 23),
-    ("Unsqueeze", 23),
-];
-
-/// The newest default-domain opset whose op versions [`NEWER_VERSIONS`] accounts for.
-pub const LATEST_KNOWN_OPSET: i64 = 28;
-
 /// The graph-dialect op an ONNX op type imports as.
 pub fn kiln_name(onnx_op: &str) -> Option<&'static str> {
     OPS.iter().find(|(o, _)| *o == onnx_op).map(|(_, k)| *k)
@@ -256,22 +179,5 @@ mod tests {
         }
         assert_eq!(kiln_name("BatchNormalization"), Some("batch_normalization"));
         assert_eq!(kiln_name("FrobnicateV2"), None);
-        for (o, v) in NEWER_VERSIONS {
-            assert!(
-                kiln_name(o).is_some() && *v > 21 && *v <= LATEST_KNOWN_OPSET,
-                "{o}"
-            );
-        }
-    }
-
-    #[test]
-    fn op_versions_after_opset_21() {
-        assert!(op_version_supported("Conv", 21));
-        assert!(!op_version_supported("Conv", 22));
-        assert!(op_version_supported("Relu", 28));
-        assert!(op_version_supported("Reshape", 22));
-        assert!(!op_version_supported("Reshape", 23));
-        assert!(!op_version_supported("Relu", 6));
-        assert!(!op_version_supported("Relu", LATEST_KNOWN_OPSET + 1));
     }
 }

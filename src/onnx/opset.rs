@@ -8,7 +8,7 @@
 //! into `const` nodes; helper nodes and values get names derived from the original node
 //! (`"<node>/coerce"`) so errors and printed IR still point at the model.
 
-use super::attrs::{node_attrs, take_float, take_floats, take_int, take_ints, take_str};
+use super::attrs::{node_attrs, take_float, take_int, take_ints};
 use super::kiln_name;
 use super::proto::NodeProto;
 use super::tensor::{dtype_from_onnx, onnx_type_name};
@@ -16,7 +16,7 @@ use kiln_core::{
     Attr, Attrs, DType, Error, ErrorKind, Result, Tensor, TensorType, bail, ensure, err,
 };
 use kiln_graph::Op;
-use kiln_graph::ops::Const;
+use kiln_graph::ops::{Const, ConstSource};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -86,17 +86,17 @@ pub(crate) fn lower(node: &NodeProto, version: i64, ctx: &mut Ctx) -> Result<Vec
     Ok(l.out)
 }
 
-struct Lowering<'a> {
-    node: &'a NodeProto,
-    version: i64,
-    kiln: &'static str,
+pub(super) struct Lowering<'a> {
+    pub(super) node: &'a NodeProto,
+    pub(super) version: i64,
+    pub(super) kiln: &'static str,
     /// Prefix for helper nodes and values: the node name, else its first output.
-    base: String,
-    ctx: &'a mut Ctx,
-    out: Vec<Lowered>,
+    pub(super) base: String,
+    pub(super) ctx: &'a mut Ctx,
+    pub(super) out: Vec<Lowered>,
 }
 
-type Ins = Vec<Option<String>>;
+pub(super) type Ins = Vec<Option<String>>;
 
 impl Lowering<'_> {
     fn run(&mut self, mut a: Attrs) -> Result<()> {
@@ -177,20 +177,10 @@ impl Lowering<'_> {
                 self.emit_main(a, vec![first(&ins)?], outs)
             }
             "CastLike" => {
-                let target = ins
-                    .get(1)
-                    .cloned()
-                    .flatten()
-                    .ok_or_else(|| err!(InvalidModel, "CastLike needs 2 inputs"))?;
-                let dt = self.ctx.dtypes.get(&target).copied().ok_or_else(|| {
-                    err!(
-                        Unsupported,
-                        "the element type of CastLike's target '{target}' is not known at import"
-                    )
-                })?;
+                // The target's element type is known after shape inference, which
+                // graph.cast_like consults; nothing needs to be known here.
                 a.remove("saturate");
-                a.set("to", Attr::Str(dt.name().to_string()));
-                self.emit_main(a, vec![first(&ins)?], outs)
+                self.emit_main(a, ins, outs)
             }
             "TopK" if v < 10 => {
                 let k = take_int(&mut a, "k")?
@@ -231,12 +221,12 @@ impl Lowering<'_> {
             .collect()
     }
 
-    fn synth(&mut self, suffix: &str) -> String {
+    pub(super) fn synth(&mut self, suffix: &str) -> String {
         self.ctx.fresh(&format!("{}/{suffix}", self.base))
     }
 
     /// Builds `kiln` from attributes; an op kiln lacks is reported under the ONNX name.
-    fn build(&self, kiln: &str, a: Attrs) -> Result<Op> {
+    pub(super) fn build(&self, kiln: &str, a: Attrs) -> Result<Op> {
         Op::from_attrs(kiln, a).map_err(|e| match e.kind {
             ErrorKind::UnsupportedOp => err!(
                 UnsupportedOp,
@@ -248,7 +238,7 @@ impl Lowering<'_> {
         })
     }
 
-    fn push(&mut self, name: String, op: Op, inputs: Ins, outputs: Vec<String>) {
+    pub(super) fn push(&mut self, name: String, op: Op, inputs: Ins, outputs: Vec<String>) {
         self.out.push(Lowered {
             name,
             op,
@@ -258,14 +248,20 @@ impl Lowering<'_> {
     }
 
     /// Emits the node's own op under the node's name.
-    fn emit_main(&mut self, a: Attrs, ins: Ins, outs: Vec<String>) -> Result<()> {
+    pub(super) fn emit_main(&mut self, a: Attrs, ins: Ins, outs: Vec<String>) -> Result<()> {
         let op = self.build(self.kiln, a)?;
         self.push(self.node.name().to_string(), op, ins, outs);
         Ok(())
     }
 
     /// Emits a helper op named `<node>/<suffix>` with one fresh result, returning it.
-    fn helper(&mut self, suffix: &str, kiln: &str, a: Attrs, ins: Ins) -> Result<String> {
+    pub(super) fn helper(
+        &mut self,
+        suffix: &str,
+        kiln: &str,
+        a: Attrs,
+        ins: Ins,
+    ) -> Result<String> {
         let out = self.synth(suffix);
         let op = self.build(kiln, a)?;
         self.push(
@@ -278,16 +274,12 @@ impl Lowering<'_> {
     }
 
     /// Emits a constant and returns its value name.
-    fn konst(&mut self, suffix: &str, t: Tensor) -> String {
+    pub(super) fn konst(&mut self, suffix: &str, t: Tensor) -> String {
         let out = self.synth(suffix);
+        let t = Arc::new(t);
         self.ctx.dtypes.insert(out.clone(), t.dtype());
-        self.ctx.consts.insert(out.clone(), Arc::new(t.clone()));
-        self.push(
-            out.clone(),
-            Op::Const(Const::new(t)),
-            Vec::new(),
-            vec![out.clone()],
-        );
+        self.ctx.consts.insert(out.clone(), t.clone());
+        self.push(out.clone(), const_op(t), Vec::new(), vec![out.clone()]);
         out
     }
 
@@ -346,28 +338,30 @@ impl Lowering<'_> {
             ),
         };
         let out = outs.into_iter().next().expect("one output");
+        let t = Arc::new(t);
         self.ctx.dtypes.insert(out.clone(), t.dtype());
-        self.ctx.consts.insert(out.clone(), Arc::new(t.clone()));
+        self.ctx.consts.insert(out.clone(), t.clone());
         self.push(
             self.node.name().to_string(),
-            Op::Const(Const::new(t)),
+            const_op(t),
             Vec::new(),
             vec![out],
         );
         Ok(())
     }
 
-    /// Inference-mode Dropout is the identity; its mask is only meaningful in training.
+    /// Inference-mode Dropout is the identity, and its mask (when read) is all true: a
+    /// `constant_of_shape(shape(x))` that constant folding turns into a splat.
     fn dropout(&mut self, mut a: Attrs, ins: Ins, outs: Vec<String>) -> Result<()> {
         for legacy in ["ratio", "seed", "is_test"] {
             a.remove(legacy);
         }
-        if let Some(mask) = outs.get(1) {
-            ensure!(
-                !self.ctx.used.contains(mask),
-                Unsupported,
-                "Dropout's mask output '{mask}' is used; kiln runs inference only"
-            );
+        if let Some(mask) = outs.get(1).filter(|m| self.ctx.used.contains(*m)) {
+            let shape = self.helper("mask_shape", "shape", Attrs::new(), vec![first(&ins)?])?;
+            let mut fill = Attrs::new();
+            fill.set("value", kiln_core::Attr::Tensor(Tensor::from_vec(&[1], vec![true])?));
+            let op = self.build("constant_of_shape", fill)?;
+            self.push(format!("{}/mask", self.base), op, vec![Some(shape)], vec![mask.clone()]);
         }
         if let Some(tm) = ins.get(2).cloned().flatten() {
             let Some(t) = self.ctx.consts.get(&tm) else {
@@ -523,161 +517,6 @@ impl Lowering<'_> {
         self.emit_main(a, vec![first(&ins)?, axes], outs)
     }
 
-    /// Upsample (7: `scales` attribute; 9, 10: `scales` operand) is a legacy resize.
-    fn upsample(&mut self, mut a: Attrs, ins: Ins, outs: Vec<String>) -> Result<()> {
-        let scales = if self.version < 9 {
-            let s = take_floats(&mut a, "scales")?
-                .ok_or_else(|| err!(Attribute, "missing attribute 'scales'"))?;
-            self.konst("scales", Tensor::from_vec(&[s.len()], s)?)
-        } else {
-            ins.get(1)
-                .cloned()
-                .flatten()
-                .ok_or_else(|| err!(InvalidModel, "Upsample needs a scales operand"))?
-        };
-        let mode = take_str(&mut a, "mode")?.unwrap_or_else(|| "nearest".into());
-        self.legacy_resize(a, mode, first(&ins)?, scales, outs)
-    }
-
-    /// Upsample and Resize-10 map output to input coordinates as x / scale (`asymmetric`).
-    /// Nearest rounds down along axes that grow and *up* along axes that shrink (what
-    /// onnxruntime does, and what the opset-10 backend test expects: 4 → 2 at scale 0.6
-    /// picks elements 0 and 2). One Resize has one rounding mode, so a node that grows
-    /// some axes and shrinks others becomes two (nearest resizing is separable). Scales
-    /// unknown at import are taken to grow, which is what Upsample is for.
-    fn legacy_resize(
-        &mut self,
-        mut a: Attrs,
-        mode: String,
-        x: Option<String>,
-        scales: String,
-        outs: Vec<String>,
-    ) -> Result<()> {
-        let mode = match mode.as_str() {
-            "nearest" => "nearest",
-            "linear" | "bilinear" => "linear",
-            other => bail!(
-                Unsupported,
-                "{} mode '{other}' is not supported",
-                self.node.op_type()
-            ),
-        };
-        a.set("mode", Attr::Str(mode.into()));
-        a.set(
-            "coordinate_transformation_mode",
-            Attr::Str("asymmetric".into()),
-        );
-        if mode == "linear" {
-            return self.emit_resize(a, vec![x, None, Some(scales)], outs);
-        }
-        let known = self.ctx.consts.get(&scales).map(|t| t.to_f64_vec());
-        let shrinks = known.as_ref().is_some_and(|s| s.iter().any(|&v| v < 1.0));
-        let grows = known.as_ref().is_none_or(|s| s.iter().any(|&v| v > 1.0));
-        let with_mode = |a: &Attrs, m: &str| {
-            let mut a = a.clone();
-            a.set("nearest_mode", Attr::Str(m.into()));
-            a
-        };
-        match (known, shrinks, grows) {
-            (Some(s), true, true) => {
-                let part = |keep: fn(f64) -> bool| -> Result<Tensor> {
-                    Tensor::from_vec(
-                        &[s.len()],
-                        s.iter()
-                            .map(|&v| if keep(v) { v as f32 } else { 1.0 })
-                            .collect(),
-                    )
-                };
-                let down = self.konst("scales_down", part(|v| v < 1.0)?);
-                let up = self.konst("scales_up", part(|v| v > 1.0)?);
-                let mid = self.helper(
-                    "shrink",
-                    "resize",
-                    with_mode(&a, "ceil"),
-                    vec![x, None, Some(down)],
-                )?;
-                self.emit_resize(
-                    with_mode(&a, "floor"),
-                    vec![Some(mid), None, Some(up)],
-                    outs,
-                )
-            }
-            (_, true, false) => {
-                self.emit_resize(with_mode(&a, "ceil"), vec![x, None, Some(scales)], outs)
-            }
-            _ => self.emit_resize(with_mode(&a, "floor"), vec![x, None, Some(scales)], outs),
-        }
-    }
-
-    fn resize(&mut self, mut a: Attrs, ins: Ins, outs: Vec<String>) -> Result<()> {
-        if self.version < 11 {
-            let mode = take_str(&mut a, "mode")?.unwrap_or_else(|| "nearest".into());
-            let scales = ins
-                .get(1)
-                .cloned()
-                .flatten()
-                .ok_or_else(|| err!(InvalidModel, "Resize-10 needs a scales operand"))?;
-            return self.legacy_resize(a, mode, first(&ins)?, scales, outs);
-        }
-        // Exporters pass empty tensors for "not given" (Resize-11 has no optional inputs).
-        let mut ins = ins;
-        ins.resize(4, None);
-        for slot in ins.iter_mut().skip(1) {
-            if slot
-                .as_ref()
-                .and_then(|n| self.ctx.consts.get(n))
-                .is_some_and(|t| t.is_empty())
-            {
-                *slot = None;
-            }
-        }
-        if self.version < 13
-            && matches!(a.get("coordinate_transformation_mode"), Some(Attr::Str(s)) if s == "tf_half_pixel_for_nn")
-        {
-            self.tf_half_pixel_for_nn(&mut a)?;
-        }
-        self.emit_resize(a, ins, outs)
-    }
-
-    /// `tf_half_pixel_for_nn` maps x to (x + 0.5) / scale, which is half_pixel + 0.5; the
-    /// +0.5 folds into the rounding: floor(h + 0.5) = round_prefer_ceil(h) and
-    /// round_prefer_floor(h + 0.5) = ceil(h). Other combinations have no equivalent.
-    fn tf_half_pixel_for_nn(&mut self, a: &mut Attrs) -> Result<()> {
-        let mode = match a.get("mode") {
-            Some(Attr::Str(s)) => s.clone(),
-            _ => "nearest".into(),
-        };
-        ensure!(
-            mode == "nearest",
-            Unsupported,
-            "coordinate_transformation_mode tf_half_pixel_for_nn with mode '{mode}'"
-        );
-        let nearest = match a.get("nearest_mode") {
-            Some(Attr::Str(s)) => s.clone(),
-            _ => "round_prefer_floor".into(),
-        };
-        let mapped = match nearest.as_str() {
-            "floor" => "round_prefer_ceil",
-            "round_prefer_floor" => "ceil",
-            other => bail!(
-                Unsupported,
-                "coordinate_transformation_mode tf_half_pixel_for_nn with nearest_mode '{other}'"
-            ),
-        };
-        a.set(
-            "coordinate_transformation_mode",
-            Attr::Str("half_pixel".into()),
-        );
-        a.set("nearest_mode", Attr::Str(mapped.into()));
-        Ok(())
-    }
-
-    fn emit_resize(&mut self, a: Attrs, ins: Ins, outs: Vec<String>) -> Result<()> {
-        let op = self.build("resize", a)?;
-        self.push(self.node.name().to_string(), op, ins, outs);
-        Ok(())
-    }
-
     /// Drops the pre-opset-9 attributes that have no meaning in inference and the extra
     /// outputs that only training fills in.
     fn batch_norm(&mut self, mut a: Attrs, ins: Ins, mut outs: Vec<String>) -> Result<()> {
@@ -703,7 +542,7 @@ impl Lowering<'_> {
     }
 }
 
-fn first(ins: &Ins) -> Result<Option<String>> {
+pub(super) fn first(ins: &Ins) -> Result<Option<String>> {
     match ins.first() {
         Some(Some(x)) => Ok(Some(x.clone())),
         _ => Err(Error::new(
@@ -716,4 +555,14 @@ fn first(ins: &Ins) -> Result<Option<String>> {
 /// A rank-0 tensor of `dt` holding `v`.
 fn scalar(dt: DType, v: f64) -> Tensor {
     Tensor::from_f64_fn(&TensorType::new(dt, Vec::<usize>::new()), |_| v)
+}
+
+/// A `const` op sharing `t` with the importer's table of known values (weights can be
+/// large; they are stored once).
+pub(crate) fn const_op(t: Arc<Tensor>) -> Op {
+    Op::Const(Const {
+        ty: t.ty(),
+        value: Some(t),
+        source: ConstSource::Auto,
+    })
 }

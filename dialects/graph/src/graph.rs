@@ -151,6 +151,33 @@ impl Graph {
         self.outputs = outputs;
     }
 
+    /// Turns graph input `v` into a constant with the given data: its uses read a new
+    /// `const` op (which takes the input's name) and the input is removed from the
+    /// signature. This is how values known at compile time — a shape fed as an input —
+    /// become static.
+    pub fn freeze_input(&mut self, v: Value, data: kiln_core::Tensor) -> Result<Value> {
+        let ValueDef::Input(i) = self.value(v).def else {
+            return Err(Error::new(ErrorKind::Input, format!("'{}' is not a graph input", self.value(v).name)));
+        };
+        let name = self.value(v).name.clone();
+        let ty = data.ty();
+        let op = Op::Const(crate::ops::Const::new(data));
+        let (_, outs) = self.add_node(name, op, vec![], vec![self.value(v).name.clone()]);
+        self.value_mut(outs[0]).ty = Some(ty);
+        self.replace_all_uses(v, outs[0]);
+        self.inputs.remove(i);
+        self.value_mut(v).def = ValueDef::Detached;
+        for (k, &w) in self.inputs.iter().enumerate() {
+            self.values[w.index()].def = ValueDef::Input(k);
+        }
+        Ok(outs[0])
+    }
+
+    /// Whether any op reads `v` as one of its shape operands ([`Op::shape_operands`]).
+    pub fn feeds_shape_operand(&self, v: Value) -> bool {
+        self.uses(v).into_iter().any(|(n, k)| self.g[n].op.shape_operands().contains(&k))
+    }
+
     /// The node producing `v`, if it is an op result.
     pub fn producer(&self, v: Value) -> Option<NodeId> {
         match self.value(v).def {

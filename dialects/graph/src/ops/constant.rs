@@ -127,6 +127,9 @@ impl ConstantOfShape {
 }
 
 impl OpDef for ConstantOfShape {
+    fn shape_operands(&self) -> &'static [usize] {
+        &[0]
+    }
     fn names() -> &'static [&'static str] {
         &["constant_of_shape"]
     }

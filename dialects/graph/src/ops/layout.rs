@@ -303,6 +303,9 @@ fn split_kernel<T: Element>(a: &ArrayD<T>, axis: usize, sizes: &[usize]) -> Vec<
 }
 
 impl OpDef for Split {
+    fn shape_operands(&self) -> &'static [usize] {
+        &[1]
+    }
     fn names() -> &'static [&'static str] {
         &["split"]
     }
@@ -443,6 +446,9 @@ pub fn slice_plan(
 pub struct Slice;
 
 impl OpDef for Slice {
+    fn shape_operands(&self) -> &'static [usize] {
+        &[1, 2, 3, 4]
+    }
     fn names() -> &'static [&'static str] {
         &["slice"]
     }
@@ -532,6 +538,9 @@ fn tile_kernel<T: Element>(a: &ArrayD<T>, repeats: &[usize], out: &[usize]) -> A
 }
 
 impl OpDef for Tile {
+    fn shape_operands(&self) -> &'static [usize] {
+        &[1]
+    }
     fn names() -> &'static [&'static str] {
         &["tile"]
     }

@@ -35,7 +35,7 @@ pub mod space;
 
 pub use binary::{Binary, BinaryKind, PRelu, Where};
 pub use constant::{Const, ConstSource, ConstantOfShape};
-pub use unary::{Cast, Clip, Gelu, HardSigmoid, LeakyRelu, Unary, UnaryKind};
+pub use unary::{Cast, CastLike, Clip, Gelu, HardSigmoid, LeakyRelu, Unary, UnaryKind};
 pub use conv::{Conv, ConvTranspose};
 pub use matmul::{Gemm, MatMul};
 pub use pool::{AveragePool, GlobalPool, GlobalPoolKind, MaxPool};
@@ -128,6 +128,12 @@ pub trait OpDef: Sized {
     fn flops(&self, _ins: &[Option<&TensorType>], outs: &[TensorType]) -> u64 {
         outs.iter().map(|t| t.numel() as u64).sum()
     }
+    /// Operands that describe shapes, sizes, axes or ranges rather than data (a Reshape's
+    /// shape, a Resize's scales): kiln compiles static shapes, so they must be known at
+    /// compile time, and they are never quantised (PPQ calls them SOI inputs).
+    fn shape_operands(&self) -> &'static [usize] {
+        &[]
+    }
     /// Results that follow from operand *types* alone (Shape, Size), so shape inference can
     /// know them without the operand's data. `None` for every other op.
     fn value_from_types(&self, _ins: InferInputs) -> Option<Vec<Tensor>> {
@@ -162,6 +168,10 @@ macro_rules! ops {
 
             pub fn flops(&self, ins: &[Option<&TensorType>], outs: &[TensorType]) -> u64 {
                 match self { $(Op::$variant(o) => o.flops(ins, outs)),* }
+            }
+
+            pub fn shape_operands(&self) -> &'static [usize] {
+                match self { $(Op::$variant(o) => o.shape_operands()),* }
             }
 
             pub fn value_from_types(&self, ins: InferInputs) -> Option<Vec<Tensor>> {
@@ -200,6 +210,7 @@ ops! {
     Gelu(Gelu),
     Clip(Clip),
     Cast(Cast),
+    CastLike(CastLike),
     Binary(Binary),
     PRelu(PRelu),
     Where(Where),

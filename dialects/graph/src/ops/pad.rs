@@ -187,6 +187,9 @@ fn pad_kernel<T: Element>(
 }
 
 impl OpDef for Pad {
+    fn shape_operands(&self) -> &'static [usize] {
+        &[1, 3]
+    }
     fn names() -> &'static [&'static str] {
         &["pad"]
     }

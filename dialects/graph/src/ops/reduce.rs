@@ -251,6 +251,9 @@ impl Reduce {
 }
 
 impl OpDef for Reduce {
+    fn shape_operands(&self) -> &'static [usize] {
+        &[1]
+    }
     fn names() -> &'static [&'static str] {
         NAMES
     }

@@ -554,6 +554,9 @@ fn resize_nearest<T: Element>(
 }
 
 impl OpDef for Resize {
+    fn shape_operands(&self) -> &'static [usize] {
+        &[1, 2, 3]
+    }
     fn names() -> &'static [&'static str] {
         &["resize"]
     }

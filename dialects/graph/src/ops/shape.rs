@@ -140,6 +140,9 @@ pub struct Reshape {
 }
 
 impl OpDef for Reshape {
+    fn shape_operands(&self) -> &'static [usize] {
+        &[1]
+    }
     fn names() -> &'static [&'static str] {
         &["reshape"]
     }
@@ -290,6 +293,9 @@ pub struct Unsqueeze;
 macro_rules! axes_reshape_op {
     ($ty:ident, $name:literal, $rule:expr) => {
         impl OpDef for $ty {
+            fn shape_operands(&self) -> &'static [usize] {
+                &[1]
+            }
             fn names() -> &'static [&'static str] {
                 &[$name]
             }
@@ -354,6 +360,9 @@ pub fn expand_shape(input: &[usize], shape: &[i64]) -> Result<Vec<usize>> {
 pub struct Expand;
 
 impl OpDef for Expand {
+    fn shape_operands(&self) -> &'static [usize] {
+        &[1]
+    }
     fn names() -> &'static [&'static str] {
         &["expand"]
     }
@@ -540,6 +549,9 @@ impl Range {
 }
 
 impl OpDef for Range {
+    fn shape_operands(&self) -> &'static [usize] {
+        &[0, 1, 2]
+    }
     fn names() -> &'static [&'static str] {
         &["range"]
     }

@@ -444,3 +444,32 @@ impl OpDef for Cast {
         0
     }
 }
+
+/// `cast_like(x, target)`: converts `x` to `target`'s element type (ONNX CastLike). Kept as
+/// its own op because the target type is only known once shapes are inferred.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CastLike;
+
+impl OpDef for CastLike {
+    fn names() -> &'static [&'static str] {
+        &["cast_like"]
+    }
+    fn name(&self) -> &'static str {
+        "cast_like"
+    }
+    fn from_attrs(_: &str, _: &mut AttrReader) -> Result<Self> {
+        Ok(CastLike)
+    }
+    fn attrs(&self) -> Attrs {
+        Attrs::new()
+    }
+    fn infer(&self, ins: InferInputs) -> Result<Vec<TensorType>> {
+        Ok(vec![TensorType::new(ins.ty(1)?.dtype, ins.ty(0)?.shape.clone())])
+    }
+    fn eval(&self, ins: &[Option<&Tensor>], _: usize) -> Result<Vec<Tensor>> {
+        Ok(vec![arg(ins, 0)?.cast(arg(ins, 1)?.dtype())])
+    }
+    fn flops(&self, _: &[Option<&TensorType>], _: &[TensorType]) -> u64 {
+        0
+    }
+}
