@@ -16,8 +16,16 @@ const DEFAULT_MODEL: &[u8] = include_bytes!("../examples/models/resnet_style/mod
 /// Loads `path` (or the embedded default model) with user-fixed input shapes, shapes
 /// inferred and the graph verified. `known` are input values given by the user: inputs
 /// that feed shape operands become constants (see [`ImportOptions::static_inputs`]).
-pub fn load(path: Option<&Path>, shapes: &HashMap<String, Vec<usize>>, known: &HashMap<String, Tensor>) -> Result<Graph> {
-    let opts = ImportOptions { shapes: shapes.clone(), static_inputs: known.clone(), ..ImportOptions::default() };
+pub fn load(
+    path: Option<&Path>,
+    shapes: &HashMap<String, Vec<usize>>,
+    known: &HashMap<String, Tensor>,
+) -> Result<Graph> {
+    let opts = ImportOptions {
+        shapes: shapes.clone(),
+        static_inputs: known.clone(),
+        ..ImportOptions::default()
+    };
     let mut g = match path {
         None => import_model(DEFAULT_MODEL, &opts)?,
         Some(p) if p.extension().is_some_and(|e| e == "kir") => load_text(p, shapes, known)?,
@@ -35,7 +43,11 @@ pub fn weights_path(kir: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn load_text(p: &Path, shapes: &HashMap<String, Vec<usize>>, known: &HashMap<String, Tensor>) -> Result<Graph> {
+fn load_text(
+    p: &Path,
+    shapes: &HashMap<String, Vec<usize>>,
+    known: &HashMap<String, Tensor>,
+) -> Result<Graph> {
     let src = std::fs::read_to_string(p).map_err(|e| io_error(p, e))?;
     let mut g = kiln_graph::text::parse(&src)?;
     let w = weights_path(p);
@@ -51,7 +63,13 @@ fn load_text(p: &Path, shapes: &HashMap<String, Vec<usize>>, known: &HashMap<Str
     }
     for name in known.keys() {
         if !g.inputs().iter().any(|&v| g.value(v).name == *name) {
-            return Err(Error::new(ErrorKind::Input, format!("--input names '{name}', which is not an input of {}", p.display())));
+            return Err(Error::new(
+                ErrorKind::Input,
+                format!(
+                    "--input names '{name}', which is not an input of {}",
+                    p.display()
+                ),
+            ));
         }
     }
     Ok(g)
@@ -63,9 +81,17 @@ pub fn io_error(p: &Path, e: std::io::Error) -> Error {
 
 /// Parses `NAME=D0,D1,...` (the `--shape` argument).
 pub fn parse_shape_arg(s: &str) -> Result<(String, Vec<usize>)> {
-    let bad = || Error::new(ErrorKind::Input, format!("--shape '{s}' must look like NAME=D0,D1,... (e.g. x=1,3,224,224)"));
+    let bad = || {
+        Error::new(
+            ErrorKind::Input,
+            format!("--shape '{s}' must look like NAME=D0,D1,... (e.g. x=1,3,224,224)"),
+        )
+    };
     let (name, dims) = s.rsplit_once('=').ok_or_else(bad)?;
-    let dims = dims.split(',').map(|d| d.trim().parse::<usize>().map_err(|_| bad())).collect::<Result<Vec<_>>>()?;
+    let dims = dims
+        .split(',')
+        .map(|d| d.trim().parse::<usize>().map_err(|_| bad()))
+        .collect::<Result<Vec<_>>>()?;
     if name.is_empty() {
         return Err(bad());
     }
@@ -74,9 +100,12 @@ pub fn parse_shape_arg(s: &str) -> Result<(String, Vec<usize>)> {
 
 /// Parses `NAME=FILE.npy` (the `--input` argument).
 pub fn parse_input_arg(s: &str) -> Result<(String, PathBuf)> {
-    let (name, file) = s
-        .rsplit_once('=')
-        .ok_or_else(|| Error::new(ErrorKind::Input, format!("--input '{s}' must look like NAME=FILE.npy")))?;
+    let (name, file) = s.rsplit_once('=').ok_or_else(|| {
+        Error::new(
+            ErrorKind::Input,
+            format!("--input '{s}' must look like NAME=FILE.npy"),
+        )
+    })?;
     Ok((name.to_string(), PathBuf::from(file)))
 }
 
@@ -115,11 +144,18 @@ pub fn inputs_for(g: &Graph, given: &HashMap<String, Tensor>) -> Result<Vec<Tens
         .enumerate()
         .map(|(k, &v)| {
             let data = g.value(v);
-            let ty = data.ty.clone().ok_or_else(|| Error::new(ErrorKind::Input, "input without a type"))?;
+            let ty = data
+                .ty
+                .clone()
+                .ok_or_else(|| Error::new(ErrorKind::Input, "input without a type"))?;
             match given.get(&data.name) {
                 Some(t) if t.ty() != ty => Err(Error::new(
                     ErrorKind::Input,
-                    format!("input '{}' must be {ty}, the value given holds {}", data.name, t.ty()),
+                    format!(
+                        "input '{}' must be {ty}, the value given holds {}",
+                        data.name,
+                        t.ty()
+                    ),
                 )),
                 Some(t) => Ok(t.clone()),
                 None => Ok(seeded_input(&ty, k as u64)),
@@ -175,7 +211,11 @@ pub fn summary(t: &Tensor) -> String {
         sum += x;
     }
     let head: Vec<String> = v.iter().take(5).map(|x| format!("{x:.5}")).collect();
-    let prec = if t.dtype() == DType::F32 || t.dtype() == DType::F64 { 5 } else { 0 };
+    let prec = if t.dtype() == DType::F32 || t.dtype() == DType::F64 {
+        5
+    } else {
+        0
+    };
     format!(
         "{}  min {lo:.prec$}  max {hi:.prec$}  mean {:.5}  argmax {arg}  [{}{}]",
         t.ty(),

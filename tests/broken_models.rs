@@ -12,9 +12,14 @@ fn broken_models_fail_with_the_right_error() {
     let manifest = std::fs::read_to_string(root.join("manifest.tsv")).expect("manifest.tsv");
     let mut checked = 0;
     let mut wrong = Vec::new();
-    for line in manifest.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
+    for line in manifest
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+    {
         let cols: Vec<&str> = line.split('\t').collect();
-        let [file, kind, needle] = cols[..] else { panic!("bad manifest line: {line}") };
+        let [file, kind, needle] = cols[..] else {
+            panic!("bad manifest line: {line}")
+        };
         let path = root.join(file);
         let result = std::panic::catch_unwind(|| {
             load_model(&path, &ImportOptions::default()).and_then(|mut g| {
@@ -38,6 +43,14 @@ fn broken_models_fail_with_the_right_error() {
         }
         checked += 1;
     }
-    assert!(checked >= 20, "the corpus must have at least 20 models, has {checked}");
-    assert!(wrong.is_empty(), "{} of {checked} broken models misreported:\n{}", wrong.len(), wrong.join("\n"));
+    assert!(
+        checked >= 20,
+        "the corpus must have at least 20 models, has {checked}"
+    );
+    assert!(
+        wrong.is_empty(),
+        "{} of {checked} broken models misreported:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
 }

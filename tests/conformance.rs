@@ -50,7 +50,12 @@ fn numbered(dir: &Path, prefix: &str) -> Vec<std::path::PathBuf> {
 
 fn run_case(dir: &Path) -> Outcome {
     let mut sets: Vec<_> = std::fs::read_dir(dir)
-        .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect()
+        })
         .unwrap_or_default();
     sets.sort();
     // Cases run the way a user would run them: dynamic dims fixed with `--shape` from the
@@ -64,7 +69,10 @@ fn run_case(dir: &Path) -> Outcome {
         None => Vec::new(),
     };
     let opts = ImportOptions {
-        shapes: first.iter().map(|(n, t)| (n.clone(), t.shape().to_vec())).collect(),
+        shapes: first
+            .iter()
+            .map(|(n, t)| (n.clone(), t.shape().to_vec()))
+            .collect(),
         static_inputs: first.into_iter().collect(),
         ..ImportOptions::default()
     };
@@ -80,7 +88,8 @@ fn run_case(dir: &Path) -> Outcome {
         Err(e) => return Outcome::Fail(e.to_string()),
     };
     for set in sets {
-        let (given, expected) = match (named_tensors(&set, "input"), named_tensors(&set, "output")) {
+        let (given, expected) = match (named_tensors(&set, "input"), named_tensors(&set, "output"))
+        {
             (Ok(i), Ok(o)) => (i, o.into_iter().map(|(_, t)| t).collect::<Vec<_>>()),
             (Err(e), _) | (_, Err(e)) => return Outcome::Unsupported(format!("test data: {e}")),
         };
@@ -89,7 +98,9 @@ fn run_case(dir: &Path) -> Outcome {
         for &v in g.inputs() {
             match given.iter().find(|(n, _)| *n == g.value(v).name) {
                 Some((_, t)) => inputs.push(t.clone()),
-                None => return Outcome::Fail(format!("no test data for input '{}'", g.value(v).name)),
+                None => {
+                    return Outcome::Fail(format!("no test data for input '{}'", g.value(v).name));
+                }
             }
         }
         let got = match interp.run(&inputs) {
@@ -100,7 +111,11 @@ fn run_case(dir: &Path) -> Outcome {
             Err(e) => return Outcome::Fail(format!("run: {e}")),
         };
         if got.len() != expected.len() {
-            return Outcome::Fail(format!("{} outputs, expected {}", got.len(), expected.len()));
+            return Outcome::Fail(format!(
+                "{} outputs, expected {}",
+                got.len(),
+                expected.len()
+            ));
         }
         for (k, (g, w)) in got.iter().zip(&expected).enumerate() {
             if let Err(e) = common::compare(g, w, RTOL, ATOL) {
@@ -114,13 +129,70 @@ fn run_case(dir: &Path) -> Outcome {
 /// Case-name prefixes of the ops the spine issue requires, lower-cased as the ONNX test
 /// names spell them (`test_<op>...`).
 const REQUIRED: &[&str] = &[
-    "conv", "convtranspose", "gemm", "matmul", "relu", "clip", "leakyrelu", "prelu", "sigmoid", "hardsigmoid",
-    "hardswish", "tanh", "erf", "gelu", "softmax", "add", "sub", "mul", "div", "pow", "sqrt", "exp", "log", "neg",
-    "abs", "reciprocal", "max", "min", "sum", "mean", "batchnorm", "instancenorm", "layer_normalization", "lrn",
-    "maxpool", "averagepool", "globalaveragepool", "globalmaxpool", "concat", "split", "slice", "reshape",
-    "flatten", "transpose", "squeeze", "unsqueeze", "pad", "resize", "upsample", "reduce_mean", "reduce_sum",
-    "reduce_max", "reduce_min", "cast", "constant", "constantofshape", "shape", "gather", "expand", "tile",
-    "where", "equal", "identity", "dropout",
+    "conv",
+    "convtranspose",
+    "gemm",
+    "matmul",
+    "relu",
+    "clip",
+    "leakyrelu",
+    "prelu",
+    "sigmoid",
+    "hardsigmoid",
+    "hardswish",
+    "tanh",
+    "erf",
+    "gelu",
+    "softmax",
+    "add",
+    "sub",
+    "mul",
+    "div",
+    "pow",
+    "sqrt",
+    "exp",
+    "log",
+    "neg",
+    "abs",
+    "reciprocal",
+    "max",
+    "min",
+    "sum",
+    "mean",
+    "batchnorm",
+    "instancenorm",
+    "layer_normalization",
+    "lrn",
+    "maxpool",
+    "averagepool",
+    "globalaveragepool",
+    "globalmaxpool",
+    "concat",
+    "split",
+    "slice",
+    "reshape",
+    "flatten",
+    "transpose",
+    "squeeze",
+    "unsqueeze",
+    "pad",
+    "resize",
+    "upsample",
+    "reduce_mean",
+    "reduce_sum",
+    "reduce_max",
+    "reduce_min",
+    "cast",
+    "constant",
+    "constantofshape",
+    "shape",
+    "gather",
+    "expand",
+    "tile",
+    "where",
+    "equal",
+    "identity",
+    "dropout",
 ];
 
 /// The op a case tests, judged by its name: the longest required prefix after `test_`.
@@ -139,13 +211,16 @@ fn glob(pattern: &str, name: &str) -> bool {
     match pattern.split_once('*') {
         None => pattern == name,
         Some((head, tail)) => {
-            name.starts_with(head) && (0..=name.len() - head.len()).any(|i| glob(tail, &name[head.len() + i..]))
+            name.starts_with(head)
+                && (0..=name.len() - head.len()).any(|i| glob(tail, &name[head.len() + i..]))
         }
     }
 }
 
 fn exceptions() -> BTreeMap<String, String> {
-    let text = std::fs::read_to_string(common::repo_root().join("tests/conformance_exceptions.txt")).unwrap_or_default();
+    let text =
+        std::fs::read_to_string(common::repo_root().join("tests/conformance_exceptions.txt"))
+            .unwrap_or_default();
     text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
@@ -176,12 +251,18 @@ fn onnx_backend_node_tests() {
     let mut used_patterns = BTreeSet::new();
     for dir in &cases {
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
-        let outcome = std::panic::catch_unwind(|| run_case(dir)).unwrap_or_else(|_| Outcome::Fail("panicked".into()));
+        let outcome = std::panic::catch_unwind(|| run_case(dir))
+            .unwrap_or_else(|_| Outcome::Fail("panicked".into()));
         match outcome {
             Outcome::Pass => {
                 passed += 1;
                 if let Some(p) = excuse(&name) {
-                    failed.push((name, format!("passes now, but '{p}' in tests/conformance_exceptions.txt excuses it")));
+                    failed.push((
+                        name,
+                        format!(
+                            "passes now, but '{p}' in tests/conformance_exceptions.txt excuses it"
+                        ),
+                    ));
                 }
             }
             Outcome::Fail(why) | Outcome::Unsupported(why) if excuse(&name).is_some() => {
@@ -199,13 +280,19 @@ fn onnx_backend_node_tests() {
     for (n, why) in &unsupported {
         println!("  {n}: {why}");
     }
-    println!("\n== excused by tests/conformance_exceptions.txt ({}) ==", excused.len());
+    println!(
+        "\n== excused by tests/conformance_exceptions.txt ({}) ==",
+        excused.len()
+    );
     for (n, why) in &excused {
         println!("  {n}: {why}");
     }
     if filter.is_empty() {
         for p in exceptions.keys().filter(|p| !used_patterns.contains(*p)) {
-            failed.push((p.clone(), "stale exception: it matches no failing case".to_string()));
+            failed.push((
+                p.clone(),
+                "stale exception: it matches no failing case".to_string(),
+            ));
         }
     }
     println!("\n== failed ({}) ==", failed.len());
@@ -220,5 +307,9 @@ fn onnx_backend_node_tests() {
         excused.len()
     );
     assert!(!cases.is_empty(), "no conformance cases matched");
-    assert!(failed.is_empty(), "{} conformance cases failed (see the report above)", failed.len());
+    assert!(
+        failed.is_empty(),
+        "{} conformance cases failed (see the report above)",
+        failed.len()
+    );
 }

@@ -25,9 +25,15 @@ struct FileTest {
 }
 
 fn directives(src: &str) -> FileTest {
-    let mut t = FileTest { passes: Vec::new(), error: None, checks: String::new() };
+    let mut t = FileTest {
+        passes: Vec::new(),
+        error: None,
+        checks: String::new(),
+    };
     for line in src.lines() {
-        let Some(c) = line.trim_start().strip_prefix("//") else { continue };
+        let Some(c) = line.trim_start().strip_prefix("//") else {
+            continue;
+        };
         let c = c.trim();
         let map = [
             ("CHECK:", "check:"),
@@ -41,7 +47,8 @@ fn directives(src: &str) -> FileTest {
         } else if let Some(k) = c.strip_prefix("ERROR:") {
             t.error = Some(k.trim().to_string());
         } else if let Some((from, to)) = map.iter().find(|(from, _)| c.starts_with(from)) {
-            t.checks.push_str(&format!("{to} {}\n", c[from.len()..].trim()));
+            t.checks
+                .push_str(&format!("{to} {}\n", c[from.len()..].trim()));
         }
     }
     t
@@ -63,7 +70,8 @@ fn run_file(path: &Path) -> Result<(), String> {
     let output = match (&result, &t.error) {
         (Ok(g), None) => {
             let text = kiln_graph::text::print(g);
-            let again = kiln_graph::text::parse(&text).map_err(|e| format!("printed IR does not parse: {e}\n{text}"))?;
+            let again = kiln_graph::text::parse(&text)
+                .map_err(|e| format!("printed IR does not parse: {e}\n{text}"))?;
             let text2 = kiln_graph::text::print(&again);
             if text != text2 {
                 return Err(format!("print→parse→print differs:\n{text}\n---\n{text2}"));
@@ -74,7 +82,10 @@ fn run_file(path: &Path) -> Result<(), String> {
         (Err(e), Some(kind)) => return Err(format!("expected a {kind} error, got: {e}")),
         (Err(e), None) => return Err(format!("unexpected error: {e}")),
         (Ok(g), Some(kind)) => {
-            return Err(format!("expected a {kind} error, but it succeeded:\n{}", kiln_graph::text::print(g)));
+            return Err(format!(
+                "expected a {kind} error, but it succeeded:\n{}",
+                kiln_graph::text::print(g)
+            ));
         }
     };
     if t.checks.is_empty() {
@@ -84,8 +95,14 @@ fn run_file(path: &Path) -> Result<(), String> {
         .text(&t.checks)
         .map_err(|e| format!("bad directives: {e}"))?
         .finish();
-    let (ok, explain) = checker.explain(&output, filecheck::NO_VARIABLES).map_err(|e| e.to_string())?;
-    if ok { Ok(()) } else { Err(format!("filecheck failed on output:\n{output}\n{explain}")) }
+    let (ok, explain) = checker
+        .explain(&output, filecheck::NO_VARIABLES)
+        .map_err(|e| e.to_string())?;
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("filecheck failed on output:\n{output}\n{explain}"))
+    }
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -105,11 +122,23 @@ fn filetests() {
     let mut files = Vec::new();
     collect(&root, &mut files);
     files.sort();
-    assert!(!files.is_empty(), "no filetests found under {}", root.display());
+    assert!(
+        !files.is_empty(),
+        "no filetests found under {}",
+        root.display()
+    );
     let failures: Vec<String> = files
         .iter()
-        .filter_map(|f| run_file(f).err().map(|e| format!("--- {}\n{e}", f.display())))
+        .filter_map(|f| {
+            run_file(f)
+                .err()
+                .map(|e| format!("--- {}\n{e}", f.display()))
+        })
         .collect();
-    println!("filetests: {} passed, {} failed", files.len() - failures.len(), failures.len());
+    println!(
+        "filetests: {} passed, {} failed",
+        files.len() - failures.len(),
+        failures.len()
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

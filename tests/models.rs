@@ -7,16 +7,28 @@ mod common;
 
 use kiln::onnx::{ImportOptions, load_model, proto::TensorProto, tensor_from_proto};
 use kiln_core::{PassManager, Tensor};
-use kiln_graph::{Graph, interp};
+use kiln_graph::{Graph, Op, interp};
 use prost::Message;
 use std::path::Path;
 
 fn example_io(dir: &Path, g: &Graph) -> (Vec<Tensor>, Vec<Tensor>) {
     let read = |sub: &str, name: &str| {
-        kiln::model::read_npy(&dir.join(sub).join(format!("{}.npy", kiln::model::file_stem(name)))).unwrap()
+        kiln::model::read_npy(
+            &dir.join(sub)
+                .join(format!("{}.npy", kiln::model::file_stem(name))),
+        )
+        .unwrap()
     };
-    let ins = g.inputs().iter().map(|&v| read("inputs", &g.value(v).name)).collect();
-    let outs = g.outputs().iter().map(|&v| read("outputs", &g.value(v).name)).collect();
+    let ins = g
+        .inputs()
+        .iter()
+        .map(|&v| read("inputs", &g.value(v).name))
+        .collect();
+    let outs = g
+        .outputs()
+        .iter()
+        .map(|&v| read("outputs", &g.value(v).name))
+        .collect();
     (ins, outs)
 }
 
@@ -25,13 +37,43 @@ fn cleanup(g: &mut Graph) {
     pm.run(g).unwrap();
 }
 
+/// After `cleanup`, no op may be left whose operands are all constants, and no Shape: the
+/// exporter's shape arithmetic must be gone.
+fn assert_folded(name: &str, g: &Graph) {
+    for n in g.node_ids() {
+        let node = g.node(n);
+        if matches!(node.op, Op::Const(_)) {
+            continue;
+        }
+        assert_ne!(
+            node.op.name(),
+            "shape",
+            "{name}: a shape op survived cleanup"
+        );
+        let all_const = node.inputs().iter().flatten().all(|&v| {
+            g.producer(v)
+                .is_some_and(|p| matches!(g.node(p).op, Op::Const(_)))
+        });
+        assert!(
+            !all_const || node.inputs().is_empty(),
+            "{name}: '{}' ({}) has only constant operands",
+            node.name,
+            node.op.name()
+        );
+    }
+}
+
 /// print (with weights) → parse → attach weights: the graph must survive intact.
 fn text_round_trip(g: &Graph) -> Graph {
     let (text, weights) = kiln_graph::text::print_with_weights(g);
     let mut back = kiln_graph::text::parse(&text).unwrap();
     let map = weights.into_iter().collect();
     kiln_graph::text::attach_weights(&mut back, &map).unwrap();
-    assert_eq!(kiln_graph::text::print(&back), kiln_graph::text::print(g), "text round trip changed the IR");
+    assert_eq!(
+        kiln_graph::text::print(&back),
+        kiln_graph::text::print(g),
+        "text round trip changed the IR"
+    );
     back
 }
 
@@ -45,13 +87,19 @@ fn example_models_match_onnxruntime() {
         let (ins, want) = example_io(&dir, &g);
         let mut folded = g.clone();
         cleanup(&mut folded);
+        assert_folded(name, &folded);
         let reparsed = text_round_trip(&folded);
-        for (label, graph) in [("imported", &g), ("cleanup", &folded), ("text round trip", &reparsed)] {
+        for (label, graph) in [
+            ("imported", &g),
+            ("cleanup", &folded),
+            ("text round trip", &reparsed),
+        ] {
             let got = interp::run(graph, &ins).unwrap();
             for (k, (a, b)) in got.iter().zip(&want).enumerate() {
                 let err = common::max_rel_error(a, b);
                 println!("{name} [{label}] output {k}: max relative error {err:.2e}");
-                common::compare(a, b, 1e-4, 1e-6).unwrap_or_else(|e| panic!("{name} [{label}] output {k}: {e}"));
+                common::compare(a, b, 1e-4, 1e-6)
+                    .unwrap_or_else(|e| panic!("{name} [{label}] output {k}: {e}"));
             }
         }
         seen += 1;
@@ -70,20 +118,31 @@ fn light_model_zoo_models_match_reference() {
         .filter(|p| p.extension().is_some_and(|x| x == "onnx"))
         .collect();
     models.sort();
-    assert!(models.len() >= 9, "expected the 9 light models, found {}", models.len());
+    assert!(
+        models.len() >= 9,
+        "expected the 9 light models, found {}",
+        models.len()
+    );
     for path in &models {
         let stem = path.file_stem().unwrap().to_string_lossy().to_string();
-        let mut g = load_model(path, &ImportOptions::default()).unwrap_or_else(|e| panic!("{stem}: {e}"));
+        let mut g =
+            load_model(path, &ImportOptions::default()).unwrap_or_else(|e| panic!("{stem}: {e}"));
         cleanup(&mut g);
+        assert_folded(&stem, &g);
+        let g = text_round_trip(&g);
         // The reference input is arange(n)/n in the input's shape (see scripts/test.sh).
         let ty = g.value(g.inputs()[0]).ty.clone().unwrap();
         let n = ty.numel();
         let input = Tensor::from_f64_fn(&ty, |i| (i as f32 / n as f32) as f64);
         let bytes = std::fs::read(root.join(format!("{stem}_output_0.pb"))).unwrap();
-        let want = tensor_from_proto(&TensorProto::decode(bytes.as_slice()).unwrap(), None).unwrap();
+        let want =
+            tensor_from_proto(&TensorProto::decode(bytes.as_slice()).unwrap(), None).unwrap();
         let got = interp::run(&g, &[input]).unwrap_or_else(|e| panic!("{stem}: {e}"));
         let err = common::max_rel_error(&got[0], &want);
-        println!("{stem}: {} ops, max relative error {err:.2e}", g.node_count());
+        println!(
+            "{stem}: {} ops, max relative error {err:.2e}",
+            g.node_count()
+        );
         common::compare(&got[0], &want, 1e-3, 1e-6).unwrap_or_else(|e| panic!("{stem}: {e}"));
     }
 }

@@ -42,8 +42,16 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     println!("model      {}", a.model.display_name());
     println!("engine     interpreter (fp32 reference)");
     println!("load       {prepare_ms:.1} ms (import, shape inference, cleanup)");
-    println!("latency    {median:.3} ms median of {} runs (min {:.3}, max {:.3})", times.len(), times[0], times[times.len() - 1]);
-    println!("throughput {gops:.2} GOP/s ({:.1} MFLOP per run)", flops as f64 / 1e6);
+    println!(
+        "latency    {median:.3} ms median of {} runs (min {:.3}, max {:.3})",
+        times.len(),
+        times[0],
+        times[times.len() - 1]
+    );
+    println!(
+        "throughput {gops:.2} GOP/s ({:.1} MFLOP per run)",
+        flops as f64 / 1e6
+    );
     for (&v, t) in g.outputs().iter().zip(&outputs) {
         println!("output     {}: {}", g.value(v).name, model::summary(t));
     }

@@ -26,7 +26,11 @@ pub struct Stats {
 }
 
 pub fn stats(g: &Graph) -> Stats {
-    let mut s = Stats { ops: BTreeMap::new(), params: 0, flops: 0 };
+    let mut s = Stats {
+        ops: BTreeMap::new(),
+        params: 0,
+        flops: 0,
+    };
     for n in g.node_ids() {
         let node = g.node(n);
         if let Op::Const(c) = &node.op {
@@ -34,8 +38,16 @@ pub fn stats(g: &Graph) -> Stats {
             continue;
         }
         *s.ops.entry(node.op.name()).or_default() += 1;
-        let ins: Vec<_> = node.inputs().iter().map(|v| v.and_then(|v| g.value(v).ty.as_ref())).collect();
-        let outs: Vec<_> = node.outputs().iter().filter_map(|&v| g.value(v).ty.clone()).collect();
+        let ins: Vec<_> = node
+            .inputs()
+            .iter()
+            .map(|v| v.and_then(|v| g.value(v).ty.as_ref()))
+            .collect();
+        let outs: Vec<_> = node
+            .outputs()
+            .iter()
+            .filter_map(|&v| g.value(v).ty.clone())
+            .collect();
         s.flops += node.op.flops(&ins, &outs);
     }
     s
@@ -65,13 +77,20 @@ pub fn run(a: InfoArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("model    {}", a.model.display_name());
-    println!("ops      {op_count} (+ {} constants)", g.node_count() - op_count);
+    println!(
+        "ops      {op_count} (+ {} constants)",
+        g.node_count() - op_count
+    );
     println!("params   {}", s.params);
     println!("flops    {} ({:.3} G)", s.flops, s.flops as f64 / 1e9);
     for (kind, vals) in [("input ", g.inputs()), ("output", g.outputs())] {
         for &v in vals {
             let d = g.value(v);
-            println!("{kind}   {}: {}", d.name, d.ty.as_ref().map(|t| t.to_string()).unwrap_or("?".into()));
+            println!(
+                "{kind}   {}: {}",
+                d.name,
+                d.ty.as_ref().map(|t| t.to_string()).unwrap_or("?".into())
+            );
         }
     }
     let mut hist: Vec<_> = s.ops.iter().collect();

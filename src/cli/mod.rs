@@ -12,7 +12,11 @@ mod opt;
 mod run;
 
 #[derive(Parser)]
-#[command(name = "kiln", version, about = "An MLIR-style neural-network compiler for int8 CPU inference")]
+#[command(
+    name = "kiln",
+    version,
+    about = "An MLIR-style neural-network compiler for int8 CPU inference"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -56,8 +60,15 @@ impl ModelArgs {
     }
 
     /// Loads with known input values (inputs feeding shape operands become constants).
-    pub fn load_with(&self, known: &HashMap<String, kiln_core::Tensor>) -> anyhow::Result<kiln_graph::Graph> {
-        Ok(crate::model::load(self.model.as_deref(), &self.shape_map()?, known)?)
+    pub fn load_with(
+        &self,
+        known: &HashMap<String, kiln_core::Tensor>,
+    ) -> anyhow::Result<kiln_graph::Graph> {
+        Ok(crate::model::load(
+            self.model.as_deref(),
+            &self.shape_map()?,
+            known,
+        )?)
     }
 
     pub fn display_name(&self) -> String {
@@ -76,7 +87,10 @@ pub fn run_pipeline(
 ) -> anyhow::Result<kiln_core::PassManager<kiln_graph::Graph>> {
     let registry = kiln_graph::passes::registry();
     let mut pm = kiln_core::PassManager::new(registry.parse(list)?);
-    pm.options = kiln_core::PassOptions { verify_each: true, ..options };
+    pm.options = kiln_core::PassOptions {
+        verify_each: true,
+        ..options
+    };
     pm.run(g)?;
     Ok(pm)
 }

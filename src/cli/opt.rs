@@ -69,8 +69,10 @@ pub fn run(a: OptArgs) -> anyhow::Result<()> {
                 kiln_graph::text::write_weights(&weights_path(path), &weights)?;
             }
             let tmp = path.with_extension("kir.tmp");
-            std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
-            std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+            std::fs::write(&tmp, text)
+                .with_context(|| format!("cannot write {}", tmp.display()))?;
+            std::fs::rename(&tmp, path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
         }
     }
     Ok(())

@@ -30,9 +30,15 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     let outputs = kiln_graph::interp::run(&g, &inputs)?;
     let elapsed = start.elapsed();
     if let Some(dir) = &a.out {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create output directory {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create output directory {}", dir.display()))?;
     }
-    println!("{}: {} ops, ran in {:.2} ms (interpreter)", a.model.display_name(), g.node_count(), elapsed.as_secs_f64() * 1e3);
+    println!(
+        "{}: {} ops, ran in {:.2} ms (interpreter)",
+        a.model.display_name(),
+        g.node_count(),
+        elapsed.as_secs_f64() * 1e3
+    );
     for (&v, t) in g.outputs().iter().zip(&outputs) {
         let name = &g.value(v).name;
         println!("  {name}: {}", model::summary(t));

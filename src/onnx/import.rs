@@ -192,7 +192,11 @@ impl<'a> Importer<'a> {
                 if let Some(ty) = &self.g.value(v).ty
                     && *ty != t.ty()
                 {
-                    bail!(Input, "input '{name}' is declared {ty}, but the value given for it is {}", t.ty());
+                    bail!(
+                        Input,
+                        "input '{name}' is declared {ty}, but the value given for it is {}",
+                        t.ty()
+                    );
                 }
                 self.g.freeze_input(v, t.clone())?;
             }
@@ -209,13 +213,20 @@ impl<'a> Importer<'a> {
             .iter()
             .filter(|i| !self.initializers.contains_key(i.name()))
             .collect();
-        let given = [("--shape", self.opts.shapes.keys().collect::<Vec<_>>()), ("--input", self.opts.static_inputs.keys().collect())];
+        let given = [
+            ("--shape", self.opts.shapes.keys().collect::<Vec<_>>()),
+            ("--input", self.opts.static_inputs.keys().collect()),
+        ];
         for (flag, mut names) in given {
             names.sort_unstable();
             for name in names {
                 if !real.iter().any(|i| i.name() == name) {
                     let list: Vec<&str> = real.iter().map(|i| i.name()).collect();
-                    bail!(Input, "{flag} names '{name}', which is not an input of the model (inputs: {})", list.join(", "));
+                    bail!(
+                        Input,
+                        "{flag} names '{name}', which is not an input of the model (inputs: {})",
+                        list.join(", ")
+                    );
                 }
             }
         }

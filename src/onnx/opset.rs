@@ -359,9 +359,17 @@ impl Lowering<'_> {
         if let Some(mask) = outs.get(1).filter(|m| self.ctx.used.contains(*m)) {
             let shape = self.helper("mask_shape", "shape", Attrs::new(), vec![first(&ins)?])?;
             let mut fill = Attrs::new();
-            fill.set("value", kiln_core::Attr::Tensor(Tensor::from_vec(&[1], vec![true])?));
+            fill.set(
+                "value",
+                kiln_core::Attr::Tensor(Tensor::from_vec(&[1], vec![true])?),
+            );
             let op = self.build("constant_of_shape", fill)?;
-            self.push(format!("{}/mask", self.base), op, vec![Some(shape)], vec![mask.clone()]);
+            self.push(
+                format!("{}/mask", self.base),
+                op,
+                vec![Some(shape)],
+                vec![mask.clone()],
+            );
         }
         if let Some(tm) = ins.get(2).cloned().flatten() {
             let Some(t) = self.ctx.consts.get(&tm) else {

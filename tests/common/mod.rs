@@ -27,10 +27,18 @@ pub fn require_dir(p: &Path) {
 /// NaNs; non-float types must be equal. Returns the first mismatch as text.
 pub fn compare(got: &Tensor, want: &Tensor, rtol: f64, atol: f64) -> Result<f64, String> {
     if got.dtype() != want.dtype() {
-        return Err(format!("dtype {} vs expected {}", got.dtype(), want.dtype()));
+        return Err(format!(
+            "dtype {} vs expected {}",
+            got.dtype(),
+            want.dtype()
+        ));
     }
     if got.shape() != want.shape() {
-        return Err(format!("shape {:?} vs expected {:?}", got.shape(), want.shape()));
+        return Err(format!(
+            "shape {:?} vs expected {:?}",
+            got.shape(),
+            want.shape()
+        ));
     }
     let (g, w) = (got.to_f64_vec(), want.to_f64_vec());
     let exact = !got.dtype().is_float();
@@ -53,5 +61,7 @@ pub fn compare(got: &Tensor, want: &Tensor, rtol: f64, atol: f64) -> Result<f64,
 pub fn max_rel_error(got: &Tensor, want: &Tensor) -> f64 {
     let (g, w) = (got.to_f64_vec(), want.to_f64_vec());
     let scale = w.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-30);
-    g.iter().zip(&w).fold(0f64, |m, (a, b)| m.max((a - b).abs() / scale))
+    g.iter()
+        .zip(&w)
+        .fold(0f64, |m, (a, b)| m.max((a - b).abs() / scale))
 }

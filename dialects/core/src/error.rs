@@ -114,13 +114,20 @@ impl fmt::Display for Error {
 
 impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error { kind, location: Location::Unknown, message: message.into() }
+        Error {
+            kind,
+            location: Location::Unknown,
+            message: message.into(),
+        }
     }
 
     /// Attaches a node location unless a more precise one is already set.
     pub fn at_node(mut self, name: &str, op: &str) -> Self {
         if self.location == Location::Unknown {
-            self.location = Location::Node { name: name.to_string(), op: op.to_string() };
+            self.location = Location::Node {
+                name: name.to_string(),
+                op: op.to_string(),
+            };
         }
         self
     }

@@ -82,25 +82,58 @@ pub fn lex(src: &str) -> Result<Vec<Spanned>> {
         if c == '%' || c == '@' {
             let (name, n) = lex_name(&chars[i + 1..]).map_err(|m| err(tl, tc, m))?;
             advance(n + 1, &mut i, &mut col);
-            let tok = if c == '%' { Tok::Value(name) } else { Tok::Symbol(name) };
-            out.push(Spanned { tok, line: tl, col: tc, start: ti, end: i });
+            let tok = if c == '%' {
+                Tok::Value(name)
+            } else {
+                Tok::Symbol(name)
+            };
+            out.push(Spanned {
+                tok,
+                line: tl,
+                col: tc,
+                start: ti,
+                end: i,
+            });
             continue;
         }
         if c == '"' {
             let (s, n) = lex_string(&chars[i..]).map_err(|m| err(tl, tc, m))?;
             advance(n, &mut i, &mut col);
-            out.push(Spanned { tok: Tok::Str(s), line: tl, col: tc, start: ti, end: i });
+            out.push(Spanned {
+                tok: Tok::Str(s),
+                line: tl,
+                col: tc,
+                start: ti,
+                end: i,
+            });
             continue;
         }
         if c == '-' && chars.get(i + 1) == Some(&'>') {
             advance(2, &mut i, &mut col);
-            out.push(Spanned { tok: Tok::Arrow, line: tl, col: tc, start: ti, end: i });
+            out.push(Spanned {
+                tok: Tok::Arrow,
+                line: tl,
+                col: tc,
+                start: ti,
+                end: i,
+            });
             continue;
         }
-        if c.is_ascii_digit() || ((c == '-' || c == '+') && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit() || *d == 'i')) {
+        if c.is_ascii_digit()
+            || ((c == '-' || c == '+')
+                && chars
+                    .get(i + 1)
+                    .is_some_and(|d| d.is_ascii_digit() || *d == 'i'))
+        {
             let (tok, n) = lex_number(&chars[i..]).map_err(|m| err(tl, tc, m))?;
             advance(n, &mut i, &mut col);
-            out.push(Spanned { tok, line: tl, col: tc, start: ti, end: i });
+            out.push(Spanned {
+                tok,
+                line: tl,
+                col: tc,
+                start: ti,
+                end: i,
+            });
             continue;
         }
         if c.is_alphabetic() || c == '_' {
@@ -113,17 +146,35 @@ pub fn lex(src: &str) -> Result<Vec<Spanned>> {
                 "nan" => Tok::Float(f64::NAN),
                 _ => Tok::Ident(word),
             };
-            out.push(Spanned { tok, line: tl, col: tc, start: ti, end: i });
+            out.push(Spanned {
+                tok,
+                line: tl,
+                col: tc,
+                start: ti,
+                end: i,
+            });
             continue;
         }
         if "()[]{}<>,=:*?".contains(c) {
             advance(1, &mut i, &mut col);
-            out.push(Spanned { tok: Tok::Punct(c), line: tl, col: tc, start: ti, end: i });
+            out.push(Spanned {
+                tok: Tok::Punct(c),
+                line: tl,
+                col: tc,
+                start: ti,
+                end: i,
+            });
             continue;
         }
         return Err(err(tl, tc, format!("unexpected character '{c}'")));
     }
-    out.push(Spanned { tok: Tok::Eof, line, col, start: chars.len(), end: chars.len() });
+    out.push(Spanned {
+        tok: Tok::Eof,
+        line,
+        col,
+        start: chars.len(),
+        end: chars.len(),
+    });
     Ok(out)
 }
 
@@ -138,7 +189,11 @@ pub fn is_bare_name(name: &str) -> bool {
 
 /// Prints a value or symbol name, quoting it when it has characters a bare name cannot.
 pub fn quote_name(name: &str) -> String {
-    if is_bare_name(name) { name.to_string() } else { quote_string(name) }
+    if is_bare_name(name) {
+        name.to_string()
+    } else {
+        quote_string(name)
+    }
 }
 
 /// A string literal with `"` and `\` and control characters escaped.
@@ -183,7 +238,10 @@ fn lex_string(rest: &[char]) -> std::result::Result<(String, usize), String> {
                     't' => s.push('\t'),
                     '"' | '\\' => s.push(*e),
                     'u' => {
-                        let close = rest[i..].iter().position(|c| *c == '}').ok_or("bad \\u escape")?;
+                        let close = rest[i..]
+                            .iter()
+                            .position(|c| *c == '}')
+                            .ok_or("bad \\u escape")?;
                         let hex: String = rest[i + 3..i + close].iter().collect();
                         let v = u32::from_str_radix(&hex, 16).map_err(|_| "bad \\u escape")?;
                         s.push(char::from_u32(v).ok_or("bad \\u escape")?);
@@ -208,7 +266,11 @@ fn lex_number(rest: &[char]) -> std::result::Result<(Tok, usize), String> {
         n = 1;
     }
     if rest[n..].starts_with(&['i', 'n', 'f']) {
-        let v = if rest[0] == '-' { f64::NEG_INFINITY } else { f64::INFINITY };
+        let v = if rest[0] == '-' {
+            f64::NEG_INFINITY
+        } else {
+            f64::INFINITY
+        };
         return Ok((Tok::Float(v), n + 3));
     }
     let mut is_float = false;
@@ -221,7 +283,8 @@ fn lex_number(rest: &[char]) -> std::result::Result<(Tok, usize), String> {
             n += 1;
         } else if (c == 'e' || c == 'E')
             && (rest.get(n + 1).is_some_and(|d| d.is_ascii_digit())
-                || (matches!(rest.get(n + 1), Some('-' | '+')) && rest.get(n + 2).is_some_and(|d| d.is_ascii_digit())))
+                || (matches!(rest.get(n + 1), Some('-' | '+'))
+                    && rest.get(n + 2).is_some_and(|d| d.is_ascii_digit())))
         {
             is_float = true;
             n += 2;
@@ -231,9 +294,13 @@ fn lex_number(rest: &[char]) -> std::result::Result<(Tok, usize), String> {
     }
     let text: String = rest[..n].iter().collect();
     if is_float {
-        text.parse::<f64>().map(|v| (Tok::Float(v), n)).map_err(|e| format!("bad number '{text}': {e}"))
+        text.parse::<f64>()
+            .map(|v| (Tok::Float(v), n))
+            .map_err(|e| format!("bad number '{text}': {e}"))
     } else {
-        text.parse::<i64>().map(|v| (Tok::Int(v), n)).map_err(|e| format!("bad integer '{text}': {e}"))
+        text.parse::<i64>()
+            .map(|v| (Tok::Int(v), n))
+            .map_err(|e| format!("bad integer '{text}': {e}"))
     }
 }
 
@@ -246,7 +313,11 @@ pub struct Cursor {
 
 impl Cursor {
     pub fn new(src: &str) -> Result<Self> {
-        Ok(Cursor { toks: lex(src)?, pos: 0, src: src.chars().collect() })
+        Ok(Cursor {
+            toks: lex(src)?,
+            pos: 0,
+            src: src.chars().collect(),
+        })
     }
 
     /// The current token as written in the source.
@@ -298,7 +369,10 @@ impl Cursor {
     }
 
     pub fn unexpected(&self, wanted: &str) -> Error {
-        self.error(format!("expected {wanted}, found {}", self.peek().describe()))
+        self.error(format!(
+            "expected {wanted}, found {}",
+            self.peek().describe()
+        ))
     }
 
     pub fn eat_punct(&mut self, c: char) -> bool {
@@ -311,7 +385,11 @@ impl Cursor {
     }
 
     pub fn expect_punct(&mut self, c: char) -> Result<()> {
-        if self.eat_punct(c) { Ok(()) } else { Err(self.unexpected(&format!("'{c}'"))) }
+        if self.eat_punct(c) {
+            Ok(())
+        } else {
+            Err(self.unexpected(&format!("'{c}'")))
+        }
     }
 
     pub fn eat_ident(&mut self, word: &str) -> bool {
@@ -324,7 +402,11 @@ impl Cursor {
     }
 
     pub fn expect_ident(&mut self, word: &str) -> Result<()> {
-        if self.eat_ident(word) { Ok(()) } else { Err(self.unexpected(&format!("'{word}'"))) }
+        if self.eat_ident(word) {
+            Ok(())
+        } else {
+            Err(self.unexpected(&format!("'{word}'")))
+        }
     }
 
     pub fn ident(&mut self) -> Result<String> {
@@ -387,7 +469,8 @@ mod tests {
 
     #[test]
     fn lexes_the_op_line() {
-        let t = toks(r#"%c0 = graph.conv(%x, %"w/0:1") {strides=[2,-2], alpha=1.5e-3} : f32[1] // c"#);
+        let t =
+            toks(r#"%c0 = graph.conv(%x, %"w/0:1") {strides=[2,-2], alpha=1.5e-3} : f32[1] // c"#);
         assert_eq!(t[0], Tok::Value("c0".into()));
         assert_eq!(t[2], Tok::Ident("graph.conv".into()));
         assert_eq!(t[6], Tok::Value("w/0:1".into()));

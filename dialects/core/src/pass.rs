@@ -32,7 +32,10 @@ pub struct PassRegistry<I: Ir> {
 
 impl<I: Ir> Default for PassRegistry<I> {
     fn default() -> Self {
-        PassRegistry { passes: Vec::new(), pipelines: Vec::new() }
+        PassRegistry {
+            passes: Vec::new(),
+            pipelines: Vec::new(),
+        }
     }
 }
 
@@ -42,7 +45,12 @@ impl<I: Ir> PassRegistry<I> {
     }
 
     /// A named pipeline: a comma-separated list of passes (or other pipelines).
-    pub fn register_pipeline(&mut self, name: &'static str, summary: &'static str, list: &'static str) {
+    pub fn register_pipeline(
+        &mut self,
+        name: &'static str,
+        summary: &'static str,
+        list: &'static str,
+    ) {
         self.pipelines.push((name, summary, list));
     }
 
@@ -51,7 +59,9 @@ impl<I: Ir> PassRegistry<I> {
         self.passes.iter().map(|(n, s, _)| (*n, *s))
     }
 
-    pub fn pipelines(&self) -> impl Iterator<Item = (&'static str, &'static str, &'static str)> + '_ {
+    pub fn pipelines(
+        &self,
+    ) -> impl Iterator<Item = (&'static str, &'static str, &'static str)> + '_ {
         self.pipelines.iter().copied()
     }
 
@@ -64,7 +74,10 @@ impl<I: Ir> PassRegistry<I> {
 
     fn expand(&self, list: &str, out: &mut Vec<Box<dyn Pass<I>>>, depth: usize) -> Result<()> {
         if depth > 8 {
-            return Err(Error::new(ErrorKind::Pass, "pipelines nest too deeply (a cycle?)"));
+            return Err(Error::new(
+                ErrorKind::Pass,
+                "pipelines nest too deeply (a cycle?)",
+            ));
         }
         for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             if let Some((_, _, ctor)) = self.passes.iter().find(|(n, _, _)| *n == name) {
@@ -75,7 +88,10 @@ impl<I: Ir> PassRegistry<I> {
                 let known: Vec<_> = self.passes.iter().map(|p| p.0).collect();
                 return Err(Error::new(
                     ErrorKind::Pass,
-                    format!("unknown pass or pipeline '{name}' (passes: {})", known.join(", ")),
+                    format!(
+                        "unknown pass or pipeline '{name}' (passes: {})",
+                        known.join(", ")
+                    ),
                 ));
             }
         }
@@ -112,8 +128,16 @@ pub struct PassManager<I: Ir> {
 
 impl<I: Ir> PassManager<I> {
     pub fn new(passes: Vec<Box<dyn Pass<I>>>) -> Self {
-        let options = PassOptions { verify_each: true, ..PassOptions::default() };
-        PassManager { passes, options, log: String::new(), timings: Vec::new() }
+        let options = PassOptions {
+            verify_each: true,
+            ..PassOptions::default()
+        };
+        PassManager {
+            passes,
+            options,
+            log: String::new(),
+            timings: Vec::new(),
+        }
     }
 
     /// Runs every pass once, in order. Returns whether any pass changed the IR.
@@ -123,15 +147,26 @@ impl<I: Ir> PassManager<I> {
             let name = pass.name();
             let start = Instant::now();
             let changed = pass.run(ir).map_err(|e| with_pass(e, name))?;
-            self.timings.push(PassTiming { name, elapsed: start.elapsed(), changed });
+            self.timings.push(PassTiming {
+                name,
+                elapsed: start.elapsed(),
+                changed,
+            });
             any |= changed;
             if self.options.verify_each {
-                ir.verify().map_err(|e| {
-                    Error { message: format!("IR invalid after pass {name}: {}", e.message), ..e }
+                ir.verify().map_err(|e| Error {
+                    message: format!("IR invalid after pass {name}: {}", e.message),
+                    ..e
                 })?;
             }
-            if self.options.print_ir_after_all || self.options.print_ir_after.iter().any(|p| p == name) {
-                let _ = writeln!(self.log, "// -----// IR after {name} //----- //\n{}", ir.print());
+            if self.options.print_ir_after_all
+                || self.options.print_ir_after.iter().any(|p| p == name)
+            {
+                let _ = writeln!(
+                    self.log,
+                    "// -----// IR after {name} //----- //\n{}",
+                    ir.print()
+                );
             }
         }
         Ok(any)
@@ -153,8 +188,17 @@ impl<I: Ir> PassManager<I> {
         let total: Duration = rows.iter().map(|r| r.1).sum();
         let mut s = String::from("===- pass execution timing -===\n");
         for (name, d, n) in &rows {
-            let pct = if total.is_zero() { 0.0 } else { 100.0 * d.as_secs_f64() / total.as_secs_f64() };
-            let _ = writeln!(s, "{:>10.3} ms {:>5.1}%  {name} (x{n})", d.as_secs_f64() * 1e3, pct);
+            let pct = if total.is_zero() {
+                0.0
+            } else {
+                100.0 * d.as_secs_f64() / total.as_secs_f64()
+            };
+            let _ = writeln!(
+                s,
+                "{:>10.3} ms {:>5.1}%  {name} (x{n})",
+                d.as_secs_f64() * 1e3,
+                pct
+            );
         }
         let _ = writeln!(s, "{:>10.3} ms 100.0%  total", total.as_secs_f64() * 1e3);
         s
@@ -162,7 +206,10 @@ impl<I: Ir> PassManager<I> {
 }
 
 fn with_pass(e: Error, name: &str) -> Error {
-    Error { message: format!("in pass {name}: {}", e.message), ..e }
+    Error {
+        message: format!("in pass {name}: {}", e.message),
+        ..e
+    }
 }
 
 #[cfg(test)]
@@ -228,7 +275,10 @@ mod tests {
         let err = registry().parse("inc,frobnicate").err().unwrap();
         assert_eq!(err.kind, ErrorKind::Pass);
         assert!(err.message.contains("frobnicate"));
-        assert_eq!(registry().parse("loop").err().unwrap().kind, ErrorKind::Pass);
+        assert_eq!(
+            registry().parse("loop").err().unwrap().kind,
+            ErrorKind::Pass
+        );
     }
 
     #[test]

@@ -78,7 +78,9 @@ macro_rules! map_numeric {
             $crate::Tensor::U32($a) => Ok($crate::Tensor::U32($body)),
             $crate::Tensor::I64($a) => Ok($crate::Tensor::I64($body)),
             $crate::Tensor::U64($a) => Ok($crate::Tensor::U64($body)),
-            $crate::Tensor::Bool(_) => Err($crate::err!(Type, "operation not defined for bool tensors")),
+            $crate::Tensor::Bool(_) => {
+                Err($crate::err!(Type, "operation not defined for bool tensors"))
+            }
         }
     };
 }
@@ -216,7 +218,9 @@ impl Tensor {
                 format!("{} elements do not fill shape {:?}", data.len(), shape),
             ));
         }
-        Ok(T::wrap(ArrayD::from_shape_vec(IxDyn(shape), data).expect("checked")))
+        Ok(T::wrap(
+            ArrayD::from_shape_vec(IxDyn(shape), data).expect("checked"),
+        ))
     }
 
     pub fn scalar<T: Element>(v: T) -> Tensor {
@@ -294,7 +298,12 @@ impl Tensor {
         if n != self.len() {
             return Err(Error::new(
                 ErrorKind::Shape,
-                format!("cannot reshape {:?} ({} elements) to {:?}", self.shape(), self.len(), shape),
+                format!(
+                    "cannot reshape {:?} ({} elements) to {:?}",
+                    self.shape(),
+                    self.len(),
+                    shape
+                ),
             ));
         }
         Ok(map_same!(self, a => {

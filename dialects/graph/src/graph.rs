@@ -157,7 +157,10 @@ impl Graph {
     /// become static.
     pub fn freeze_input(&mut self, v: Value, data: kiln_core::Tensor) -> Result<Value> {
         let ValueDef::Input(i) = self.value(v).def else {
-            return Err(Error::new(ErrorKind::Input, format!("'{}' is not a graph input", self.value(v).name)));
+            return Err(Error::new(
+                ErrorKind::Input,
+                format!("'{}' is not a graph input", self.value(v).name),
+            ));
         };
         let name = self.value(v).name.clone();
         let ty = data.ty();
@@ -175,7 +178,9 @@ impl Graph {
 
     /// Whether any op reads `v` as one of its shape operands ([`Op::shape_operands`]).
     pub fn feeds_shape_operand(&self, v: Value) -> bool {
-        self.uses(v).into_iter().any(|(n, k)| self.g[n].op.shape_operands().contains(&k))
+        self.uses(v)
+            .into_iter()
+            .any(|(n, k)| self.g[n].op.shape_operands().contains(&k))
     }
 
     /// The node producing `v`, if it is an op result.

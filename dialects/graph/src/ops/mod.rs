@@ -14,12 +14,12 @@ use kiln_core::{AttrReader, Attrs, Error, ErrorKind, Result, Tensor, TensorType}
 
 pub mod binary;
 pub mod constant;
-pub mod unary;
-pub mod util;
 pub mod conv;
 pub mod matmul;
 pub mod pool;
 pub mod spatial;
+pub mod unary;
+pub mod util;
 // conv-family modules
 pub mod norm;
 pub mod reduce;
@@ -35,11 +35,11 @@ pub mod space;
 
 pub use binary::{Binary, BinaryKind, PRelu, Where};
 pub use constant::{Const, ConstSource, ConstantOfShape};
-pub use unary::{Cast, CastLike, Clip, Gelu, HardSigmoid, LeakyRelu, Unary, UnaryKind};
 pub use conv::{Conv, ConvTranspose};
 pub use matmul::{Gemm, MatMul};
 pub use pool::{AveragePool, GlobalPool, GlobalPoolKind, MaxPool};
 pub use spatial::{AutoPad, Window};
+pub use unary::{Cast, CastLike, Clip, Gelu, HardSigmoid, LeakyRelu, Unary, UnaryKind};
 // conv-family exports
 pub use norm::{BatchNormalization, InstanceNormalization, LayerNormalization, Lrn};
 pub use reduce::{ArgReduce, Reduce, ReduceKind};
@@ -84,9 +84,12 @@ impl<'a> InferInputs<'a> {
 
     /// A required operand's type.
     pub fn ty(&self, i: usize) -> Result<&'a TensorType> {
-        self.opt(i)
-            .map(|x| x.ty)
-            .ok_or_else(|| Error::new(ErrorKind::InvalidModel, format!("missing required operand {i}")))
+        self.opt(i).map(|x| x.ty).ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidModel,
+                format!("missing required operand {i}"),
+            )
+        })
     }
 
     /// The constant value of operand `i` (absent operand → `None`; present but not
@@ -104,7 +107,9 @@ impl<'a> InferInputs<'a> {
 
     /// Operand `i` as a list of i64 if present and constant.
     pub fn const_ints(&self, i: usize, what: &str) -> Result<Option<Vec<i64>>> {
-        self.const_value(i, what)?.map(|t| t.to_i64_vec()).transpose()
+        self.const_value(i, what)?
+            .map(|t| t.to_i64_vec())
+            .transpose()
     }
 }
 

@@ -464,7 +464,10 @@ impl OpDef for CastLike {
         Attrs::new()
     }
     fn infer(&self, ins: InferInputs) -> Result<Vec<TensorType>> {
-        Ok(vec![TensorType::new(ins.ty(1)?.dtype, ins.ty(0)?.shape.clone())])
+        Ok(vec![TensorType::new(
+            ins.ty(1)?.dtype,
+            ins.ty(0)?.shape.clone(),
+        )])
     }
     fn eval(&self, ins: &[Option<&Tensor>], _: usize) -> Result<Vec<Tensor>> {
         Ok(vec![arg(ins, 0)?.cast(arg(ins, 1)?.dtype())])

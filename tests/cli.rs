@@ -1,0 +1,181 @@
+//! The command line as a user meets it: the real `kiln` binary, its outputs, its exit codes
+//! and its error messages.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn kiln(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .output()
+        .expect("kiln runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A fresh scratch directory under the target dir (no temp-dir crate needed).
+fn scratch(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn example(name: &str) -> String {
+    common::repo_root()
+        .join("examples/models")
+        .join(name)
+        .join("model.onnx")
+        .display()
+        .to_string()
+}
+
+#[test]
+fn run_writes_outputs_matching_onnxruntime() {
+    let out = scratch("cli_run");
+    let dir = common::repo_root().join("examples/models/mobilenet_v3_style");
+    let input = format!("x={}", dir.join("inputs/x.npy").display());
+    let o = kiln(&[
+        "run",
+        &example("mobilenet_v3_style"),
+        "--input",
+        &input,
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("logits: f32[1,10]"), "{}", stdout(&o));
+    let got = kiln::model::read_npy(&out.join("logits.npy")).unwrap();
+    let want = kiln::model::read_npy(&dir.join("outputs/logits.npy")).unwrap();
+    common::compare(&got, &want, 1e-4, 1e-6).unwrap();
+    // Nothing half-written is left behind.
+    let names: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("logits.npy")]);
+}
+
+#[test]
+fn run_without_a_model_uses_the_embedded_one() {
+    let o = kiln(&["run"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("resnet_style (embedded)"));
+    assert!(stdout(&o).contains("logits: f32[1,10]"));
+}
+
+#[test]
+fn opt_prints_ir_that_parses_back_and_instruments_passes() {
+    let o = kiln(&[
+        "opt",
+        &example("transformer_block"),
+        "--passes",
+        "graph.fold-constants,graph.dce",
+        "--print-ir-after",
+        "graph.dce",
+        "--time-passes",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.starts_with("graph @"), "{text}");
+    let g = kiln_graph::text::parse(&text).unwrap();
+    assert_eq!(kiln_graph::text::print(&g), text);
+    let err = stderr(&o);
+    assert!(err.contains("IR after graph.dce"), "{err}");
+    assert!(
+        err.contains("pass execution timing") && err.contains("graph.fold-constants"),
+        "{err}"
+    );
+}
+
+#[test]
+fn opt_writes_ir_with_a_weights_file_that_runs() {
+    let dir = scratch("cli_opt");
+    let kir = dir.join("resnet.kir");
+    let o = kiln(&[
+        "opt",
+        &example("resnet_style"),
+        "--pipeline",
+        "cleanup",
+        "-o",
+        kir.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(dir.join("resnet.kir.weights").exists());
+    // The written IR runs like the ONNX model.
+    let a = kiln(&["run", kir.to_str().unwrap()]);
+    let b = kiln(&["run", &example("resnet_style")]);
+    assert!(a.status.success(), "{}", stderr(&a));
+    let logits = |o: &Output| {
+        stdout(o)
+            .lines()
+            .find(|l| l.contains("logits"))
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(logits(&a), logits(&b));
+}
+
+#[test]
+fn info_reports_json() {
+    let o = kiln(&["info", &example("resnet_style"), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(j["ops"]["conv"], 6);
+    assert_eq!(j["op_count"], 23);
+    assert_eq!(j["inputs"][0]["name"], "x");
+    assert_eq!(j["outputs"][0]["type"], "f32[1,10]");
+    assert!(j["flops"].as_u64().unwrap() > 1_000_000);
+    assert_eq!(j["params"], 20298);
+}
+
+#[test]
+fn bench_reports_latency_and_json() {
+    let dir = scratch("cli_bench");
+    let json = dir.join("bench.json");
+    let o = kiln(&["bench", "--runs", "3", "--json", json.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("latency"));
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(j["results"][0]["median_ms"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn user_errors_are_one_clear_line_and_a_failure() {
+    let model = example("resnet_style");
+    let cases: &[(&[&str], &str)] = &[
+        (&["run", "no/such/model.onnx"], "no/such/model.onnx"),
+        (
+            &["run", &model, "--shape", "x=1,3,banana"],
+            "--shape 'x=1,3,banana'",
+        ),
+        (
+            &["run", &model, "--shape", "y=1,3,64,64"],
+            "--shape names 'y'",
+        ),
+        (&["run", &model, "--input", "x=missing.npy"], "missing.npy"),
+        (
+            &["opt", &model, "--passes", "graph.frobnicate"],
+            "unknown pass or pipeline 'graph.frobnicate'",
+        ),
+        (&["run", &model, "--shape", "x=1,3,64"], "x"),
+    ];
+    for (args, needle) in cases {
+        let o = kiln(args);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        let err = stderr(&o);
+        assert!(err.starts_with("error: "), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: '{needle}' not in {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
