@@ -66,7 +66,7 @@ pub fn run(a: OptArgs) -> anyhow::Result<()> {
         Some(path) => {
             let (text, weights) = kiln_graph::text::print_with_weights(&g);
             if !weights.is_empty() {
-                kiln_graph::text::write_weights(&weights_path(path), &weights)?;
+                kiln_graph::text::write_weights(weights_path(path), &weights)?;
             }
             let tmp = path.with_extension("kir.tmp");
             std::fs::write(&tmp, text)

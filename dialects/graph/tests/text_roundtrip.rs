@@ -118,6 +118,7 @@ const SAMPLES: &[(&str, &str)] = &[
         "{kernel_shape=[3,3], strides=[2,2], ceil_mode=1}",
     ),
     ("average_pool", "{kernel_shape=[2,2], count_include_pad=1}"),
+    ("lp_pool", "{kernel_shape=[2,2], p=3}"),
     ("batch_normalization", "{epsilon=0.001, momentum=0.99}"),
     ("instance_normalization", "{epsilon=1e-6}"),
     ("layer_normalization", "{axis=-2, epsilon=1e-12}"),
@@ -359,7 +360,7 @@ fn computed_constants_pick_a_form() {
     let clash = add(
         &mut g,
         "w",
-        Tensor::from_vec(&[20], vec![1i64, 2].repeat(10)).unwrap(),
+        Tensor::from_vec(&[20], [1i64, 2].repeat(10)).unwrap(),
     );
     let huge = add(
         &mut g,

@@ -539,6 +539,14 @@ mod tests {
             "{}",
             e.message
         );
+        // An empty inner dimension is a sum of nothing.
+        let y = run(
+            &MatMul,
+            &[Some(&pat(&[2, 0], 1, 0)), Some(&pat(&[0, 3], 1, 0))],
+            1,
+        )
+        .unwrap();
+        assert_close(&y[0], &[2, 3], &[0.0; 6]);
         let s = Tensor::scalar(1.0f32);
         assert_eq!(
             run(&MatMul, &[Some(&s), Some(&s)], 1).unwrap_err().kind,

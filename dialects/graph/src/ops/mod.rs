@@ -15,6 +15,7 @@ use kiln_core::{AttrReader, Attrs, Error, ErrorKind, Result, Tensor, TensorType}
 pub mod binary;
 pub mod constant;
 pub mod conv;
+pub mod global_pool;
 pub mod matmul;
 pub mod pool;
 pub mod spatial;
@@ -36,8 +37,9 @@ pub mod space;
 pub use binary::{Binary, BinaryKind, PRelu, Where};
 pub use constant::{Const, ConstSource, ConstantOfShape};
 pub use conv::{Conv, ConvTranspose};
+pub use global_pool::{GlobalPool, GlobalPoolKind};
 pub use matmul::{Gemm, MatMul};
-pub use pool::{AveragePool, GlobalPool, GlobalPoolKind, MaxPool};
+pub use pool::{AveragePool, LpPool, MaxPool};
 pub use spatial::{AutoPad, Window};
 pub use unary::{Cast, CastLike, Clip, Gelu, HardSigmoid, LeakyRelu, Unary, UnaryKind};
 // conv-family exports
@@ -226,6 +228,7 @@ ops! {
     MaxPool(MaxPool),
     AveragePool(AveragePool),
     GlobalPool(GlobalPool),
+    LpPool(LpPool),
     // conv-family variants
     BatchNormalization(BatchNormalization),
     InstanceNormalization(InstanceNormalization),

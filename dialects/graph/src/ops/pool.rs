@@ -11,7 +11,7 @@ use super::{InferInputs, OpDef};
 use kiln_core::{AttrReader, Attrs, DType, Element, Result, Tensor, TensorType, bail, ensure};
 use ndarray::{ArrayD, IxDyn};
 
-fn check_input(what: &str, x: &TensorType, types: &[DType]) -> Result<()> {
+pub(super) fn check_input(what: &str, x: &TensorType, types: &[DType]) -> Result<()> {
     ensure!(
         types.contains(&x.dtype),
         Type,
@@ -43,22 +43,26 @@ fn out_shape(x: &[usize], spatial: &[usize]) -> Vec<usize> {
     x[..2].iter().chain(spatial).copied().collect()
 }
 
-/// Visits the row-major offsets (within one plane) of the Cartesian product of `dims`; the
-/// last dim, contiguous in memory, is a plain strided loop.
-fn visit(dims: &[&DimWindow], strides: &[usize], base: usize, f: &mut impl FnMut(usize)) {
+/// Visits the Cartesian product of `dims` as runs along the last (contiguous) dim:
+/// `f(offset of the first tap within the plane, step, count)`. Kernels loop over a run
+/// with a local accumulator, which keeps the hot loop free of captured state.
+fn visit_rows(
+    dims: &[&DimWindow],
+    strides: &[usize],
+    base: usize,
+    f: &mut impl FnMut(usize, usize, usize),
+) {
     match dims {
-        [] => f(base),
-        [last] => {
-            let mut off = base + last.start * strides[0];
-            for _ in 0..last.count {
-                f(off);
-                off += last.step * strides[0];
-            }
-        }
+        [] => f(base, 1, 1),
+        [last] => f(
+            base + last.start * strides[0],
+            last.step * strides[0],
+            last.count,
+        ),
         [first, rest @ ..] => {
             for j in 0..first.count {
                 let c = first.start + j * first.step;
-                visit(rest, &strides[1..], base + c * strides[0], f);
+                visit_rows(rest, &strides[1..], base + c * strides[0], f);
             }
         }
     }
@@ -98,20 +102,26 @@ fn pool_map<T: Copy, U>(
 
 /// The maximum and its offset, skipping NaN like onnxruntime's `x > max` scan; a window
 /// with no number in it (all padding or NaN) yields the type's lowest value and offset -1.
-fn max_of<T: Element + PartialOrd>(
+pub(super) fn max_of<T: Element + PartialOrd>(
     plane: &[T],
     dims: &[&DimWindow],
     strides: &[usize],
 ) -> (T, i64) {
     let mut best: Option<(T, usize)> = None;
-    visit(dims, strides, 0, &mut |off| {
-        let v = plane[off];
-        match best {
-            Some((b, _)) if !(v > b) => {}
-            // The first value only counts if it is a number (NaN is unordered with itself).
-            None if v.partial_cmp(&v).is_none() => {}
-            _ => best = Some((v, off)),
+    visit_rows(dims, strides, 0, &mut |first, step, count| {
+        let mut b = best;
+        for off in (first..).step_by(step).take(count) {
+            let v = plane[off];
+            // NaN never wins; it is unordered with everything, itself included.
+            let better = match b {
+                Some((m, _)) => v > m,
+                None => v.partial_cmp(&v).is_some(),
+            };
+            if better {
+                b = Some((v, off));
+            }
         }
+        best = b;
     });
     match best {
         Some((v, off)) => (v, off as i64),
@@ -129,7 +139,7 @@ pub struct MaxPool {
     pub storage_order: i64,
 }
 
-const MAX_TYPES: &[DType] = &[DType::F32, DType::F64, DType::I8, DType::U8];
+pub(super) const MAX_TYPES: &[DType] = &[DType::F32, DType::F64, DType::I8, DType::U8];
 
 impl MaxPool {
     fn geometry(&self, x: &[usize]) -> Result<Geometry> {
@@ -269,7 +279,7 @@ pub struct AveragePool {
     pub count_include_pad: bool,
 }
 
-const FLOAT_TYPES: &[DType] = &[DType::F32, DType::F64];
+pub(super) const FLOAT_TYPES: &[DType] = &[DType::F32, DType::F64];
 
 impl AveragePool {
     fn geometry(&self, x: &[usize]) -> Result<Geometry> {
@@ -277,24 +287,44 @@ impl AveragePool {
     }
 }
 
-fn average_pool_kernel<T: Element>(x: &ArrayD<T>, geo: &Geometry, include_pad: bool) -> Tensor {
+/// Pools that sum a function of each tap: `finish(sum of term(x), windows)` per output.
+fn sum_pool_kernel<T: Element>(
+    x: &ArrayD<T>,
+    geo: &Geometry,
+    term: impl Fn(f64) -> f64,
+    finish: impl Fn(f64, &[&DimWindow]) -> f64,
+) -> Tensor {
     let x = x.as_standard_layout();
     let xs = x.as_slice().expect("standard layout");
     let planes = x.shape()[0] * x.shape()[1];
     let strides = row_major_strides(&geo.input);
     let vals = pool_map(xs, planes, geo, |plane, dims| {
         let mut sum = 0.0;
-        visit(dims, &strides, 0, &mut |off| sum += plane[off].to_f64());
-        let count: usize = if include_pad {
-            dims.iter().map(|d| d.padded).product()
-        } else {
-            dims.iter().map(|d| d.count).product()
-        };
-        T::from_f64(sum / count as f64)
+        visit_rows(dims, &strides, 0, &mut |first, step, count| {
+            let row = plane[first..].iter().step_by(step).take(count);
+            sum += row.fold(0.0, |acc, v| acc + term(v.to_f64()));
+        });
+        T::from_f64(finish(sum, dims))
     });
     T::wrap(
         ArrayD::from_shape_vec(IxDyn(&out_shape(x.shape(), &geo.output)), vals)
             .expect("sizes match"),
+    )
+}
+
+fn average_pool_kernel<T: Element>(x: &ArrayD<T>, geo: &Geometry, include_pad: bool) -> Tensor {
+    sum_pool_kernel(
+        x,
+        geo,
+        |v| v,
+        |sum, dims| {
+            let count: usize = if include_pad {
+                dims.iter().map(|d| d.padded).product()
+            } else {
+                dims.iter().map(|d| d.count).product()
+            };
+            sum / count as f64
+        },
     )
 }
 
@@ -353,432 +383,103 @@ impl OpDef for AveragePool {
     }
 }
 
-/// Which reduction a global pool applies over all spatial positions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GlobalPoolKind {
-    Average,
-    Max,
+/// `lp_pool(X) {kernel_shape, strides, pads, dilations, auto_pad, ceil_mode, p}`: the
+/// p-norm of each window. Padding contributes nothing, as in onnxruntime (the ONNX
+/// reference instead rescales a mean of the valid taps by the full kernel size, which only
+/// differs for windows that overlap padding).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LpPool {
+    pub window: Window,
+    pub ceil_mode: bool,
+    pub p: i64,
 }
 
-/// `global_average_pool(X)` / `global_max_pool(X)`: `[N, C, D…]` → `[N, C, 1…]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GlobalPool {
-    pub kind: GlobalPoolKind,
+/// Reads and checks the norm order shared by lp_pool and global_lp_pool.
+pub(super) fn read_p(r: &mut AttrReader) -> Result<i64> {
+    let p = r.int("p", 2)?;
+    ensure!(
+        (1..=64).contains(&p),
+        Attribute,
+        "p must be between 1 and 64, got {p}"
+    );
+    Ok(p)
 }
 
-impl GlobalPool {
-    fn types(self) -> &'static [DType] {
-        match self.kind {
-            GlobalPoolKind::Average => FLOAT_TYPES,
-            GlobalPoolKind::Max => MAX_TYPES,
-        }
+/// `|v|^p`, exact for the common orders.
+pub(super) fn pow_abs(v: f64, p: i64) -> f64 {
+    match p {
+        1 => v.abs(),
+        2 => v * v,
+        _ => v.abs().powi(p as i32),
     }
 }
 
-fn global_kernel<T: Element + PartialOrd>(x: &ArrayD<T>, kind: GlobalPoolKind) -> Tensor {
-    let x = x.as_standard_layout();
-    let shape: Vec<usize> = x
-        .shape()
-        .iter()
-        .enumerate()
-        .map(|(i, &d)| if i < 2 { d } else { 1 })
-        .collect();
-    let planes = shape[0] * shape[1];
-    let xs = x.as_slice().expect("standard layout");
-    let size = x.len().checked_div(planes).unwrap_or(0);
-    let all = DimWindow {
-        start: 0,
-        step: 1,
-        count: size,
-        padded: size,
-    };
-    let vals = (0..planes)
-        .map(|p| {
-            let plane = &xs[p * size..(p + 1) * size];
-            match kind {
-                GlobalPoolKind::Average => {
-                    T::from_f64(plane.iter().map(|v| v.to_f64()).sum::<f64>() / size as f64)
-                }
-                GlobalPoolKind::Max => max_of(plane, &[&all], &[1]).0,
-            }
-        })
-        .collect();
-    T::wrap(ArrayD::from_shape_vec(IxDyn(&shape), vals).expect("sizes match"))
+/// The p-th root.
+pub(super) fn root(v: f64, p: i64) -> f64 {
+    match p {
+        1 => v,
+        2 => v.sqrt(),
+        _ => v.powf(1.0 / p as f64),
+    }
 }
 
-impl OpDef for GlobalPool {
+impl LpPool {
+    fn geometry(&self, x: &[usize]) -> Result<Geometry> {
+        Geometry::forward(&self.window, "lp_pool", &x[2..], None, self.ceil_mode)
+    }
+}
+
+impl OpDef for LpPool {
     fn names() -> &'static [&'static str] {
-        &["global_average_pool", "global_max_pool"]
+        &["lp_pool"]
     }
     fn name(&self) -> &'static str {
-        match self.kind {
-            GlobalPoolKind::Average => "global_average_pool",
-            GlobalPoolKind::Max => "global_max_pool",
-        }
+        "lp_pool"
     }
-    fn from_attrs(name: &str, _: &mut AttrReader) -> Result<Self> {
-        let kind = if name == "global_max_pool" {
-            GlobalPoolKind::Max
-        } else {
-            GlobalPoolKind::Average
-        };
-        Ok(GlobalPool { kind })
+    fn from_attrs(_: &str, r: &mut AttrReader) -> Result<Self> {
+        let window = Window::read(r)?;
+        ensure!(
+            !window.kernel_shape.is_empty(),
+            Attribute,
+            "lp_pool needs the kernel_shape attribute"
+        );
+        Ok(LpPool {
+            window,
+            ceil_mode: read_flag(r, "ceil_mode")?,
+            p: read_p(r)?,
+        })
     }
     fn attrs(&self) -> Attrs {
-        Attrs::new()
+        self.window
+            .write(Attrs::new())
+            .int("ceil_mode", self.ceil_mode as i64, 0)
+            .int("p", self.p, 2)
     }
     fn infer(&self, ins: InferInputs) -> Result<Vec<TensorType>> {
         let x = ins.ty(0)?;
-        check_input(self.name(), x, self.types())?;
-        let shape = x
-            .shape
-            .iter()
-            .enumerate()
-            .map(|(i, &d)| if i < 2 { d } else { 1 })
-            .collect::<Vec<_>>();
-        ensure!(
-            x.shape[2..].iter().all(|&d| d > 0),
-            Shape,
-            "{}: spatial dims of {x} must be non-empty",
-            self.name()
-        );
-        Ok(vec![TensorType::new(x.dtype, shape)])
+        check_input("lp_pool", x, FLOAT_TYPES)?;
+        Ok(vec![TensorType::new(
+            x.dtype,
+            out_shape(&x.shape, &self.geometry(&x.shape)?.output),
+        )])
     }
     fn eval(&self, ins: &[Option<&Tensor>], _: usize) -> Result<Vec<Tensor>> {
         let x = arg(ins, 0)?;
-        self.infer(InferInputs {
-            ins: &[Some(super::InferInput {
-                ty: &x.ty(),
-                value: None,
-            })],
-            n_outputs: 1,
-        })?;
+        check_input("lp_pool", &x.ty(), FLOAT_TYPES)?;
+        let geo = self.geometry(x.shape())?;
+        let p = self.p;
         let y = match x {
-            Tensor::F32(a) => global_kernel(a, self.kind),
-            Tensor::F64(a) => global_kernel(a, self.kind),
-            Tensor::I8(a) => global_kernel(a, self.kind),
-            Tensor::U8(a) => global_kernel(a, self.kind),
-            t => bail!(
-                Type,
-                "{} is not defined for {} tensors",
-                self.name(),
-                t.dtype()
-            ),
+            Tensor::F32(a) => sum_pool_kernel(a, &geo, |v| pow_abs(v, p), |s, _| root(s, p)),
+            Tensor::F64(a) => sum_pool_kernel(a, &geo, |v| pow_abs(v, p), |s, _| root(s, p)),
+            t => bail!(Type, "lp_pool is not defined for {} tensors", t.dtype()),
         };
         Ok(vec![y])
     }
-    fn flops(&self, ins: &[Option<&TensorType>], _: &[TensorType]) -> u64 {
-        ins.first()
-            .copied()
-            .flatten()
-            .map_or(0, |x| x.numel() as u64)
+    fn flops(&self, _: &[Option<&TensorType>], outs: &[TensorType]) -> u64 {
+        let k: i64 = self.window.kernel_shape.iter().product();
+        outs.first().map_or(0, |y| y.numel() as u64 * k as u64)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::super::spatial::test_util::{assert_close, build, pat, run};
-    use super::*;
-    use kiln_core::{Attr, ErrorKind};
-
-    // Expected values: onnxruntime 1.32 on the same `pat` inputs (see test_util::pat).
-    const MAX_CEIL: &[f64] = &[
-        0.75, 1.25, 1.0, 0.75, 1.25, 1.0, 1.25, 1.0, 0.75, 1.25, 1.0, 0.5, 1.25, 0.75, 1.25, 1.0,
-        0.75, 1.25, 0.75, 1.25, 1.0, 0.75, 1.25, 1.0, 0.5, 1.25, 0.75, 1.25, 1.0, 0.75, 1.25, 1.0,
-        1.25, 1.0, 0.75, 1.25,
-    ];
-    const MAX_CEIL_IDX: &[f64] = &[
-        6.0, 3.0, 10.0, 6.0, 14.0, 10.0, 25.0, 21.0, 28.0, 36.0, 32.0, 35.0, 36.0, 39.0, 47.0,
-        54.0, 50.0, 58.0, 61.0, 69.0, 65.0, 72.0, 69.0, 76.0, 79.0, 80.0, 83.0, 91.0, 98.0, 94.0,
-        102.0, 98.0, 113.0, 109.0, 116.0, 113.0,
-    ];
-    const MAX_DIL_COLMAJOR: &[f64] = &[
-        1.25, 1.25, 0.75, 1.0, 1.25, 1.25, 1.0, 1.0, 1.25, 0.75, 1.0, 1.25, 0.75, 1.0, 1.25, 1.25,
-        0.75, 1.0, 1.25, 0.75, 1.0, 1.0, 1.25, 0.75,
-    ];
-    const MAX_DIL_COLMAJOR_IDX: &[f64] = &[
-        12.0, 12.0, 1.0, 21.0, 12.0, 12.0, 40.0, 40.0, 31.0, 43.0, 34.0, 54.0, 62.0, 82.0, 73.0,
-        73.0, 62.0, 82.0, 92.0, 110.0, 101.0, 101.0, 92.0, 104.0,
-    ];
-    const MAX_SAME_LOWER: &[f64] = &[
-        0.75, 1.25, 1.25, 0.75, 1.25, 1.0, 1.25, 1.25, 1.0, 1.25, 1.0, 0.75, 1.25, 1.0, 1.25, 1.0,
-        0.75, 1.25, 0.75, 1.25, 1.25, 0.75, 1.25, 1.25, 0.5, 1.25, 1.0, 1.25, 1.25, 0.75, 1.25,
-        1.0, 1.25, 1.0, 1.0, 1.25,
-    ];
-    const AVG_CEIL_INCLUDE_PAD: &[f64] = &[
-        -0.1944444,
-        0.0,
-        0.08333334,
-        -0.2222222,
-        0.02777778,
-        0.0,
-        0.0,
-        0.1388889,
-        -0.08333334,
-        0.02777778,
-        0.02777778,
-        -0.1944444,
-        0.1111111,
-        -0.08333334,
-        -0.1111111,
-        -0.08333334,
-        -0.1388889,
-        -0.05555556,
-    ];
-    const AVG_CEIL_EXCLUDE_PAD: &[f64] = &[
-        -0.4375,
-        0.0,
-        0.125,
-        -0.3333333,
-        0.02777778,
-        0.0,
-        0.0,
-        0.2083333,
-        -0.125,
-        0.0625,
-        0.04166667,
-        -0.2916667,
-        0.1666667,
-        -0.08333334,
-        -0.1111111,
-        -0.1875,
-        -0.2083333,
-        -0.08333334,
-    ];
-    const AVG_DIL_INCLUDE_PAD: &[f64] = &[
-        -0.3125, 0.0625, -0.25, 0.125, -0.1875, 0.25, 0.0625, 0.125, 0.1875, 0.25, 0.3125, -0.1875,
-        -0.4375, -0.1875, -0.125, -0.0625, 0.0, 0.0, 0.4375, 0.1875, 0.25, 0.3125, -0.3125, 0.1875,
-        -0.125, -0.25, 0.125, -0.1875, 0.1875, -0.25, -0.1875, 0.3125, 0.0, -0.3125, 0.0625,
-        -0.3125, 0.3125, -0.0625, 0.0, 0.0625, 0.125, 0.0625, -0.1875, 0.3125, -0.3125, -0.25,
-        -0.1875, -0.4375, 0.0, 0.0, 0.0625, 0.125, 0.1875, 0.4375, 0.0, 0.0, -0.3125, 0.0625,
-        -0.25, -0.125,
-    ];
-    const AVG_SAME_UPPER: &[f64] = &[
-        -0.4375,
-        0.375,
-        -0.1875,
-        -0.3333333,
-        0.25,
-        -0.08333334,
-        0.0,
-        0.125,
-        -0.4375,
-        0.0625,
-        0.1875,
-        -0.375,
-        0.1666667,
-        -0.1666667,
-        -0.04166667,
-        -0.1875,
-        -0.0625,
-        0.0625,
-    ];
-    const AVG_1D: &[f64] = &[
-        -0.25, 0.0, -0.3333333, 0.25, -0.3333333, -0.25, 0.3333333, 0.0,
-    ];
-    const AVG_3D_CEIL: &[f64] = &[
-        0.09375, -0.15625, -0.21875, 0.21875, 0.1875, -0.0625, -0.125, -0.375,
-    ];
-
-    fn attrs(list: &[(&str, Attr)]) -> Attrs {
-        Attrs(
-            list.iter()
-                .map(|(n, a)| (n.to_string(), a.clone()))
-                .collect(),
-        )
-    }
-
-    fn ints(v: &[i64]) -> Attr {
-        Attr::Ints(v.to_vec())
-    }
-
-    #[test]
-    fn max_pool_ceil_mode_asymmetric_pads_with_indices() {
-        let op: MaxPool = build(
-            "max_pool",
-            attrs(&[
-                ("kernel_shape", ints(&[3, 2])),
-                ("strides", ints(&[2, 2])),
-                ("pads", ints(&[1, 0, 0, 1])),
-                ("ceil_mode", Attr::Int(1)),
-            ]),
-        )
-        .unwrap();
-        let x = pat(&[2, 2, 5, 6], 3, 1);
-        // Width: ceil((6 + 1 - 2) / 2) + 1 = 4 windows, but the 4th would start on the
-        // right padding, so 3 (onnx's own shape inference says 4; onnxruntime says 3).
-        let y = run(&op, &[Some(&x)], 2).unwrap();
-        assert_close(&y[0], &[2, 2, 3, 3], MAX_CEIL);
-        assert_eq!(y[1].dtype(), DType::I64);
-        assert_close(&y[1], &[2, 2, 3, 3], MAX_CEIL_IDX);
-        assert_eq!(op.flops(&[Some(&x.ty())], &[y[0].ty()]), 36 * 6);
-        assert_eq!(run(&op, &[Some(&x)], 1).unwrap().len(), 1);
-    }
-
-    #[test]
-    fn max_pool_dilations_column_major_indices() {
-        let a = attrs(&[
-            ("kernel_shape", ints(&[2, 2])),
-            ("strides", ints(&[1, 2])),
-            ("dilations", ints(&[2, 2])),
-            ("storage_order", Attr::Int(1)),
-        ]);
-        let op: MaxPool = build("max_pool", a).unwrap();
-        let y = run(&op, &[Some(&pat(&[2, 2, 5, 6], 3, 1))], 2).unwrap();
-        assert_close(&y[0], &[2, 2, 3, 2], MAX_DIL_COLMAJOR);
-        assert_close(&y[1], &[2, 2, 3, 2], MAX_DIL_COLMAJOR_IDX);
-    }
-
-    #[test]
-    fn max_pool_same_lower_and_u8() {
-        let a = attrs(&[
-            ("kernel_shape", ints(&[3, 3])),
-            ("strides", ints(&[2, 2])),
-            ("auto_pad", Attr::Str("SAME_LOWER".into())),
-        ]);
-        let op: MaxPool = build("max_pool", a).unwrap();
-        let y = run(&op, &[Some(&pat(&[2, 2, 5, 6], 3, 1))], 1).unwrap();
-        assert_close(&y[0], &[2, 2, 3, 3], MAX_SAME_LOWER);
-        let a = attrs(&[
-            ("kernel_shape", ints(&[3])),
-            ("strides", ints(&[2])),
-            ("pads", ints(&[1, 1])),
-        ]);
-        let op: MaxPool = build("max_pool", a).unwrap();
-        let x: Vec<u8> = (0..18).map(|i| (i * 37 % 251) as u8).collect();
-        let y = run(&op, &[Some(&Tensor::from_vec(&[1, 2, 9], x).unwrap())], 1).unwrap();
-        assert_eq!(y[0].dtype(), DType::U8);
-        assert_close(
-            &y[0],
-            &[1, 2, 5],
-            &[
-                37.0, 111.0, 185.0, 222.0, 45.0, 119.0, 193.0, 230.0, 90.0, 127.0,
-            ],
-        );
-    }
-
-    #[test]
-    fn max_pool_skips_nan() {
-        let op: MaxPool = build("max_pool", attrs(&[("kernel_shape", ints(&[2]))])).unwrap();
-        let x = Tensor::from_vec(&[1, 1, 3], vec![f32::NAN, -2.0, -3.0]).unwrap();
-        assert_close(
-            &run(&op, &[Some(&x)], 1).unwrap()[0],
-            &[1, 1, 2],
-            &[-2.0, -2.0],
-        );
-    }
-
-    fn avg(list: &[(&str, Attr)]) -> AveragePool {
-        build("average_pool", attrs(list)).unwrap()
-    }
-
-    #[test]
-    fn average_pool_ceil_mode_count_include_pad() {
-        let x = pat(&[1, 2, 5, 6], 3, 1);
-        for (include, want) in [(1, AVG_CEIL_INCLUDE_PAD), (0, AVG_CEIL_EXCLUDE_PAD)] {
-            // Pads count when count_include_pad is set, the ceil_mode overhang never does.
-            let op = avg(&[
-                ("kernel_shape", ints(&[3, 3])),
-                ("strides", ints(&[2, 2])),
-                ("pads", ints(&[1, 1, 1, 0])),
-                ("ceil_mode", Attr::Int(1)),
-                ("count_include_pad", Attr::Int(include)),
-            ]);
-            assert_close(&run(&op, &[Some(&x)], 1).unwrap()[0], &[1, 2, 3, 3], want);
-        }
-    }
-
-    #[test]
-    fn average_pool_dilations_same_upper_1d_3d() {
-        let x = pat(&[1, 2, 5, 6], 3, 1);
-        let op = avg(&[
-            ("kernel_shape", ints(&[2, 2])),
-            ("pads", ints(&[1, 1, 1, 1])),
-            ("dilations", ints(&[2, 2])),
-            ("count_include_pad", Attr::Int(1)),
-        ]);
-        assert_close(
-            &run(&op, &[Some(&x)], 1).unwrap()[0],
-            &[1, 2, 5, 6],
-            AVG_DIL_INCLUDE_PAD,
-        );
-        let op = avg(&[
-            ("kernel_shape", ints(&[3, 2])),
-            ("strides", ints(&[2, 2])),
-            ("auto_pad", Attr::Str("SAME_UPPER".into())),
-        ]);
-        assert_close(
-            &run(&op, &[Some(&x)], 1).unwrap()[0],
-            &[1, 2, 3, 3],
-            AVG_SAME_UPPER,
-        );
-        let op = avg(&[
-            ("kernel_shape", ints(&[3])),
-            ("strides", ints(&[2])),
-            ("pads", ints(&[2, 1])),
-            ("count_include_pad", Attr::Int(1)),
-        ]);
-        assert_close(
-            &run(&op, &[Some(&pat(&[1, 2, 7], 3, 2))], 1).unwrap()[0],
-            &[1, 2, 4],
-            AVG_1D,
-        );
-        let op = avg(&[
-            ("kernel_shape", ints(&[2, 2, 2])),
-            ("strides", ints(&[2, 2, 2])),
-            ("ceil_mode", Attr::Int(1)),
-        ]);
-        let y = run(
-            &op,
-            &[Some(&pat(&[1, 1, 3, 4, 4], 5, 1).cast(DType::F64))],
-            1,
-        )
-        .unwrap();
-        assert_eq!(y[0].dtype(), DType::F64);
-        assert_close(&y[0], &[1, 1, 2, 2, 2], AVG_3D_CEIL);
-    }
-
-    #[test]
-    fn global_pools() {
-        let x = pat(&[2, 3, 2, 3], 3, 1);
-        let gap: GlobalPool = build("global_average_pool", Attrs::new()).unwrap();
-        let y = run(&gap, &[Some(&x)], 1).unwrap();
-        let want = [-0.04166667, -0.125, 0.25, -0.2916667, 0.08333334, 0.0];
-        assert_close(&y[0], &[2, 3, 1, 1], &want);
-        let gmp: GlobalPool = build("global_max_pool", Attrs::new()).unwrap();
-        let y = run(&gmp, &[Some(&x)], 1).unwrap();
-        assert_close(&y[0], &[2, 3, 1, 1], &[1.25, 1.0, 1.25, 1.0, 1.25, 1.0]);
-        assert_eq!(gmp.flops(&[Some(&x.ty())], &[y[0].ty()]), 36);
-        let e = run(&gap, &[Some(&x.cast(DType::U8))], 1).unwrap_err();
-        assert_eq!(e.kind, ErrorKind::Type);
-    }
-
-    #[test]
-    fn pool_errors() {
-        let e = build::<MaxPool>("max_pool", Attrs::new()).unwrap_err();
-        assert_eq!(e.kind, ErrorKind::Attribute);
-        assert!(e.message.contains("kernel_shape"), "{}", e.message);
-        let e = build::<MaxPool>(
-            "max_pool",
-            attrs(&[
-                ("kernel_shape", ints(&[2])),
-                ("storage_order", Attr::Int(2)),
-            ]),
-        );
-        assert_eq!(e.unwrap_err().kind, ErrorKind::Attribute);
-        let op = avg(&[("kernel_shape", ints(&[3, 3]))]);
-        let e = run(&op, &[Some(&pat(&[1, 1, 4], 1, 0))], 1).unwrap_err();
-        assert_eq!(e.kind, ErrorKind::Attribute);
-        assert!(
-            e.message
-                .contains("kernel_shape [3, 3] has 2 values but the input has 1 spatial dims"),
-            "{}",
-            e.message
-        );
-        let e = run(&op, &[Some(&pat(&[1, 1, 2, 5], 1, 0))], 1).unwrap_err();
-        assert_eq!(e.kind, ErrorKind::Shape);
-        let e = run(&op, &[Some(&pat(&[4, 4], 1, 0))], 1).unwrap_err();
-        assert_eq!(e.kind, ErrorKind::Shape);
-        assert!(e.message.contains("[N, C, spatial…]"), "{}", e.message);
-    }
-}
+mod tests;

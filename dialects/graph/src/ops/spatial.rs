@@ -80,11 +80,23 @@ impl Window {
             dilations: r.ints("dilations")?,
             auto_pad: AutoPad::parse(&r.str("auto_pad", "NOTSET")?)?,
         };
+        w.check_values()?;
+        ensure!(
+            w.pads.len().is_multiple_of(2),
+            Attribute,
+            "pads {:?} must list begin values then end values (even length)",
+            w.pads
+        );
+        Ok(w)
+    }
+
+    /// Values no rank could make valid (the usize conversions below rely on this).
+    fn check_values(&self) -> Result<()> {
         for (name, v, min) in [
-            ("kernel_shape", &w.kernel_shape, 1),
-            ("strides", &w.strides, 1),
-            ("dilations", &w.dilations, 1),
-            ("pads", &w.pads, 0),
+            ("kernel_shape", &self.kernel_shape, 1),
+            ("strides", &self.strides, 1),
+            ("dilations", &self.dilations, 1),
+            ("pads", &self.pads, 0),
         ] {
             ensure!(
                 v.iter().all(|&x| x >= min),
@@ -92,13 +104,7 @@ impl Window {
                 "{name} must all be >= {min}, got {v:?}"
             );
         }
-        ensure!(
-            w.pads.len() % 2 == 0,
-            Attribute,
-            "pads {:?} must list begin values then end values (even length)",
-            w.pads
-        );
-        Ok(w)
+        Ok(())
     }
 
     pub fn write(&self, a: Attrs) -> Attrs {
@@ -125,6 +131,8 @@ impl Window {
         check("strides", &self.strides, n)?;
         check("dilations", &self.dilations, n)?;
         check("pads", &self.pads, 2 * n)?;
+        // `read` checked already; ops built in code get the same guarantee here.
+        self.check_values()?;
         let kernel = match weights {
             Some(k) => {
                 ensure!(
