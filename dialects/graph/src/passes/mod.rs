@@ -6,6 +6,8 @@ use kiln_core::PassRegistry;
 pub mod dce;
 pub mod fold_constants;
 pub mod infer_shapes;
+// fusion-pass modules
+// pattern-pass modules
 
 /// Every graph pass and pipeline, by name.
 pub fn registry() -> PassRegistry<Graph> {
@@ -23,6 +25,8 @@ pub fn registry() -> PassRegistry<Graph> {
         "evaluate ops whose operands are all constant",
         || Box::new(fold_constants::FoldConstants),
     );
+    // fusion-pass registrations
+    // pattern-pass registrations
     r.register_pipeline("none", "no passes", "");
     r.register_pipeline(
         "cleanup",
