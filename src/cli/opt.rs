@@ -43,8 +43,13 @@ pub fn run(a: OptArgs) -> anyhow::Result<()> {
             println!("  {name:<24} {summary}");
         }
         println!("pipelines:");
-        for (name, summary, list) in r.pipelines() {
-            println!("  {name:<24} {summary} [{list}]");
+        for p in r.pipelines() {
+            let repeat = if p.fixed_point {
+                ", to a fixed point"
+            } else {
+                ""
+            };
+            println!("  {:<24} {} [{}{repeat}]", p.name, p.summary, p.list);
         }
         return Ok(());
     }

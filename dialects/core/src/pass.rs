@@ -24,10 +24,19 @@ pub trait Pass<I: Ir> {
 
 type PassCtor<I> = fn() -> Box<dyn Pass<I>>;
 
+/// A named pipeline: a comma-separated pass list, run once or repeated to a fixed point.
+#[derive(Debug, Clone, Copy)]
+pub struct Pipeline {
+    pub name: &'static str,
+    pub summary: &'static str,
+    pub list: &'static str,
+    pub fixed_point: bool,
+}
+
 /// Maps pass names to constructors and pipeline names to pass lists.
 pub struct PassRegistry<I: Ir> {
     passes: Vec<(&'static str, &'static str, PassCtor<I>)>,
-    pipelines: Vec<(&'static str, &'static str, &'static str)>,
+    pipelines: Vec<Pipeline>,
 }
 
 impl<I: Ir> Default for PassRegistry<I> {
@@ -39,7 +48,7 @@ impl<I: Ir> Default for PassRegistry<I> {
     }
 }
 
-impl<I: Ir> PassRegistry<I> {
+impl<I: Ir + 'static> PassRegistry<I> {
     pub fn register(&mut self, name: &'static str, summary: &'static str, ctor: PassCtor<I>) {
         self.passes.push((name, summary, ctor));
     }
@@ -51,7 +60,29 @@ impl<I: Ir> PassRegistry<I> {
         summary: &'static str,
         list: &'static str,
     ) {
-        self.pipelines.push((name, summary, list));
+        self.pipelines.push(Pipeline {
+            name,
+            summary,
+            list,
+            fixed_point: false,
+        });
+    }
+
+    /// A named pipeline whose passes repeat, in order, until a whole round changes
+    /// nothing: rewrites enable each other (Conv+BN exposes Conv+Relu), so one sweep is
+    /// not enough.
+    pub fn register_fixed_point(
+        &mut self,
+        name: &'static str,
+        summary: &'static str,
+        list: &'static str,
+    ) {
+        self.pipelines.push(Pipeline {
+            name,
+            summary,
+            list,
+            fixed_point: true,
+        });
     }
 
     /// `(name, summary)` of every pass, for `--help` style listings.
@@ -59,9 +90,7 @@ impl<I: Ir> PassRegistry<I> {
         self.passes.iter().map(|(n, s, _)| (*n, *s))
     }
 
-    pub fn pipelines(
-        &self,
-    ) -> impl Iterator<Item = (&'static str, &'static str, &'static str)> + '_ {
+    pub fn pipelines(&self) -> impl Iterator<Item = Pipeline> + '_ {
         self.pipelines.iter().copied()
     }
 
@@ -82,8 +111,17 @@ impl<I: Ir> PassRegistry<I> {
         for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             if let Some((_, _, ctor)) = self.passes.iter().find(|(n, _, _)| *n == name) {
                 out.push(ctor());
-            } else if let Some((_, _, sub)) = self.pipelines.iter().find(|(n, _, _)| *n == name) {
-                self.expand(sub, out, depth + 1)?;
+            } else if let Some(p) = self.pipelines.iter().find(|p| p.name == name) {
+                if p.fixed_point {
+                    let mut inner = Vec::new();
+                    self.expand(p.list, &mut inner, depth + 1)?;
+                    out.push(Box::new(FixedPoint {
+                        name: p.name,
+                        passes: inner,
+                    }));
+                } else {
+                    self.expand(p.list, out, depth + 1)?;
+                }
             } else {
                 let known: Vec<_> = self.passes.iter().map(|p| p.0).collect();
                 return Err(Error::new(
@@ -96,6 +134,50 @@ impl<I: Ir> PassRegistry<I> {
             }
         }
         Ok(())
+    }
+}
+
+/// Runs its passes in order, round after round, until a round changes nothing. The IR is
+/// verified after every inner pass that changed it, so a broken rewrite is caught at the
+/// pass that made it.
+struct FixedPoint<I: Ir> {
+    name: &'static str,
+    passes: Vec<Box<dyn Pass<I>>>,
+}
+
+/// Rounds before a fixed-point pipeline is declared divergent (rewrites that undo each
+/// other); real pipelines settle in a handful.
+const MAX_ROUNDS: usize = 100;
+
+impl<I: Ir> Pass<I> for FixedPoint<I> {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn run(&mut self, ir: &mut I) -> Result<bool> {
+        let mut any = false;
+        for _ in 0..MAX_ROUNDS {
+            let mut changed = false;
+            for p in &mut self.passes {
+                if p.run(ir).map_err(|e| with_pass(e, p.name()))? {
+                    ir.verify().map_err(|e| Error {
+                        message: format!("IR invalid after pass {}: {}", p.name(), e.message),
+                        ..e
+                    })?;
+                    changed = true;
+                }
+            }
+            if !changed {
+                return Ok(any);
+            }
+            any = true;
+        }
+        Err(Error::new(
+            ErrorKind::Pass,
+            format!(
+                "pipeline {} did not reach a fixed point in {MAX_ROUNDS} rounds",
+                self.name
+            ),
+        ))
     }
 }
 
@@ -249,12 +331,41 @@ mod tests {
         }
     }
 
+    struct Toggle;
+    impl Pass<Counter> for Toggle {
+        fn name(&self) -> &'static str {
+            "toggle"
+        }
+        fn run(&mut self, ir: &mut Counter) -> Result<bool> {
+            ir.0 = 1 - ir.0.min(1);
+            Ok(true)
+        }
+    }
+
+    struct IncToTen;
+    impl Pass<Counter> for IncToTen {
+        fn name(&self) -> &'static str {
+            "inc-to-ten"
+        }
+        fn run(&mut self, ir: &mut Counter) -> Result<bool> {
+            if ir.0 >= 10 {
+                return Ok(false);
+            }
+            ir.0 += 1;
+            Ok(true)
+        }
+    }
+
     fn registry() -> PassRegistry<Counter> {
         let mut r = PassRegistry::default();
         r.register("inc", "adds one", || Box::new(Inc));
         r.register("nop", "does nothing", || Box::new(Nop));
         r.register_pipeline("twice", "inc twice", "inc,inc");
         r.register_pipeline("loop", "a cycle", "loop");
+        r.register("inc-to-ten", "adds one below ten", || Box::new(IncToTen));
+        r.register_fixed_point("settle", "inc-to-ten until it stops", "nop,inc-to-ten");
+        r.register("toggle", "flips 0 and 1", || Box::new(Toggle));
+        r.register_fixed_point("forever", "never settles", "toggle");
         r
     }
 
@@ -287,5 +398,16 @@ mod tests {
         let err = pm.run(&mut Counter(10)).unwrap_err();
         assert_eq!(err.kind, ErrorKind::Verify);
         assert!(err.message.contains("after pass inc"));
+    }
+
+    #[test]
+    fn fixed_point_pipelines_repeat_until_nothing_changes() {
+        let mut pm = PassManager::new(registry().parse("settle").unwrap());
+        let mut c = Counter(3);
+        assert!(pm.run(&mut c).unwrap());
+        assert_eq!(c.0, 10);
+        assert!(!pm.run(&mut c).unwrap(), "a settled IR reports no change");
+        let err = PassManager::new(registry().parse("forever").unwrap()).run(&mut Counter(0));
+        assert_eq!(err.unwrap_err().kind, ErrorKind::Pass);
     }
 }
