@@ -32,9 +32,13 @@ fn example_io(dir: &Path, g: &Graph) -> (Vec<Tensor>, Vec<Tensor>) {
     (ins, outs)
 }
 
-fn cleanup(g: &mut Graph) {
-    let mut pm = PassManager::new(kiln_graph::passes::registry().parse("cleanup").unwrap());
+fn run_pipeline(g: &mut Graph, list: &str) {
+    let mut pm = PassManager::new(kiln_graph::passes::registry().parse(list).unwrap());
     pm.run(g).unwrap();
+}
+
+fn cleanup(g: &mut Graph) {
+    run_pipeline(g, "cleanup");
 }
 
 /// After `cleanup`, no op may be left whose operands are all constants, and no Shape: the
@@ -89,10 +93,14 @@ fn example_models_match_onnxruntime() {
         cleanup(&mut folded);
         assert_folded(name, &folded);
         let reparsed = text_round_trip(&folded);
+        let mut optimised = g.clone();
+        run_pipeline(&mut optimised, "graph-opt");
+        let optimised = text_round_trip(&optimised);
         for (label, graph) in [
             ("imported", &g),
             ("cleanup", &folded),
             ("text round trip", &reparsed),
+            ("graph-opt", &optimised),
         ] {
             let got = interp::run(graph, &ins).unwrap();
             for (k, (a, b)) in got.iter().zip(&want).enumerate() {
@@ -127,7 +135,7 @@ fn light_model_zoo_models_match_reference() {
         let stem = path.file_stem().unwrap().to_string_lossy().to_string();
         let mut g =
             load_model(path, &ImportOptions::default()).unwrap_or_else(|e| panic!("{stem}: {e}"));
-        cleanup(&mut g);
+        run_pipeline(&mut g, "graph-opt");
         assert_folded(&stem, &g);
         let g = text_round_trip(&g);
         // The reference input is arange(n)/n in the input's shape (see scripts/test.sh).

@@ -24,7 +24,7 @@ pub struct BenchArgs {
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let mut g = a.model.load()?;
-    super::run_pipeline(&mut g, "cleanup", Default::default())?;
+    super::run_pipeline(&mut g, "graph-opt", Default::default())?;
     let interp = kiln_graph::interp::Interpreter::new(&g)?;
     let prepare_ms = t0.elapsed().as_secs_f64() * 1e3;
     let inputs = model::inputs_for(&g, &Default::default())?;
@@ -41,7 +41,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     let gops = flops as f64 / (median * 1e-3) / 1e9;
     println!("model      {}", a.model.display_name());
     println!("engine     interpreter (fp32 reference)");
-    println!("load       {prepare_ms:.1} ms (import, shape inference, cleanup)");
+    println!("load       {prepare_ms:.1} ms (import, shape inference, graph-opt)");
     println!(
         "latency    {median:.3} ms median of {} runs (min {:.3}, max {:.3})",
         times.len(),

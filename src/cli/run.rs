@@ -16,8 +16,9 @@ pub struct RunArgs {
     /// Write each output to OUTDIR/<name>.npy (`/` and `:` in names become `_`).
     #[arg(short = 'o', long = "out", value_name = "OUTDIR")]
     pub out: Option<PathBuf>,
-    /// Passes to run before executing (a pipeline name or comma-separated pass list).
-    #[arg(long, default_value = "cleanup")]
+    /// Passes to run before executing (a pipeline name or comma-separated pass list;
+    /// `none` runs the model as imported).
+    #[arg(long, default_value = "graph-opt")]
     pub pipeline: String,
 }
 

@@ -112,7 +112,14 @@ const SAMPLES: &[(&str, &str)] = &[
         "conv_transpose",
         r#"{strides=[2,2], auto_pad="SAME_UPPER", output_padding=[1,1]}"#,
     ),
-    ("gemm", "{alpha=0.5, beta=1e-7, transA=1, transB=1}"),
+    (
+        "gemm",
+        r#"{alpha=0.5, beta=1e-7, transA=1, transB=1, act="clip", act_min=0.0, act_max=6.0}"#,
+    ),
+    (
+        "matmul",
+        r#"{act="hard_sigmoid", act_alpha=0.125, act_beta=0.25}"#,
+    ),
     (
         "max_pool",
         "{kernel_shape=[3,3], strides=[2,2], ceil_mode=1}",

@@ -5,6 +5,9 @@
 //! the input and scatters the columns back with col2im. That keeps the interpreter's inner
 //! loop inside ndarray's GEMM, which matters because it is the oracle for calibration runs.
 
+use super::activation::{
+    Activation, RESIDUAL, SLOPE, apply_epilogue, check_epilogue, epilogue_flops,
+};
 use super::spatial::{AutoPad, Geometry, Window};
 use super::util::{arg, opt_arg};
 use super::{InferInputs, OpDef};
@@ -65,6 +68,17 @@ fn check_bias(what: &str, b: Option<&[usize]>, m: usize) -> Result<()> {
     Ok(())
 }
 
+/// The epilogue operands' shape rule (shared by both convolutions).
+fn epilogue_types(what: &str, act: &Activation, out: &TensorType, ins: &InferInputs) -> Result<()> {
+    check_epilogue(
+        what,
+        act,
+        out,
+        ins.opt(RESIDUAL).map(|i| i.ty),
+        ins.opt(SLOPE).map(|i| i.ty),
+    )
+}
+
 fn read_group(r: &mut AttrReader) -> Result<usize> {
     let g = r.int("group", 1)?;
     ensure!(g >= 1, Attribute, "group must be >= 1, got {g}");
@@ -76,11 +90,14 @@ fn contiguous<T: Clone>(a: &ArrayD<T>) -> ndarray::CowArray<'_, T, IxDyn> {
     a.as_standard_layout()
 }
 
-/// `conv(X, W, B?)`: W is `[M, C/group, k…]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `conv(X, W, B?, Y?, slope?) {act}`: W is `[M, C/group, k…]`. Y (a residual broadcast
+/// to the result) and the fused activation form the epilogue `act(W∗X + B + Y)`; the slope
+/// is operand 4 for `act="prelu"` (see [`super::activation`]).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Conv {
     pub window: Window,
     pub group: usize,
+    pub act: Activation,
 }
 
 /// Resolved convolution sizes.
@@ -217,12 +234,15 @@ impl OpDef for Conv {
         Ok(Conv {
             window: Window::read(r)?,
             group: read_group(r)?,
+            act: Activation::read(r)?,
         })
     }
     fn attrs(&self) -> Attrs {
-        self.window
+        let a = self
+            .window
             .write(Attrs::new())
-            .int("group", self.group as i64, 1)
+            .int("group", self.group as i64, 1);
+        self.act.write(a)
     }
     fn infer(&self, ins: InferInputs) -> Result<Vec<TensorType>> {
         let (x, w, b) = (ins.ty(0)?, ins.ty(1)?, ins.opt(2).map(|b| b.ty));
@@ -232,7 +252,9 @@ impl OpDef for Conv {
             w: &w.shape,
             b: b.map(|b| &b.shape[..]),
         })?;
-        Ok(vec![TensorType::new(x.dtype, Conv::out_shape(&p))])
+        let out = TensorType::new(x.dtype, Conv::out_shape(&p));
+        epilogue_types("conv", &self.act, &out, &ins)?;
+        Ok(vec![out])
     }
     fn eval(&self, ins: &[Option<&Tensor>], _: usize) -> Result<Vec<Tensor>> {
         let (x, w, b) = (arg(ins, 0)?, arg(ins, 1)?, opt_arg(ins, 2));
@@ -243,7 +265,15 @@ impl OpDef for Conv {
             b: b.map(|b| b.shape()),
         })?;
         let out = float_conv!("conv", x, w, b, |xa, wa, ba| conv_kernel(&p, xa, wa, ba));
-        Ok(vec![out])
+        let (y, slope) = (opt_arg(ins, RESIDUAL), opt_arg(ins, SLOPE));
+        check_epilogue(
+            "conv",
+            &self.act,
+            &out.ty(),
+            y.map(|t| t.ty()).as_ref(),
+            slope.map(|t| t.ty()).as_ref(),
+        )?;
+        Ok(vec![apply_epilogue(&self.act, out, y, slope)?])
     }
     fn flops(&self, ins: &[Option<&TensorType>], outs: &[TensorType]) -> u64 {
         let (Some(Some(w)), Some(y)) = (ins.get(1), outs.first()) else {
@@ -251,17 +281,20 @@ impl OpDef for Conv {
         };
         // Each output element is a dot product over C/group · prod(k) weights.
         let per_out: usize = w.shape.iter().skip(1).product();
-        2 * (y.numel() * per_out) as u64
+        let has_y = matches!(ins.get(RESIDUAL), Some(Some(_)));
+        2 * (y.numel() * per_out) as u64 + epilogue_flops(&self.act, has_y, y)
     }
 }
 
-/// `conv_transpose(X, W, B?)`: W is `[C, M/group, k…]`; the adjoint of conv.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `conv_transpose(X, W, B?, Y?, slope?) {act}`: W is `[C, M/group, k…]`; the adjoint of
+/// conv, with the same fused epilogue as [`Conv`].
+#[derive(Debug, Clone, PartialEq)]
 pub struct ConvTranspose {
     pub window: Window,
     pub group: usize,
     pub output_padding: Vec<i64>,
     pub output_shape: Vec<i64>,
+    pub act: Activation,
 }
 
 impl ConvTranspose {
@@ -440,14 +473,17 @@ impl OpDef for ConvTranspose {
             group,
             output_padding,
             output_shape,
+            act: Activation::read(r)?,
         })
     }
     fn attrs(&self) -> Attrs {
-        self.window
+        let a = self
+            .window
             .write(Attrs::new())
             .int("group", self.group as i64, 1)
             .ints("output_padding", &self.output_padding)
-            .ints("output_shape", &self.output_shape)
+            .ints("output_shape", &self.output_shape);
+        self.act.write(a)
     }
     fn infer(&self, ins: InferInputs) -> Result<Vec<TensorType>> {
         let (x, w, b) = (ins.ty(0)?, ins.ty(1)?, ins.opt(2).map(|b| b.ty));
@@ -457,7 +493,9 @@ impl OpDef for ConvTranspose {
             w: &w.shape,
             b: b.map(|b| &b.shape[..]),
         })?;
-        Ok(vec![TensorType::new(x.dtype, ConvTranspose::out_shape(&p))])
+        let out = TensorType::new(x.dtype, ConvTranspose::out_shape(&p));
+        epilogue_types("conv_transpose", &self.act, &out, &ins)?;
+        Ok(vec![out])
     }
     fn eval(&self, ins: &[Option<&Tensor>], _: usize) -> Result<Vec<Tensor>> {
         let (x, w, b) = (arg(ins, 0)?, arg(ins, 1)?, opt_arg(ins, 2));
@@ -475,15 +513,27 @@ impl OpDef for ConvTranspose {
         let out = float_conv!("conv_transpose", x, w, b, |xa, wa, ba| {
             conv_transpose_kernel(&p, xa, wa, ba)
         });
-        Ok(vec![out])
+        let (y, slope) = (opt_arg(ins, RESIDUAL), opt_arg(ins, SLOPE));
+        check_epilogue(
+            "conv_transpose",
+            &self.act,
+            &out.ty(),
+            y.map(|t| t.ty()).as_ref(),
+            slope.map(|t| t.ty()).as_ref(),
+        )?;
+        Ok(vec![apply_epilogue(&self.act, out, y, slope)?])
     }
-    fn flops(&self, ins: &[Option<&TensorType>], _: &[TensorType]) -> u64 {
+    fn flops(&self, ins: &[Option<&TensorType>], outs: &[TensorType]) -> u64 {
         let (Some(Some(x)), Some(Some(w))) = (ins.first(), ins.get(1)) else {
             return 0;
         };
         // Every input element meets M/group · prod(k) weights.
         let per_in: usize = w.shape.iter().skip(1).product();
-        2 * (x.numel() * per_in) as u64
+        let has_y = matches!(ins.get(RESIDUAL), Some(Some(_)));
+        let epi = outs
+            .first()
+            .map_or(0, |y| epilogue_flops(&self.act, has_y, y));
+        2 * (x.numel() * per_in) as u64 + epi
     }
 }
 

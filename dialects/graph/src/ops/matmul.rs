@@ -1,6 +1,9 @@
 //! Matrix products: `gemm` (2-D, with transposes, scaling and a broadcast addend) and
 //! `matmul` (numpy semantics: 1-D operands and broadcast batch dims).
 
+use super::activation::{
+    Activation, RESIDUAL, SLOPE, apply_epilogue, check_epilogue, epilogue_flops,
+};
 use super::util::{arg, broadcast_shapes, opt_arg};
 use super::{InferInputs, OpDef};
 use kiln_core::{AttrReader, Attrs, Element, Result, Tensor, TensorType, bail, ensure};
@@ -25,14 +28,16 @@ fn check_float_pair(what: &str, a: &TensorType, b: &TensorType) -> Result<()> {
     Ok(())
 }
 
-/// `gemm(A, B, C?) {alpha, beta, transA, transB}`: `alpha·A'·B' + beta·C`, C broadcast to
-/// the `[M, N]` result.
+/// `gemm(A, B, C?, Y?, slope?) {alpha, beta, transA, transB, act}`:
+/// `act(alpha·A'·B' + beta·C + Y)`, C and Y broadcast to the `[M, N]` result; the slope is
+/// operand 4 for `act="prelu"` (see [`super::activation`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Gemm {
     pub alpha: f32,
     pub beta: f32,
     pub trans_a: bool,
     pub trans_b: bool,
+    pub act: Activation,
 }
 
 impl Default for Gemm {
@@ -42,6 +47,7 @@ impl Default for Gemm {
             beta: 1.0,
             trans_a: false,
             trans_b: false,
+            act: Activation::None,
         }
     }
 }
@@ -81,6 +87,53 @@ impl Gemm {
         }
         Ok((m, k, n))
     }
+}
+
+/// The epilogue operands' shape rule (shared by gemm and matmul).
+fn epilogue_types(what: &str, act: &Activation, out: &TensorType, ins: &InferInputs) -> Result<()> {
+    check_epilogue(
+        what,
+        act,
+        out,
+        ins.opt(RESIDUAL).map(|i| i.ty),
+        ins.opt(SLOPE).map(|i| i.ty),
+    )
+}
+
+/// Checks the eval-time epilogue operands and applies the epilogue.
+fn finish(what: &str, act: &Activation, out: Tensor, ins: &[Option<&Tensor>]) -> Result<Tensor> {
+    let (y, slope) = (opt_arg(ins, RESIDUAL), opt_arg(ins, SLOPE));
+    check_epilogue(
+        what,
+        act,
+        &out.ty(),
+        y.map(|t| t.ty()).as_ref(),
+        slope.map(|t| t.ty()).as_ref(),
+    )?;
+    apply_epilogue(act, out, y, slope)
+}
+
+fn epi_flops(act: &Activation, ins: &[Option<&TensorType>], outs: &[TensorType]) -> u64 {
+    let has_y = matches!(ins.get(RESIDUAL), Some(Some(_)));
+    outs.first().map_or(0, |o| epilogue_flops(act, has_y, o))
+}
+
+/// A matmul bias must share the result's element type and broadcast to it.
+fn check_bias(out: &TensorType, bias: &[usize], dtype: kiln_core::DType) -> Result<()> {
+    ensure!(
+        dtype == out.dtype,
+        Type,
+        "matmul: bias is {dtype} but the result is {}",
+        out.dtype
+    );
+    let ok = broadcast_shapes(bias, &out.shape).is_ok_and(|s| s == out.shape);
+    ensure!(
+        ok,
+        Shape,
+        "matmul: bias {bias:?} does not broadcast to the result {:?}",
+        out.shape
+    );
+    Ok(())
 }
 
 fn gemm_kernel<T: LinalgScalar + Element>(
@@ -128,14 +181,16 @@ impl OpDef for Gemm {
             beta: r.float("beta", 1.0)?,
             trans_a: r.int("transA", 0)? != 0,
             trans_b: r.int("transB", 0)? != 0,
+            act: Activation::read(r)?,
         })
     }
     fn attrs(&self) -> Attrs {
-        Attrs::new()
+        let a = Attrs::new()
             .float("alpha", self.alpha, 1.0)
             .float("beta", self.beta, 1.0)
             .int("transA", self.trans_a as i64, 0)
-            .int("transB", self.trans_b as i64, 0)
+            .int("transB", self.trans_b as i64, 0);
+        self.act.write(a)
     }
     fn infer(&self, ins: InferInputs) -> Result<Vec<TensorType>> {
         let (a, b, c) = (ins.ty(0)?, ins.ty(1)?, ins.opt(2).map(|c| c.ty));
@@ -144,7 +199,9 @@ impl OpDef for Gemm {
             check_float_pair("gemm", a, c)?;
         }
         let (m, _, n) = self.plan(&a.shape, &b.shape, c.map(|c| &c.shape[..]))?;
-        Ok(vec![TensorType::new(a.dtype, [m, n])])
+        let out = TensorType::new(a.dtype, [m, n]);
+        epilogue_types("gemm", &self.act, &out, &ins)?;
+        Ok(vec![out])
     }
     fn eval(&self, ins: &[Option<&Tensor>], _: usize) -> Result<Vec<Tensor>> {
         let (a, b, c) = (arg(ins, 0)?, arg(ins, 1)?, opt_arg(ins, 2));
@@ -163,23 +220,28 @@ impl OpDef for Gemm {
                 y.dtype()
             ),
         };
-        Ok(vec![out])
+        Ok(vec![finish("gemm", &self.act, out, ins)?])
     }
-    fn flops(&self, ins: &[Option<&TensorType>], _: &[TensorType]) -> u64 {
+    fn flops(&self, ins: &[Option<&TensorType>], outs: &[TensorType]) -> u64 {
         let (Some(Some(a)), Some(Some(b))) = (ins.first(), ins.get(1)) else {
             return 0;
         };
         match self.plan(&a.shape, &b.shape, None) {
-            Ok((m, k, n)) => 2 * (m * k * n) as u64,
+            Ok((m, k, n)) => 2 * (m * k * n) as u64 + epi_flops(&self.act, ins, outs),
             Err(_) => 0,
         }
     }
 }
 
-/// `matmul(A, B)`: numpy's matmul. A 1-D A is a row vector and a 1-D B a column vector,
-/// each extra dim removed again from the result; leading (batch) dims broadcast.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct MatMul;
+/// `matmul(A, B, bias?, Y?, slope?) {act}`: numpy's matmul. A 1-D A is a row vector and a
+/// 1-D B a column vector, each extra dim removed again from the result; leading (batch) dims
+/// broadcast. The epilogue is `act(A@B + bias + Y)`, bias and Y broadcast to the result (the
+/// bias is what `graph.fuse-bias` folds in: a vector along the last dim); the slope is
+/// operand 4 for `act="prelu"` (see [`super::activation`]).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct MatMul {
+    pub act: Activation,
+}
 
 /// Resolved matmul sizes and, per result batch entry, which A and B matrices it reads.
 struct MatMulPlan {
@@ -288,24 +350,28 @@ impl OpDef for MatMul {
     fn name(&self) -> &'static str {
         "matmul"
     }
-    fn from_attrs(_: &str, _: &mut AttrReader) -> Result<Self> {
-        Ok(MatMul)
+    fn from_attrs(_: &str, r: &mut AttrReader) -> Result<Self> {
+        Ok(MatMul {
+            act: Activation::read(r)?,
+        })
     }
     fn attrs(&self) -> Attrs {
-        Attrs::new()
+        self.act.write(Attrs::new())
     }
     fn infer(&self, ins: InferInputs) -> Result<Vec<TensorType>> {
         let (a, b) = (ins.ty(0)?, ins.ty(1)?);
         check_float_pair("matmul", a, b)?;
-        Ok(vec![TensorType::new(
-            a.dtype,
-            MatMul::plan(&a.shape, &b.shape)?.out_shape,
-        )])
+        let out = TensorType::new(a.dtype, MatMul::plan(&a.shape, &b.shape)?.out_shape);
+        if let Some(bias) = ins.opt(2) {
+            check_bias(&out, &bias.ty.shape, bias.ty.dtype)?;
+        }
+        epilogue_types("matmul", &self.act, &out, &ins)?;
+        Ok(vec![out])
     }
     fn eval(&self, ins: &[Option<&Tensor>], _: usize) -> Result<Vec<Tensor>> {
         let (a, b) = (arg(ins, 0)?, arg(ins, 1)?);
         let p = MatMul::plan(a.shape(), b.shape())?;
-        let out = match (a, b) {
+        let mut out = match (a, b) {
             (Tensor::F32(x), Tensor::F32(y)) => matmul_kernel(&p, x, y),
             (Tensor::F64(x), Tensor::F64(y)) => matmul_kernel(&p, x, y),
             (x, y) => bail!(
@@ -315,247 +381,31 @@ impl OpDef for MatMul {
                 y.dtype()
             ),
         };
-        Ok(vec![out])
+        if let Some(bias) = opt_arg(ins, 2) {
+            check_bias(&out.ty(), bias.shape(), bias.dtype())?;
+            // The bias is added before Y, as the unfused Add chain would.
+            out = apply_epilogue(&Activation::None, out, Some(bias), None)?;
+        }
+        Ok(vec![finish("matmul", &self.act, out, ins)?])
     }
-    fn flops(&self, ins: &[Option<&TensorType>], _: &[TensorType]) -> u64 {
+    fn flops(&self, ins: &[Option<&TensorType>], outs: &[TensorType]) -> u64 {
         let (Some(Some(a)), Some(Some(b))) = (ins.first(), ins.get(1)) else {
             return 0;
         };
+        let bias = match (ins.get(2), outs.first()) {
+            (Some(Some(_)), Some(o)) => o.numel() as u64,
+            _ => 0,
+        };
         match MatMul::plan(&a.shape, &b.shape) {
-            Ok(p) => 2 * (p.pairs.len() * p.m * p.k * p.n) as u64,
+            Ok(p) => {
+                2 * (p.pairs.len() * p.m * p.k * p.n) as u64
+                    + bias
+                    + epi_flops(&self.act, ins, outs)
+            }
             Err(_) => 0,
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::super::spatial::test_util::{assert_close, build, pat, run};
-    use super::*;
-    use kiln_core::{Attr, DType, ErrorKind};
-
-    // Expected values: onnxruntime 1.32 on the same `pat` inputs (see test_util::pat).
-    const GEMM_TT: &[f64] = &[
-        -0.65625, 3.5625, -0.125, -2.4375, 2.8125, -0.34375, 1.75, -0.28125, -1.96875, 2.1875,
-        -1.0625, 2.0, 0.9375, -0.8125, 1.5625,
-    ];
-    const GEMM_COLUMN_C: &[f64] = &[-3.40625, 0.8125, 4.15625, 1.34375, 3.8125, 0.15625];
-    const GEMM_NO_C: &[f64] = &[1.9375, -0.875, -1.9375, -0.0625, -2.375, 0.0625];
-    const MATMUL_1D_3D: &[f64] = &[1.5625, -0.75, 1.0625, -0.5625, -0.75, 1.0625, -0.5625, 1.25];
-    const MATMUL_3D_1D: &[f64] = &[0.4375, -0.5, -0.75, -1.0, 1.5, 1.25];
-    const MATMUL_BCAST: &[f64] = &[
-        1.9375, -0.875, -1.9375, -0.0625, -2.375, 0.0625, -0.625, -1.375, -0.6875, 1.1875, -0.0625,
-        0.3125, -1.125, -0.5, 0.5625, -1.0, 0.1875, -0.125, 3.1875, -1.0, 0.4375, 0.25, 0.4375,
-        0.125, -0.75, 1.9375, -0.375, -1.9375, 0.0, -2.375, -2.8125, 0.1875, 0.1875, 0.3125, -0.25,
-        0.4375, 0.5625, -0.5625, -0.1875, 1.3125, 0.4375, 0.4375, -0.1875, 0.75, 0.8125, -0.4375,
-        0.4375, 0.4375, 0.4375, 0.0, -3.0, 0.5625, -3.0, 0.4375, 0.375, -2.8125, 0.0625, 0.1875,
-        0.4375, -0.25,
-    ];
-
-    fn gemm(list: &[(&str, Attr)]) -> Gemm {
-        build(
-            "gemm",
-            Attrs(
-                list.iter()
-                    .map(|(n, a)| (n.to_string(), a.clone()))
-                    .collect(),
-            ),
-        )
-        .unwrap()
-    }
-
-    #[test]
-    fn gemm_transposes_alpha_beta_vector_c() {
-        let op = gemm(&[
-            ("transA", Attr::Int(1)),
-            ("transB", Attr::Int(1)),
-            ("alpha", Attr::Float(0.5)),
-            ("beta", Attr::Float(2.0)),
-        ]);
-        let (a, b, c) = (pat(&[4, 3], 3, 1), pat(&[5, 4], 5, 2), pat(&[5], 7, 3));
-        let y = run(&op, &[Some(&a), Some(&b), Some(&c)], 1).unwrap();
-        assert_close(&y[0], &[3, 5], GEMM_TT);
-        let tys = [a.ty(), b.ty()];
-        assert_eq!(
-            op.flops(&[Some(&tys[0]), Some(&tys[1])], &[y[0].ty()]),
-            2 * 3 * 4 * 5
-        );
-    }
-
-    #[test]
-    fn gemm_column_c_and_no_c() {
-        let (a, b, c) = (pat(&[3, 4], 3, 1), pat(&[4, 2], 5, 2), pat(&[3, 1], 7, 3));
-        let op = gemm(&[("alpha", Attr::Float(-1.5))]);
-        assert_close(
-            &run(&op, &[Some(&a), Some(&b), Some(&c)], 1).unwrap()[0],
-            &[3, 2],
-            GEMM_COLUMN_C,
-        );
-        let op = gemm(&[]);
-        assert_close(
-            &run(&op, &[Some(&a), Some(&b)], 1).unwrap()[0],
-            &[3, 2],
-            GEMM_NO_C,
-        );
-        // beta = 0 ignores C entirely, even non-finite values.
-        let op = gemm(&[("beta", Attr::Float(0.0))]);
-        let inf = Tensor::from_vec(&[1], vec![f32::INFINITY]).unwrap();
-        assert_close(
-            &run(&op, &[Some(&a), Some(&b), Some(&inf)], 1).unwrap()[0],
-            &[3, 2],
-            GEMM_NO_C,
-        );
-    }
-
-    #[test]
-    fn gemm_errors() {
-        let op = gemm(&[("transA", Attr::Int(1))]);
-        let e = run(
-            &op,
-            &[Some(&pat(&[3, 4], 1, 0)), Some(&pat(&[4, 2], 1, 0))],
-            1,
-        )
-        .unwrap_err();
-        assert_eq!(e.kind, ErrorKind::Shape);
-        assert!(
-            e.message
-                .contains("A [3, 4] (transposed) gives K = 3 but B [4, 2] gives K = 4"),
-            "{}",
-            e.message
-        );
-        let op = gemm(&[]);
-        let c = pat(&[2, 2], 1, 0);
-        let e = run(
-            &op,
-            &[
-                Some(&pat(&[3, 4], 1, 0)),
-                Some(&pat(&[4, 2], 1, 0)),
-                Some(&c),
-            ],
-            1,
-        )
-        .unwrap_err();
-        assert!(
-            e.message
-                .contains("C [2, 2] does not broadcast to the result [3, 2]"),
-            "{}",
-            e.message
-        );
-        let e = run(&op, &[Some(&pat(&[3], 1, 0)), Some(&pat(&[3, 2], 1, 0))], 1).unwrap_err();
-        assert_eq!(e.kind, ErrorKind::Shape);
-        let e = op
-            .eval(
-                &[
-                    Some(&pat(&[2, 2], 1, 0)),
-                    Some(&pat(&[2, 2], 1, 0).cast(DType::F64)),
-                ],
-                1,
-            )
-            .unwrap_err();
-        assert_eq!(e.kind, ErrorKind::Type);
-    }
-
-    #[test]
-    fn matmul_vectors() {
-        let y = run(
-            &MatMul,
-            &[Some(&pat(&[4], 3, 1)), Some(&pat(&[4], 5, 2))],
-            1,
-        )
-        .unwrap();
-        assert_close(&y[0], &[], &[0.4375]);
-        let y = run(
-            &MatMul,
-            &[Some(&pat(&[3], 3, 1)), Some(&pat(&[2, 3, 4], 5, 2))],
-            1,
-        )
-        .unwrap();
-        assert_close(&y[0], &[2, 4], MATMUL_1D_3D);
-        let y = run(
-            &MatMul,
-            &[Some(&pat(&[2, 3, 4], 3, 1)), Some(&pat(&[4], 5, 2))],
-            1,
-        )
-        .unwrap();
-        assert_close(&y[0], &[2, 3], MATMUL_3D_1D);
-    }
-
-    #[test]
-    fn matmul_batch_broadcast() {
-        let (a, b) = (pat(&[2, 1, 3, 4], 3, 1), pat(&[5, 4, 2], 5, 2));
-        let y = run(&MatMul, &[Some(&a), Some(&b)], 1).unwrap();
-        assert_close(&y[0], &[2, 5, 3, 2], MATMUL_BCAST);
-        assert_eq!(
-            MatMul.flops(&[Some(&a.ty()), Some(&b.ty())], &[y[0].ty()]),
-            2 * 10 * 3 * 4 * 2
-        );
-        // The same values stored column-major: non-standard layouts are copied first.
-        let stored_t = b
-            .as_f32()
-            .unwrap()
-            .view()
-            .permuted_axes(vec![0, 2, 1])
-            .as_standard_layout()
-            .into_owned();
-        let bt = Tensor::F32(stored_t.permuted_axes(vec![0, 2, 1]));
-        assert!(!bt.as_f32().unwrap().is_standard_layout());
-        assert_close(
-            &run(&MatMul, &[Some(&a), Some(&bt)], 1).unwrap()[0],
-            &[2, 5, 3, 2],
-            MATMUL_BCAST,
-        );
-        let f = |t: &Tensor| t.cast(DType::F64);
-        assert_close(
-            &run(&MatMul, &[Some(&f(&a)), Some(&f(&b))], 1).unwrap()[0],
-            &[2, 5, 3, 2],
-            MATMUL_BCAST,
-        );
-    }
-
-    #[test]
-    fn matmul_errors() {
-        let e = run(
-            &MatMul,
-            &[Some(&pat(&[2, 3], 1, 0)), Some(&pat(&[4, 2], 1, 0))],
-            1,
-        )
-        .unwrap_err();
-        assert_eq!(e.kind, ErrorKind::Shape);
-        assert!(
-            e.message
-                .contains("A [2, 3] has 3 columns but B [4, 2] has 4 rows"),
-            "{}",
-            e.message
-        );
-        let e = run(
-            &MatMul,
-            &[Some(&pat(&[2, 2, 3], 1, 0)), Some(&pat(&[3, 3, 1], 1, 0))],
-            1,
-        )
-        .unwrap_err();
-        assert!(
-            e.message
-                .contains("batch dims [2] of A [2, 2, 3] and [3] of B [3, 3, 1] do not broadcast"),
-            "{}",
-            e.message
-        );
-        // An empty inner dimension is a sum of nothing.
-        let y = run(
-            &MatMul,
-            &[Some(&pat(&[2, 0], 1, 0)), Some(&pat(&[0, 3], 1, 0))],
-            1,
-        )
-        .unwrap();
-        assert_close(&y[0], &[2, 3], &[0.0; 6]);
-        let s = Tensor::scalar(1.0f32);
-        assert_eq!(
-            run(&MatMul, &[Some(&s), Some(&s)], 1).unwrap_err().kind,
-            ErrorKind::Shape
-        );
-        let i = pat(&[2, 2], 1, 0).cast(DType::I32);
-        assert_eq!(
-            run(&MatMul, &[Some(&i), Some(&i)], 1).unwrap_err().kind,
-            ErrorKind::Type
-        );
-    }
-}
+mod tests;

@@ -12,6 +12,7 @@
 
 use kiln_core::{AttrReader, Attrs, Error, ErrorKind, Result, Tensor, TensorType};
 
+pub mod activation;
 pub mod binary;
 pub mod constant;
 pub mod conv;
@@ -34,6 +35,7 @@ pub mod shape;
 pub mod space;
 // shape-family modules
 
+pub use activation::Activation;
 pub use binary::{Binary, BinaryKind, PRelu, Where};
 pub use constant::{Const, ConstSource, ConstantOfShape};
 pub use conv::{Conv, ConvTranspose};

@@ -6,8 +6,40 @@ use kiln_core::PassRegistry;
 pub mod dce;
 pub mod fold_constants;
 pub mod infer_shapes;
+
+pub mod fuse_activation;
+pub mod fuse_batchnorm;
+pub mod fuse_bias;
+pub mod fuse_pad;
+pub mod fuse_residual;
+pub mod fuse_util;
+pub mod remove_identity;
 // fusion-pass modules
+pub mod fuse_gelu;
+pub mod fuse_hard_sigmoid;
+pub mod fuse_hard_swish;
+pub mod fuse_layer_norm;
+pub mod fuse_prelu;
+pub mod fuse_swish;
+mod pattern;
+pub mod reduce_mean_to_gap;
 // pattern-pass modules
+
+/// The graph optimisation pipeline, repeated to a fixed point. The order is deliberate,
+/// because fusions compete and enable each other:
+/// 1. fold constants and drop identities first, so patterns see constants and direct edges;
+/// 2. pattern-to-op before fusion, so the recognised activations (hard_swish, gelu, swish,
+///    prelu) can then fuse into a compute op; hard-swish before hard-sigmoid, because the
+///    latter is a sub-pattern of the former;
+/// 3. Pad and BatchNormalization fold only into a compute op without an epilogue, so they
+///    go before any epilogue fusion; MatMul+bias before the residual (bias is operand 2);
+/// 4. the residual before the activation: the fused op computes act(W·x + b + Y), so
+///    Conv→Add→Relu becomes one op, while Conv→Relu→Add keeps its Add (the lecture's point
+///    that fusion order changes the result).
+pub const GRAPH_OPT: &str = "graph.fold-constants,graph.remove-identity,graph.dce,\
+graph.fuse-layer-norm,graph.fuse-gelu,graph.fuse-hard-swish,graph.fuse-hard-sigmoid,graph.fuse-swish,\
+graph.fuse-prelu,graph.reduce-mean-to-gap,\
+graph.fuse-pad,graph.fuse-batchnorm,graph.fuse-bias,graph.fuse-residual,graph.fuse-activation,graph.dce";
 
 /// Every graph pass and pipeline, by name.
 pub fn registry() -> PassRegistry<Graph> {
@@ -25,9 +57,77 @@ pub fn registry() -> PassRegistry<Graph> {
         "evaluate ops whose operands are all constant",
         || Box::new(fold_constants::FoldConstants),
     );
+    r.register(
+        "graph.fuse-activation",
+        "fuse an activation into the compute op (conv, gemm, matmul) before it",
+        || Box::new(fuse_activation::FuseActivation),
+    );
+    r.register(
+        "graph.fuse-batchnorm",
+        "fold a constant BatchNormalization into the conv/gemm weights and bias",
+        || Box::new(fuse_batchnorm::FuseBatchNorm),
+    );
+    r.register(
+        "graph.remove-identity",
+        "remove Identity ops (and so imported Dropout)",
+        || Box::new(remove_identity::RemoveIdentity),
+    );
+    r.register(
+        "graph.fuse-residual",
+        "fuse Add(compute op, Y) into the compute op's residual operand",
+        || Box::new(fuse_residual::FuseResidual),
+    );
+    r.register(
+        "graph.fuse-bias",
+        "fuse MatMul + Add(constant vector) into the matmul's bias",
+        || Box::new(fuse_bias::FuseBias),
+    );
+    r.register(
+        "graph.fuse-pad",
+        "fold zero constant Pads into the following conv's pads",
+        || Box::new(fuse_pad::FusePad),
+    );
     // fusion-pass registrations
+    r.register(
+        "graph.fuse-layer-norm",
+        "fuse decomposed LayerNorm (ReduceMean/Sub/Pow/Sqrt/Div/Mul/Add) into layer_normalization",
+        || Box::new(fuse_layer_norm::FuseLayerNorm),
+    );
+    r.register(
+        "graph.fuse-gelu",
+        "fuse decomposed Gelu (erf or tanh form) into gelu",
+        || Box::new(fuse_gelu::FuseGelu),
+    );
+    r.register(
+        "graph.fuse-hard-swish",
+        "fuse x*Clip(x+3,0,6)/6 and x*HardSigmoid(x) into hard_swish",
+        || Box::new(fuse_hard_swish::FuseHardSwish),
+    );
+    r.register(
+        "graph.fuse-hard-sigmoid",
+        "fuse Clip(x+3,0,6)/6 into hard_sigmoid",
+        || Box::new(fuse_hard_sigmoid::FuseHardSigmoid),
+    );
+    r.register("graph.fuse-swish", "fuse x*Sigmoid(x) into swish", || {
+        Box::new(fuse_swish::FuseSwish)
+    });
+    r.register(
+        "graph.fuse-prelu",
+        "fuse Relu(x) - c*Relu(-x) forms into prelu",
+        || Box::new(fuse_prelu::FusePRelu),
+    );
+    r.register(
+        "graph.reduce-mean-to-gap",
+        "turn spatial ReduceMean on NCHW into global_average_pool",
+        || Box::new(reduce_mean_to_gap::ReduceMeanToGap),
+    );
     // pattern-pass registrations
     r.register_pipeline("none", "no passes", "");
+    r.register_fixed_point(
+        "graph-opt",
+        "the graph optimisation pipeline (see GRAPH_OPT)",
+        GRAPH_OPT,
+    );
     r.register_pipeline(
         "cleanup",
         "fold constant sub-graphs and remove dead ops",
