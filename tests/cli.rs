@@ -179,3 +179,36 @@ fn user_errors_are_one_clear_line_and_a_failure() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn info_reports_the_memory_plan() {
+    let model = example("resnet_style");
+    let o = kiln(&[
+        "info",
+        &model,
+        "--pipeline",
+        "cleanup",
+        "--memory",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let m = &j["memory"];
+    let naive = m["naive_bytes"].as_u64().unwrap();
+    let arena = m["arena_bytes"].as_u64().unwrap();
+    let bound = m["lower_bound_bytes"].as_u64().unwrap();
+    assert!(bound > 0 && bound <= arena && arena < naive, "{m}");
+    // The rest of the JSON is unchanged.
+    assert_eq!(j["op_count"], 23);
+
+    let o = kiln(&["info", &model, "--memory"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    for needle in ["naive", "arena", "lower bound", "% of naive"] {
+        assert!(text.contains(needle), "'{needle}' not in {text}");
+    }
+    // Without --memory nothing is planned or printed.
+    let o = kiln(&["info", &model, "--json"]);
+    let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(j.get("memory").is_none());
+}

@@ -1,4 +1,5 @@
-//! `kiln info`: what a model contains — op histogram, parameters, FLOPs, inputs, outputs.
+//! `kiln info`: what a model contains — op histogram, parameters, FLOPs, inputs, outputs,
+//! and (with `--memory`) the intermediate-tensor memory plan.
 
 use super::ModelArgs;
 use clap::Args;
@@ -16,6 +17,10 @@ pub struct InfoArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Plan intermediate-tensor memory and report the naive sum, the planned arena and the
+    /// live-set lower bound.
+    #[arg(long)]
+    pub memory: bool,
 }
 
 /// The numbers `kiln info` reports.
@@ -68,11 +73,23 @@ pub fn run(a: InfoArgs) -> anyhow::Result<()> {
             .collect()
     };
     let op_count: usize = s.ops.values().sum();
+    let memory = if a.memory {
+        Some(kiln_graph::memory::stats(&g)?)
+    } else {
+        None
+    };
     if a.json {
-        let j = json!({
+        let mut j = json!({
             "ops": s.ops, "op_count": op_count, "params": s.params, "flops": s.flops,
             "inputs": io(g.inputs()), "outputs": io(g.outputs()),
         });
+        if let Some(m) = memory {
+            j["memory"] = json!({
+                "naive_bytes": m.naive_bytes,
+                "arena_bytes": m.arena_bytes,
+                "lower_bound_bytes": m.lower_bound_bytes,
+            });
+        }
         println!("{}", serde_json::to_string_pretty(&j)?);
         return Ok(());
     }
@@ -98,6 +115,27 @@ pub fn run(a: InfoArgs) -> anyhow::Result<()> {
     println!("op histogram:");
     for (name, n) in hist {
         println!("  {n:>6}  {name}");
+    }
+    if let Some(m) = memory {
+        let pct = |a: usize, b: usize| {
+            if b == 0 {
+                0.0
+            } else {
+                100.0 * a as f64 / b as f64
+            }
+        };
+        println!("memory (intermediate tensors):");
+        println!("  naive        {:>12} B", m.naive_bytes);
+        println!(
+            "  arena        {:>12} B  ({:.1} % of naive)",
+            m.arena_bytes,
+            pct(m.arena_bytes, m.naive_bytes)
+        );
+        println!(
+            "  lower bound  {:>12} B  (arena is {:.1} % of it)",
+            m.lower_bound_bytes,
+            pct(m.arena_bytes, m.lower_bound_bytes)
+        );
     }
     Ok(())
 }

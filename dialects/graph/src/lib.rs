@@ -6,6 +6,7 @@ pub mod graph;
 pub mod infer;
 pub mod interp;
 mod ir;
+pub mod memory;
 pub mod ops;
 pub mod passes;
 pub mod text;
