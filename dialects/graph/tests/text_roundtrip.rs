@@ -104,6 +104,7 @@ const SAMPLES: &[(&str, &str)] = &[
     ("hard_sigmoid", "{alpha=0.25, beta=-inf}"),
     ("gelu", r#"{approximate="tanh"}"#),
     ("mod", "{fmod=1}"),
+    ("eltwise_sum", "{coeffs=[0.5,-2.0,1.0]}"),
     (
         "conv",
         r#"{kernel_shape=[3,3], strides=[2,2], pads=[1,1,1,1], dilations=[1,2], group=2}"#,
@@ -118,7 +119,7 @@ const SAMPLES: &[(&str, &str)] = &[
     ),
     (
         "matmul",
-        r#"{act="hard_sigmoid", act_alpha=0.125, act_beta=0.25}"#,
+        r#"{transA=1, transB=1, act="hard_sigmoid", act_alpha=0.125, act_beta=0.25}"#,
     ),
     (
         "max_pool",

@@ -238,9 +238,16 @@ impl OpDef for Gemm {
 /// broadcast. The epilogue is `act(A@B + bias + Y)`, bias and Y broadcast to the result (the
 /// bias is what `graph.fuse-bias` folds in: a vector along the last dim); the slope is
 /// operand 4 for `act="prelu"` (see [`super::activation`]).
+///
+/// `transA`/`transB` swap the last two dims of that operand (which must then have at
+/// least two dims) before the product: `graph.fuse-transpose-matmul` folds such Transposes in, so the
+/// kernel reads the operand with swapped strides instead of materialising it. Passes that
+/// treat B as a `[K, N]` weight must check the flags.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct MatMul {
     pub act: Activation,
+    pub trans_a: bool,
+    pub trans_b: bool,
 }
 
 /// Resolved matmul sizes and, per result batch entry, which A and B matrices it reads.
@@ -277,7 +284,30 @@ fn batch_index(own: &[usize], batch: &[usize]) -> Vec<usize> {
     out
 }
 
+/// An operand's shape as the product sees it: the last two dims swapped when transposed.
+fn as_used(s: &[usize], trans: bool, which: &str) -> Result<Vec<usize>> {
+    let mut s = s.to_vec();
+    if trans {
+        let r = s.len();
+        ensure!(
+            r >= 2,
+            Shape,
+            "matmul: trans{which} needs a rank >= 2 {which}, got {s:?}"
+        );
+        s.swap(r - 2, r - 1);
+    }
+    Ok(s)
+}
+
 impl MatMul {
+    /// The plan for stored operand shapes, after the transposes.
+    fn plan_t(&self, a: &[usize], b: &[usize]) -> Result<MatMulPlan> {
+        MatMul::plan(
+            &as_used(a, self.trans_a, "A")?,
+            &as_used(b, self.trans_b, "B")?,
+        )
+    }
+
     fn plan(a: &[usize], b: &[usize]) -> Result<MatMulPlan> {
         ensure!(
             !a.is_empty() && !b.is_empty(),
@@ -322,6 +352,7 @@ impl MatMul {
 }
 
 fn matmul_kernel<T: LinalgScalar + Element>(
+    op: &MatMul,
     p: &MatMulPlan,
     a: &ArrayD<T>,
     b: &ArrayD<T>,
@@ -334,8 +365,21 @@ fn matmul_kernel<T: LinalgScalar + Element>(
     let (m, k, n) = (p.m, p.k, p.n);
     let mut out = vec![T::default(); p.pairs.len() * m * n];
     for (i, &(ia, ib)) in p.pairs.iter().enumerate() {
-        let x = ArrayView2::from_shape((m, k), &av[ia * m * k..][..m * k]).expect("sizes match");
-        let y = ArrayView2::from_shape((k, n), &bv[ib * k * n..][..k * n]).expect("sizes match");
+        let (xa, yb) = (&av[ia * m * k..][..m * k], &bv[ib * k * n..][..k * n]);
+        let x = if op.trans_a {
+            ArrayView2::from_shape((k, m), xa)
+                .expect("sizes match")
+                .reversed_axes()
+        } else {
+            ArrayView2::from_shape((m, k), xa).expect("sizes match")
+        };
+        let y = if op.trans_b {
+            ArrayView2::from_shape((n, k), yb)
+                .expect("sizes match")
+                .reversed_axes()
+        } else {
+            ArrayView2::from_shape((k, n), yb).expect("sizes match")
+        };
         let mut z =
             ArrayViewMut2::from_shape((m, n), &mut out[i * m * n..][..m * n]).expect("sizes match");
         general_mat_mul(T::from_f64(1.0), &x, &y, T::default(), &mut z);
@@ -352,16 +396,23 @@ impl OpDef for MatMul {
     }
     fn from_attrs(_: &str, r: &mut AttrReader) -> Result<Self> {
         Ok(MatMul {
+            trans_a: r.int("transA", 0)? != 0,
+            trans_b: r.int("transB", 0)? != 0,
             act: Activation::read(r)?,
         })
     }
     fn attrs(&self) -> Attrs {
-        self.act.write(Attrs::new())
+        let a = Attrs::new().int("transA", self.trans_a as i64, 0).int(
+            "transB",
+            self.trans_b as i64,
+            0,
+        );
+        self.act.write(a)
     }
     fn infer(&self, ins: InferInputs) -> Result<Vec<TensorType>> {
         let (a, b) = (ins.ty(0)?, ins.ty(1)?);
         check_float_pair("matmul", a, b)?;
-        let out = TensorType::new(a.dtype, MatMul::plan(&a.shape, &b.shape)?.out_shape);
+        let out = TensorType::new(a.dtype, self.plan_t(&a.shape, &b.shape)?.out_shape);
         if let Some(bias) = ins.opt(2) {
             check_bias(&out, &bias.ty.shape, bias.ty.dtype)?;
         }
@@ -370,10 +421,10 @@ impl OpDef for MatMul {
     }
     fn eval(&self, ins: &[Option<&Tensor>], _: usize) -> Result<Vec<Tensor>> {
         let (a, b) = (arg(ins, 0)?, arg(ins, 1)?);
-        let p = MatMul::plan(a.shape(), b.shape())?;
+        let p = self.plan_t(a.shape(), b.shape())?;
         let mut out = match (a, b) {
-            (Tensor::F32(x), Tensor::F32(y)) => matmul_kernel(&p, x, y),
-            (Tensor::F64(x), Tensor::F64(y)) => matmul_kernel(&p, x, y),
+            (Tensor::F32(x), Tensor::F32(y)) => matmul_kernel(self, &p, x, y),
+            (Tensor::F64(x), Tensor::F64(y)) => matmul_kernel(self, &p, x, y),
             (x, y) => bail!(
                 Type,
                 "matmul needs f32 or f64 operands of one type, got {} and {}",
@@ -396,7 +447,7 @@ impl OpDef for MatMul {
             (Some(Some(_)), Some(o)) => o.numel() as u64,
             _ => 0,
         };
-        match MatMul::plan(&a.shape, &b.shape) {
+        match self.plan_t(&a.shape, &b.shape) {
             Ok(p) => {
                 2 * (p.pairs.len() * p.m * p.k * p.n) as u64
                     + bias

@@ -16,6 +16,7 @@ pub mod activation;
 pub mod binary;
 pub mod constant;
 pub mod conv;
+pub mod eltwise_sum;
 pub mod global_pool;
 pub mod matmul;
 pub mod pool;
@@ -39,6 +40,7 @@ pub use activation::Activation;
 pub use binary::{Binary, BinaryKind, PRelu, Where};
 pub use constant::{Const, ConstSource, ConstantOfShape};
 pub use conv::{Conv, ConvTranspose};
+pub use eltwise_sum::EltwiseSum;
 pub use global_pool::{GlobalPool, GlobalPoolKind};
 pub use matmul::{Gemm, MatMul};
 pub use pool::{AveragePool, LpPool, MaxPool};
@@ -223,6 +225,7 @@ ops! {
     Binary(Binary),
     PRelu(PRelu),
     Where(Where),
+    EltwiseSum(EltwiseSum),
     Conv(Conv),
     ConvTranspose(ConvTranspose),
     Gemm(Gemm),

@@ -65,7 +65,7 @@ fn const_bound(g: &Graph, v: Option<Value>, default: f32) -> Option<f32> {
 }
 
 /// The fusible activation `n` computes, with the PRelu slope value.
-fn activation_of(g: &Graph, n: NodeId) -> Option<(Activation, Option<Value>)> {
+pub(super) fn activation_of(g: &Graph, n: NodeId) -> Option<(Activation, Option<Value>)> {
     let node = g.node(n);
     let act = match &node.op {
         Op::Unary(u) => match u.kind {

@@ -3,7 +3,7 @@
 use crate::graph::{Graph, NodeId, Value};
 use crate::ops::activation::{RESIDUAL, SLOPE};
 use crate::ops::{Activation, Const, Op};
-use kiln_core::Tensor;
+use kiln_core::{DType, Tensor, TensorType};
 
 /// The loaded data of a constant value.
 pub fn const_tensor(g: &Graph, v: Value) -> Option<&Tensor> {
@@ -78,4 +78,157 @@ pub fn add_const(g: &mut Graph, name: String, t: Tensor) -> Value {
     let (_, outs) = g.add_node("", Op::Const(Const::new(t)), vec![], vec![name]);
     g.value_mut(outs[0]).ty = Some(ty);
     outs[0]
+}
+
+fn tensor_like(dtype: DType, shape: &[usize], v: &[f64]) -> Tensor {
+    Tensor::from_f64_fn(&TensorType::new(dtype, shape.to_vec()), |i| v[i])
+}
+
+/// New (weights, bias) of compute op `p` whose result is followed by the per-output-channel
+/// affine map `y·scale + shift` (a BatchNormalization, or a Mul/Add by constants), or `None`
+/// when the op's weights or bias are not constant floats of the expected shape. The output
+/// channel is W's dim 0 for conv, the `M/group` blocks of dim 1 for conv_transpose, and the
+/// result's columns for gemm and matmul (a 2-D B). Computed in f64, rounded once.
+pub fn fold_affine(g: &Graph, p: NodeId, scale: &[f64], shift: &[f64]) -> Option<(Tensor, Tensor)> {
+    let node = g.node(p);
+    let w = const_tensor(g, node.input(1)?)?;
+    if !w.dtype().is_float() {
+        return None;
+    }
+    let b = match node.input(2) {
+        Some(v) => Some(const_tensor(g, v)?),
+        None => None,
+    };
+    let ws = w.shape().to_vec();
+    let mut wv = w.to_f64_vec();
+    let m = scale.len();
+    if b.is_some_and(|b| b.len() != m && !matches!(node.op, Op::Gemm(_))) {
+        return None;
+    }
+    let bias_out = |bv: Option<Vec<f64>>| -> Vec<f64> {
+        (0..m)
+            .map(|c| bv.as_ref().map_or(0.0, |b| b[c]) * scale[c] + shift[c])
+            .collect()
+    };
+    match &node.op {
+        Op::Conv(_) => {
+            if ws.first() != Some(&m) {
+                return None;
+            }
+            let block = wv.len() / m.max(1);
+            for (i, v) in wv.iter_mut().enumerate() {
+                *v *= scale[i / block.max(1)];
+            }
+            let bias = bias_out(b.map(|b| b.to_f64_vec()));
+            Some((
+                tensor_like(w.dtype(), &ws, &wv),
+                tensor_like(w.dtype(), &[m], &bias),
+            ))
+        }
+        Op::ConvTranspose(ct) => {
+            // W is [C, M/group, k…]: output channel of W[c, j] is group(c)·M/group + j.
+            let (c, mg) = (*ws.first()?, *ws.get(1)?);
+            let group = ct.group;
+            if mg * group != m || c % group != 0 {
+                return None;
+            }
+            let kp: usize = ws[2..].iter().product();
+            let cg = c / group;
+            for (i, v) in wv.iter_mut().enumerate() {
+                let (ci, j) = (i / (mg * kp), (i / kp) % mg);
+                *v *= scale[(ci / cg) * mg + j];
+            }
+            let bias = bias_out(b.map(|b| b.to_f64_vec()));
+            Some((
+                tensor_like(w.dtype(), &ws, &wv),
+                tensor_like(w.dtype(), &[m], &bias),
+            ))
+        }
+        Op::Gemm(gm) => {
+            // The result is [M, N]: BN's channels are the N columns of B'.
+            if ws.len() != 2 {
+                return None;
+            }
+            let n = if gm.trans_b { ws[0] } else { ws[1] };
+            if n != m {
+                return None;
+            }
+            for (i, v) in wv.iter_mut().enumerate() {
+                let col = if gm.trans_b { i / ws[1] } else { i % n };
+                *v *= scale[col];
+            }
+            let (c_shape, c_vals) = match b {
+                None => (vec![n], bias_out(None)),
+                Some(c) => gemm_bias(c, gm.beta as f64, n, scale, shift)?,
+            };
+            Some((
+                tensor_like(w.dtype(), &ws, &wv),
+                tensor_like(w.dtype(), &c_shape, &c_vals),
+            ))
+        }
+        Op::MatMul(mm) => {
+            // B is [K, N] ([N, K] with transB); the bias (if any) is one value per column.
+            if ws.len() != 2 {
+                return None;
+            }
+            let n = if mm.trans_b { ws[0] } else { ws[1] };
+            if n != m {
+                return None;
+            }
+            for (i, v) in wv.iter_mut().enumerate() {
+                let col = if mm.trans_b { i / ws[1] } else { i % n };
+                *v *= scale[col];
+            }
+            let bias = bias_out(b.map(|b| b.to_f64_vec()));
+            Some((
+                tensor_like(w.dtype(), &ws, &wv),
+                tensor_like(w.dtype(), &[m], &bias),
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// Gives compute op `p` the folded weights and bias (named after its result; an all-zero
+/// bias where there was none is left out) and drops the old constants if nothing else reads
+/// them. A gemm's `beta` is folded into the new C.
+pub fn install_weights(g: &mut Graph, p: NodeId, w: Tensor, b: Tensor) {
+    let (w_old, b_old) = (g.node(p).input(1), g.node(p).input(2));
+    let base = g.value(g.node(p).outputs()[0]).name.clone();
+    let w = add_const(g, format!("{base}_w"), w);
+    g.set_input(p, 1, Some(w));
+    // A scale alone leaves a missing bias zero: no need to add one.
+    if b_old.is_some() || b.to_f64_vec().iter().any(|&v| v != 0.0) {
+        let b = add_const(g, format!("{base}_b"), b);
+        g.set_input(p, 2, Some(b));
+    }
+    if let Op::Gemm(gm) = g.op_mut(p) {
+        gm.beta = 1.0;
+    }
+    for v in w_old.into_iter().chain(b_old) {
+        drop_dead_const(g, v);
+    }
+}
+
+/// `(beta·C − mean)·s + β` in the shape C and a row of N broadcast to.
+fn gemm_bias(
+    c: &Tensor,
+    beta: f64,
+    n: usize,
+    scale: &[f64],
+    shift: &[f64],
+) -> Option<(Vec<usize>, Vec<f64>)> {
+    let shape = crate::ops::util::broadcast_shapes(c.shape(), &[n]).ok()?;
+    if shape.len() > 2 || shape.last() != Some(&n) {
+        return None;
+    }
+    let c64 = c.cast(DType::F64);
+    let arr = c64.as_array::<f64>().ok()?;
+    let view = arr.broadcast(ndarray::IxDyn(&shape))?;
+    let vals = view
+        .iter()
+        .enumerate()
+        .map(|(i, v)| beta * v * scale[i % n] + shift[i % n])
+        .collect();
+    Some((shape, vals))
 }

@@ -4,14 +4,21 @@ use crate::Graph;
 use kiln_core::PassRegistry;
 
 pub mod dce;
+pub mod fold_arith;
 pub mod fold_constants;
+pub mod fuse_horizontal;
 pub mod infer_shapes;
+pub mod merge_linear;
 
 pub mod fuse_activation;
 pub mod fuse_batchnorm;
 pub mod fuse_bias;
+pub mod fuse_cast;
+pub mod fuse_eltwise_sum;
 pub mod fuse_pad;
 pub mod fuse_residual;
+pub mod fuse_scale_shift;
+pub mod fuse_transpose_matmul;
 pub mod fuse_util;
 pub mod remove_identity;
 // fusion-pass modules
@@ -27,19 +34,32 @@ pub mod reduce_mean_to_gap;
 
 /// The graph optimisation pipeline, repeated to a fixed point. The order is deliberate,
 /// because fusions compete and enable each other:
-/// 1. fold constants and drop identities first, so patterns see constants and direct edges;
-/// 2. pattern-to-op before fusion, so the recognised activations (hard_swish, gelu, swish,
-///    prelu) can then fuse into a compute op; hard-swish before hard-sigmoid, because the
-///    latter is a sub-pattern of the former;
-/// 3. Pad and BatchNormalization fold only into a compute op without an epilogue, so they
-///    go before any epilogue fusion; MatMul+bias before the residual (bias is operand 2);
-/// 4. the residual before the activation: the fused op computes act(W·x + b + Y), so
+/// 1. fold constants, drop identities and collapse Cast chains first, so patterns see
+///    constants and direct edges;
+/// 2. pattern-to-op before any arithmetic rewriting, since the patterns match the raw forms
+///    exporters emit, and before fusion, so the recognised activations (hard_swish, gelu,
+///    swish, prelu) can then fuse into a compute op; hard-swish before hard-sigmoid, because
+///    the latter is a sub-pattern of the former;
+/// 3. arithmetic chains fold, transposes become MatMul flags;
+/// 4. Pad, per-channel scale/shift and BatchNormalization fold only into a compute op
+///    without an epilogue, so they go before any epilogue fusion (scale-shift before
+///    batchnorm, so Conv→BN→Mul→Add collapses in one round, and before the residual, which
+///    would otherwise take a per-channel constant Add as its Y); MatMul+bias next; then
+///    adjacent linear ops merge, while their epilogues are still empty;
+/// 5. the residual before the activation: the fused op computes act(W·x + b + Y), so
 ///    Conv→Add→Relu becomes one op, while Conv→Relu→Add keeps its Add (the lecture's point
-///    that fusion order changes the result).
-pub const GRAPH_OPT: &str = "graph.fold-constants,graph.remove-identity,graph.dce,\
+///    that fusion order changes the result);
+/// 6. weighted sums last, so they never take a Mul that a compute op or a pattern wanted.
+///
+/// Horizontal fusion (`graph.fuse-horizontal`) is not in the default pipeline: it trades
+/// per-branch activation fusion for one wide op, which pays only when the backend's wide
+/// kernel is faster; run it explicitly (`--passes graph-opt,graph.fuse-horizontal`).
+pub const GRAPH_OPT: &str = "graph.fold-constants,graph.remove-identity,graph.fuse-cast,graph.dce,\
 graph.fuse-layer-norm,graph.fuse-gelu,graph.fuse-hard-swish,graph.fuse-hard-sigmoid,graph.fuse-swish,\
 graph.fuse-prelu,graph.reduce-mean-to-gap,\
-graph.fuse-pad,graph.fuse-batchnorm,graph.fuse-bias,graph.fuse-residual,graph.fuse-activation,graph.dce";
+graph.fold-arith,graph.fuse-transpose-matmul,\
+graph.fuse-pad,graph.fuse-scale-shift,graph.fuse-batchnorm,graph.fuse-bias,graph.merge-linear,\
+graph.fuse-residual,graph.fuse-activation,graph.fuse-eltwise-sum,graph.dce";
 
 /// Every graph pass and pipeline, by name.
 pub fn registry() -> PassRegistry<Graph> {
@@ -122,6 +142,41 @@ pub fn registry() -> PassRegistry<Graph> {
         || Box::new(reduce_mean_to_gap::ReduceMeanToGap),
     );
     // pattern-pass registrations
+    r.register(
+        "graph.fuse-horizontal",
+        "fuse sibling convs/matmuls reading one input into one wide op plus a split",
+        || Box::new(fuse_horizontal::FuseHorizontal),
+    );
+    r.register(
+        "graph.merge-linear",
+        "merge two adjacent linear ops (gemm, matmul, 1x1 conv then conv) into one",
+        || Box::new(merge_linear::MergeLinear),
+    );
+    r.register(
+        "graph.fold-arith",
+        "collapse Add/Sub/Mul/Div-by-constant chains and drop x+0, x*1",
+        || Box::new(fold_arith::FoldArith),
+    );
+    r.register(
+        "graph.fuse-scale-shift",
+        "fold per-channel constant Mul/Add after a conv/gemm/matmul/BN into its parameters",
+        || Box::new(fuse_scale_shift::FuseScaleShift),
+    );
+    r.register(
+        "graph.fuse-cast",
+        "merge Cast(Cast(x)) when the middle type loses nothing; drop casts to the same type",
+        || Box::new(fuse_cast::FuseCast),
+    );
+    r.register(
+        "graph.fuse-transpose-matmul",
+        "fold a last-two-axes Transpose operand into matmul/gemm transA/transB",
+        || Box::new(fuse_transpose_matmul::FuseTransposeMatMul),
+    );
+    r.register(
+        "graph.fuse-eltwise-sum",
+        "turn x1*c1 + x2*c2 (+/- ...) with scalar constants into eltwise_sum{coeffs}",
+        || Box::new(fuse_eltwise_sum::FuseEltwiseSum),
+    );
     r.register_pipeline("none", "no passes", "");
     r.register_fixed_point(
         "graph-opt",

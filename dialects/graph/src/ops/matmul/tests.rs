@@ -245,6 +245,7 @@ fn matmul_epilogue_bias_residual_prelu() {
     );
     let op = MatMul {
         act: Activation::PRelu,
+        ..MatMul::default()
     };
     let ins = [Some(&a), Some(&b), Some(&bias), Some(&y), Some(&slope)];
     assert_close(&run(&op, &ins, 1).unwrap()[0], &[1, 2], &[-0.75, 1.5]);
@@ -271,4 +272,37 @@ fn matmul_epilogue_bias_residual_prelu() {
         .eval(&[Some(&a), Some(&b), Some(&c), Some(&y)], 1)
         .unwrap();
     assert_close(&out[0], &[1, 2], &[0.0, 6.0]);
+}
+
+#[test]
+fn matmul_transposed_operands() {
+    // transA/transB read the operands with their last two dims swapped: the same values as
+    // MATMUL_BCAST with A and B stored transposed (and standard-layout).
+    let (a, b) = (pat(&[2, 1, 3, 4], 3, 1), pat(&[5, 4, 2], 5, 2));
+    let stored_t = |t: &Tensor, perm: Vec<usize>| {
+        let v = t.as_f32().unwrap().view().permuted_axes(perm);
+        Tensor::F32(v.as_standard_layout().into_owned())
+    };
+    let (at, bt) = (stored_t(&a, vec![0, 1, 3, 2]), stored_t(&b, vec![0, 2, 1]));
+    let op = MatMul {
+        trans_a: true,
+        trans_b: true,
+        ..MatMul::default()
+    };
+    let y = run(&op, &[Some(&at), Some(&bt)], 1).unwrap();
+    assert_close(&y[0], &[2, 5, 3, 2], MATMUL_BCAST);
+    assert_eq!(
+        op.flops(&[Some(&at.ty()), Some(&bt.ty())], &[y[0].ty()]),
+        2 * 10 * 3 * 4 * 2
+    );
+    let only_b = MatMul {
+        trans_b: true,
+        ..MatMul::default()
+    };
+    let y = run(&only_b, &[Some(&a), Some(&bt)], 1).unwrap();
+    assert_close(&y[0], &[2, 5, 3, 2], MATMUL_BCAST);
+    // A transposed 1-D operand has no last two dims.
+    let v = pat(&[4], 1, 0);
+    let e = only_b.eval(&[Some(&a), Some(&v)], 1).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Shape);
 }
