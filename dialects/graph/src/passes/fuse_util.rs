@@ -232,3 +232,25 @@ fn gemm_bias(
         .collect();
     Some((shape, vals))
 }
+
+/// Applies `rewrite` to every node in schedule order, sweep after sweep, until a sweep
+/// changes nothing (one rewrite can enable the next: Conv-BN-BN folds twice). Returns
+/// whether anything changed.
+pub fn sweep(
+    g: &mut Graph,
+    mut rewrite: impl FnMut(&mut Graph, NodeId) -> bool,
+) -> kiln_core::Result<bool> {
+    let mut changed = false;
+    loop {
+        let mut swept = false;
+        for n in g.topo_order()? {
+            if g.contains(n) && rewrite(g, n) {
+                swept = true;
+            }
+        }
+        if !swept {
+            return Ok(changed);
+        }
+        changed = true;
+    }
+}

@@ -36,20 +36,7 @@ impl Pass<Graph> for MergeLinear {
         "graph.merge-linear"
     }
     fn run(&mut self, g: &mut Graph) -> Result<bool> {
-        let mut changed = false;
-        loop {
-            let mut swept = false;
-            for n in g.topo_order()? {
-                if g.contains(n) && try_merge(g, n) {
-                    swept = true;
-                }
-            }
-            if !swept {
-                break;
-            }
-            changed = true;
-        }
-        Ok(changed)
+        super::fuse_util::sweep(g, try_merge)
     }
 }
 
