@@ -4,68 +4,12 @@
 //! fold-arith is held to 1e-6 and the weight folds to 1e-5, relative to the largest output
 //! magnitude.
 
-use kiln_core::{PassManager, Tensor};
-use kiln_graph::ops::Const;
-use kiln_graph::{Graph, interp, passes, text};
 use std::path::Path;
 
-fn seeded_inputs(g: &Graph) -> Vec<Tensor> {
-    g.inputs()
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| {
-            let ty = g.value(v).ty.clone().expect("typed input");
-            let c = Const::random(ty, 200 + i as u64, -2.0, 2.0);
-            (*c.value.expect("random data")).clone()
-        })
-        .collect()
-}
+mod common;
 
-fn assert_close(label: &str, got: &[Tensor], want: &[Tensor], tol: f64) {
-    assert_eq!(got.len(), want.len(), "{label}: output count");
-    for (k, (a, b)) in got.iter().zip(want).enumerate() {
-        assert_eq!(a.ty(), b.ty(), "{label}: output {k} type");
-        let (a, b) = (a.to_f64_vec(), b.to_f64_vec());
-        let scale = b.iter().fold(1e-30f64, |m, v| m.max(v.abs()));
-        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-            let err = (x - y).abs() / scale;
-            assert!(
-                err <= tol,
-                "{label}: output {k} element {i}: {x} vs unfolded {y} (rel {err:.2e})"
-            );
-        }
-    }
-}
-
-/// Runs `pipeline` on `src`, checks that a second run changes nothing and that the outputs
-/// agree within `tol`; returns the op counts before and after.
 fn check(label: &str, src: &str, pipeline: &str, tol: f64) -> (usize, usize) {
-    let before = text::parse(src).unwrap_or_else(|e| panic!("{label}: {e}"));
-    let mut after = before.clone();
-    let registry = passes::registry();
-    let run = |g: &mut Graph| {
-        let mut pm = PassManager::new(registry.parse(pipeline).unwrap());
-        pm.run(g).unwrap_or_else(|e| panic!("{label}: {e}"))
-    };
-    if !run(&mut after) {
-        assert_eq!(
-            text::print(&after),
-            text::print(&before),
-            "{label}: unreported change"
-        );
-    }
-    let printed = text::print(&after);
-    assert!(!run(&mut after), "{label}: a second run reported a change");
-    assert_eq!(
-        text::print(&after),
-        printed,
-        "{label}: second run changed IR"
-    );
-    let ins = seeded_inputs(&before);
-    let want = interp::run(&before, &ins).unwrap_or_else(|e| panic!("{label}: {e}"));
-    let got = interp::run(&after, &ins).unwrap_or_else(|e| panic!("{label}: folded: {e}"));
-    assert_close(label, &got, &want, tol);
-    (before.node_count(), after.node_count())
+    common::check(label, src, &[pipeline.to_string()], tol)
 }
 
 #[test]

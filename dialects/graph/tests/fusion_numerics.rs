@@ -3,10 +3,14 @@
 //! interpreter before and after its passes on seeded inputs, and the outputs must agree
 //! within 1e-5 relative to the largest output magnitude.
 
-use kiln_core::{PassManager, Tensor};
-use kiln_graph::ops::Const;
-use kiln_graph::{Graph, interp, passes, text};
-use std::path::Path;
+use kiln_core::PassManager;
+use kiln_graph::{interp, passes, text};
+
+mod common;
+
+fn check(label: &str, src: &str, lists: &[String]) -> (usize, usize) {
+    common::check(label, src, lists, 1e-5)
+}
 
 /// The filetests written for the fusion passes.
 const PREFIXES: &[&str] = &[
@@ -20,74 +24,9 @@ const PREFIXES: &[&str] = &[
     "fusion_multi_edge",
 ];
 
-fn seeded_inputs(g: &Graph) -> Vec<Tensor> {
-    g.inputs()
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| {
-            let ty = g.value(v).ty.clone().expect("typed input");
-            let c = Const::random(ty, 100 + i as u64, -2.0, 2.0);
-            (*c.value.expect("random data")).clone()
-        })
-        .collect()
-}
-
-fn assert_close(label: &str, got: &[Tensor], want: &[Tensor]) {
-    assert_eq!(got.len(), want.len(), "{label}: output count");
-    for (k, (a, b)) in got.iter().zip(want).enumerate() {
-        assert_eq!(a.ty(), b.ty(), "{label}: output {k} type");
-        let (a, b) = (a.to_f64_vec(), b.to_f64_vec());
-        let scale = b.iter().fold(1e-30f64, |m, v| m.max(v.abs()));
-        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-            let err = (x - y).abs() / scale;
-            assert!(
-                err <= 1e-5,
-                "{label}: output {k} element {i}: {x} vs unfused {y} (rel {err:.2e})"
-            );
-        }
-    }
-}
-
-/// Runs `pipelines` on the graph in `src` and compares the interpreter before and after;
-/// returns the op count before and after. The passes report `changed` exactly: a second
-/// run changes nothing and says so, and a run that reports no change left the IR as it was.
-fn check(label: &str, src: &str, pipelines: &[String]) -> (usize, usize) {
-    let before = text::parse(src).unwrap_or_else(|e| panic!("{label}: {e}"));
-    let mut after = before.clone();
-    let registry = passes::registry();
-    let run = |g: &mut Graph| {
-        let mut changed = false;
-        for list in pipelines {
-            let mut pm = PassManager::new(registry.parse(list).unwrap());
-            changed |= pm.run(g).unwrap_or_else(|e| panic!("{label}: {list}: {e}"));
-        }
-        changed
-    };
-    let changed = run(&mut after);
-    if !changed {
-        assert_eq!(
-            text::print(&after),
-            text::print(&before),
-            "{label}: unreported change"
-        );
-    }
-    let printed = text::print(&after);
-    assert!(!run(&mut after), "{label}: a second run reported a change");
-    assert_eq!(
-        text::print(&after),
-        printed,
-        "{label}: a second run changed the IR"
-    );
-    let ins = seeded_inputs(&before);
-    let want = interp::run(&before, &ins).unwrap_or_else(|e| panic!("{label}: {e}"));
-    let got = interp::run(&after, &ins).unwrap_or_else(|e| panic!("{label}: fused: {e}"));
-    assert_close(label, &got, &want);
-    (before.node_count(), after.node_count())
-}
-
 #[test]
 fn fusion_filetests_keep_semantics() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/filetests/graph");
+    let dir = common::filetest_dir();
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .flatten()
@@ -105,11 +44,7 @@ fn fusion_filetests_keep_semantics() {
     );
     for f in &files {
         let src = std::fs::read_to_string(f).unwrap();
-        let runs: Vec<String> = src
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("// RUN:"))
-            .map(|l| l.trim().to_string())
-            .collect();
+        let runs = common::run_lines(&src);
         let label = f.file_name().unwrap().to_string_lossy();
         let (b, a) = check(&label, &src, &runs);
         println!("{label}: {b} → {a} ops");
@@ -187,7 +122,7 @@ fn swish_and_gelu_fuse_exactly() {
     PassManager::new(passes::registry().parse(ALL).unwrap())
         .run(&mut g1)
         .unwrap();
-    let ins = seeded_inputs(&g0);
+    let ins = common::seeded_inputs(&g0, 100);
     // The fused activation uses the same f64 expression as the op: bit-identical.
     assert_eq!(
         interp::run(&g0, &ins).unwrap(),

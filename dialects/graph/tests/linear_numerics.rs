@@ -4,10 +4,11 @@
 //! before and after the passes on seeded inputs, agreeing within 1e-5 relative to the
 //! largest output magnitude. A second run of the passes must change nothing.
 
-use kiln_core::{PassManager, Tensor};
-use kiln_graph::ops::Const;
-use kiln_graph::{Graph, interp, passes, text};
-use std::path::Path;
+mod common;
+
+fn check(label: &str, src: &str, lists: &[String]) -> (usize, usize) {
+    common::check(label, src, lists, 1e-5)
+}
 
 const FILES: &[&str] = &[
     "merge_linear.kir",
@@ -17,79 +18,12 @@ const FILES: &[&str] = &[
     "fuse_horizontal_geometry.kir",
 ];
 
-fn seeded_inputs(g: &Graph) -> Vec<Tensor> {
-    g.inputs()
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| {
-            let ty = g.value(v).ty.clone().expect("typed input");
-            let c = Const::random(ty, 200 + i as u64, -2.0, 2.0);
-            (*c.value.expect("random data")).clone()
-        })
-        .collect()
-}
-
-fn run_passes(label: &str, g: &mut Graph, pipelines: &[String]) -> bool {
-    let registry = passes::registry();
-    let mut changed = false;
-    for list in pipelines {
-        let mut pm = PassManager::new(registry.parse(list).unwrap());
-        changed |= pm.run(g).unwrap_or_else(|e| panic!("{label}: {list}: {e}"));
-    }
-    changed
-}
-
-/// Runs the pipelines and compares outputs; returns the op counts before and after.
-fn check(label: &str, src: &str, pipelines: &[String]) -> (usize, usize) {
-    let before = text::parse(src).unwrap_or_else(|e| panic!("{label}: {e}"));
-    let mut after = before.clone();
-    let changed = run_passes(label, &mut after, pipelines);
-    if !changed {
-        assert_eq!(
-            text::print(&after),
-            text::print(&before),
-            "{label}: unreported change"
-        );
-    }
-    let printed = text::print(&after);
-    assert!(
-        !run_passes(label, &mut after, pipelines),
-        "{label}: a second run reported a change"
-    );
-    assert_eq!(
-        text::print(&after),
-        printed,
-        "{label}: second run changed IR"
-    );
-    let ins = seeded_inputs(&before);
-    let want = interp::run(&before, &ins).unwrap_or_else(|e| panic!("{label}: {e}"));
-    let got = interp::run(&after, &ins).unwrap_or_else(|e| panic!("{label}: after: {e}"));
-    assert_eq!(got.len(), want.len(), "{label}: output count");
-    for (k, (a, b)) in got.iter().zip(&want).enumerate() {
-        assert_eq!(a.ty(), b.ty(), "{label}: output {k} type");
-        let (a, b) = (a.to_f64_vec(), b.to_f64_vec());
-        let scale = b.iter().fold(1e-30f64, |m, v| m.max(v.abs()));
-        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-            let err = (x - y).abs() / scale;
-            assert!(
-                err <= 1e-5,
-                "{label}: output {k} element {i}: {x} vs {y} (rel {err:.2e})"
-            );
-        }
-    }
-    (before.node_count(), after.node_count())
-}
-
 #[test]
 fn linear_filetests_keep_semantics() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/filetests/graph");
+    let dir = common::filetest_dir();
     for name in FILES {
         let src = std::fs::read_to_string(dir.join(name)).unwrap();
-        let runs: Vec<String> = src
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("// RUN:"))
-            .map(|l| l.trim().to_string())
-            .collect();
+        let runs = common::run_lines(&src);
         let (b, a) = check(name, &src, &runs);
         println!("{name}: {b} → {a} ops");
         if name.contains("two_uses") || name.contains("geometry") {
