@@ -60,9 +60,13 @@ pub fn stats(g: &Graph) -> Stats {
 
 pub fn run(a: InfoArgs) -> anyhow::Result<()> {
     let mut g = a.model.load()?;
+    // layout: begin
+    // Pass statistics (e.g. the conversions graph.layout inserted) of the pipeline run.
+    let mut pass_stats = Vec::new();
     if let Some(p) = &a.pipeline {
-        super::run_pipeline(&mut g, p, Default::default())?;
+        pass_stats = super::run_pipeline(&mut g, p, Default::default())?.statistics();
     }
+    // layout: end
     let s = stats(&g);
     let io = |vals: &[kiln_graph::Value]| -> Vec<serde_json::Value> {
         vals.iter()
@@ -83,6 +87,14 @@ pub fn run(a: InfoArgs) -> anyhow::Result<()> {
             "ops": s.ops, "op_count": op_count, "params": s.params, "flops": s.flops,
             "inputs": io(g.inputs()), "outputs": io(g.outputs()),
         });
+        // layout: begin
+        if !pass_stats.is_empty() {
+            j["pass_statistics"] = pass_stats
+                .iter()
+                .map(|(p, name, v)| json!({"pass": p, "name": name, "value": v}))
+                .collect();
+        }
+        // layout: end
         if let Some(m) = memory {
             j["memory"] = json!({
                 "naive_bytes": m.naive_bytes,
@@ -116,6 +128,14 @@ pub fn run(a: InfoArgs) -> anyhow::Result<()> {
     for (name, n) in hist {
         println!("  {n:>6}  {name}");
     }
+    // layout: begin
+    if !pass_stats.is_empty() {
+        println!("pass statistics:");
+        for (p, name, v) in &pass_stats {
+            println!("  {v:>6}  {p}: {name}");
+        }
+    }
+    // layout: end
     if let Some(m) = memory {
         let pct = |a: usize, b: usize| {
             if b == 0 {

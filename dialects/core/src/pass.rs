@@ -20,7 +20,39 @@ pub trait Ir {
 pub trait Pass<I: Ir> {
     fn name(&self) -> &'static str;
     fn run(&mut self, ir: &mut I) -> Result<bool>;
+    // layout: begin
+    /// Named counters the pass accumulated over its runs (MLIR's pass statistics, such as
+    /// the conversions `graph.layout` inserted); most passes have none.
+    fn statistics(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
+    /// `(pass, counter, value)` for this pass and any passes it runs (a fixed-point
+    /// pipeline reports its inner passes').
+    fn nested_statistics(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let name = self.name();
+        self.statistics()
+            .into_iter()
+            .map(|(s, v)| (name, s, v))
+            .collect()
+    }
+    // layout: end
 }
+
+// layout: begin
+/// Adds `(pass, counter, value)` rows into `acc`, summing rows with the same pass and
+/// counter (one pass may appear several times in a pipeline).
+fn merge_statistics(
+    acc: &mut Vec<(&'static str, &'static str, u64)>,
+    rows: Vec<(&'static str, &'static str, u64)>,
+) {
+    for (p, s, v) in rows {
+        match acc.iter_mut().find(|r| r.0 == p && r.1 == s) {
+            Some(r) => r.2 += v,
+            None => acc.push((p, s, v)),
+        }
+    }
+}
+// layout: end
 
 type PassCtor<I> = fn() -> Box<dyn Pass<I>>;
 
@@ -179,6 +211,15 @@ impl<I: Ir> Pass<I> for FixedPoint<I> {
             ),
         ))
     }
+    // layout: begin
+    fn nested_statistics(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let mut acc = Vec::new();
+        for p in &self.passes {
+            merge_statistics(&mut acc, p.nested_statistics());
+        }
+        acc
+    }
+    // layout: end
 }
 
 /// Instrumentation switches, mirroring `mlir-opt`'s.
@@ -254,7 +295,19 @@ impl<I: Ir> PassManager<I> {
         Ok(any)
     }
 
-    /// The `--time-passes` report: one line per pass, slowest first, then the total.
+    // layout: begin
+    /// Every pass's statistics, `(pass, counter, value)`, summed over repeated passes.
+    pub fn statistics(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let mut acc = Vec::new();
+        for p in &self.passes {
+            merge_statistics(&mut acc, p.nested_statistics());
+        }
+        acc
+    }
+    // layout: end
+
+    /// The `--time-passes` report: one line per pass, slowest first, then the total, then
+    /// the pass statistics if any pass keeps some.
     pub fn timing_report(&self) -> String {
         let mut rows: Vec<(&str, Duration, usize)> = Vec::new();
         for t in &self.timings {
@@ -283,6 +336,15 @@ impl<I: Ir> PassManager<I> {
             );
         }
         let _ = writeln!(s, "{:>10.3} ms 100.0%  total", total.as_secs_f64() * 1e3);
+        // layout: begin
+        let stats = self.statistics();
+        if !stats.is_empty() {
+            s.push_str("===- pass statistics -===\n");
+            for (p, name, v) in stats {
+                let _ = writeln!(s, "{v:>10}  {p}: {name}");
+            }
+        }
+        // layout: end
         s
     }
 }
@@ -399,6 +461,42 @@ mod tests {
         assert_eq!(err.kind, ErrorKind::Verify);
         assert!(err.message.contains("after pass inc"));
     }
+
+    // layout: begin
+    struct Counted(u64);
+    impl Pass<Counter> for Counted {
+        fn name(&self) -> &'static str {
+            "counted"
+        }
+        fn run(&mut self, ir: &mut Counter) -> Result<bool> {
+            if ir.0 >= 4 {
+                return Ok(false);
+            }
+            ir.0 += 1;
+            self.0 += 2;
+            Ok(true)
+        }
+        fn statistics(&self) -> Vec<(&'static str, u64)> {
+            vec![("twice the increments", self.0)]
+        }
+    }
+
+    #[test]
+    fn statistics_sum_over_runs_and_nested_pipelines() {
+        let mut r = registry();
+        r.register("counted", "counts", || Box::new(Counted(0)));
+        r.register_fixed_point("count-up", "counted to a fixed point", "counted");
+        let mut pm = PassManager::new(r.parse("count-up,counted,nop").unwrap());
+        pm.run(&mut Counter(0)).unwrap();
+        assert_eq!(
+            pm.statistics(),
+            vec![("counted", "twice the increments", 8)]
+        );
+        assert!(pm.timing_report().contains("counted: twice the increments"));
+        let pm = PassManager::new(r.parse("nop").unwrap());
+        assert!(!pm.timing_report().contains("statistics"));
+    }
+    // layout: end
 
     #[test]
     fn fixed_point_pipelines_repeat_until_nothing_changes() {

@@ -107,7 +107,7 @@ const SAMPLES: &[(&str, &str)] = &[
     ("eltwise_sum", "{coeffs=[0.5,-2.0,1.0]}"),
     (
         "conv",
-        r#"{kernel_shape=[3,3], strides=[2,2], pads=[1,1,1,1], dilations=[1,2], group=2}"#,
+        r#"{kernel_shape=[3,3], strides=[2,2], pads=[1,1,1,1], dilations=[1,2], group=2, layout="nhwc"}"#,
     ),
     (
         "conv_transpose",
@@ -125,12 +125,22 @@ const SAMPLES: &[(&str, &str)] = &[
         "max_pool",
         "{kernel_shape=[3,3], strides=[2,2], ceil_mode=1}",
     ),
-    ("average_pool", "{kernel_shape=[2,2], count_include_pad=1}"),
+    (
+        "average_pool",
+        r#"{kernel_shape=[2,2], count_include_pad=1, layout="nhwc"}"#,
+    ),
     ("lp_pool", "{kernel_shape=[2,2], p=3}"),
-    ("batch_normalization", "{epsilon=0.001, momentum=0.99}"),
+    (
+        "batch_normalization",
+        r#"{epsilon=0.001, momentum=0.99, layout="nhwc"}"#,
+    ),
     ("instance_normalization", "{epsilon=1e-6}"),
     ("layer_normalization", "{axis=-2, epsilon=1e-12}"),
-    ("lrn", "{alpha=0.0002, beta=0.5, bias=2.0, size=5}"),
+    (
+        "lrn",
+        r#"{alpha=0.0002, beta=0.5, bias=2.0, size=5, layout="nhwc"}"#,
+    ),
+    ("global_max_pool", r#"{layout="nhwc"}"#),
     ("softmax", "{axis=0}"),
     ("reduce_mean", "{keepdims=0, noop_with_empty_axes=1}"),
     ("arg_max", "{axis=-1, keepdims=0, select_last_index=1}"),

@@ -1,8 +1,10 @@
 //! Memory planning: where every intermediate tensor lives in one arena.
 //!
-//! The plan is computed over the schedule the interpreter and code generators use
-//! ([`Graph::topo_order`]); step `s` is the `s`-th op of that order, constants included
-//! (they take a step but no arena space, because their data is part of the weights).
+//! The plan is computed over a schedule that the planner chooses and records in
+//! [`MemoryPlan::order`] — [`Graph::topo_order`] or, when it needs a smaller arena, the
+//! memory-aware order of [`schedule`]; executors must run the plan's order. Step `s` is the
+//! `s`-th op of that order, constants included (they take a step but no arena space,
+//! because their data is part of the weights).
 //!
 //! * **Liveness** ([`liveness`]): each intermediate tensor is live from the step of its
 //!   producer to the step of its last reader, both inclusive — an op reads its operands
@@ -10,6 +12,10 @@
 //! * **In-place** ([`in_place_operands`]): an element-wise op (or a view such as a reshape)
 //!   may write its result over an operand that dies at that op. The result then *is* the
 //!   operand's buffer; chains (`relu → sigmoid → reshape`) share one buffer.
+//!   A channels-last LRN, whose result row (one pixel's channels) depends on that row
+//!   only, may too: its kernel buffers one row before writing it ([`InPlace::Rows`]).
+//! * **Schedule** ([`schedule`]): besides the topological order, a memory-aware order that
+//!   finishes a started branch before the next; the plan keeps whichever needs less.
 //! * **Arena offsets** ([`plan`]): buffers (in-place groups) are placed greedily by size —
 //!   largest first, each at the lowest 64-byte aligned offset that does not collide with an
 //!   already placed buffer whose lifetime overlaps (TFLite's / onnxruntime's "greedy by
@@ -26,12 +32,14 @@
 pub mod check;
 pub mod liveness;
 pub mod plan;
+pub mod schedule;
 #[cfg(test)]
 mod tests;
 
 pub use check::check;
 pub use liveness::{Liveness, TensorLife};
-pub use plan::{Buffer, MemoryPlan, Placement, plan};
+pub use plan::{Buffer, MemoryPlan, Placement, plan, plan_with_order};
+pub use schedule::memory_aware_order;
 
 use crate::ops::{BinaryKind, Op, UnaryKind};
 
@@ -59,7 +67,18 @@ pub enum InPlace {
     /// The result has the operand's bytes, reinterpreted (reshape, flatten, identity):
     /// it needs the same byte size only.
     View,
+    // layout: begin
+    /// The tensor is a sequence of contiguous rows and result row `r` depends on operand
+    /// row `r` only (a channels-last LRN: one pixel's channels). A kernel reads a row into
+    /// a scratch buffer of one row before writing it, so it may overwrite an operand of the
+    /// same shape and element size, like an element-wise op.
+    Rows(&'static [usize]),
+    // layout: end
 }
+
+/// Operand indices 0..16: element-wise ops with a variable operand count (eltwise_sum)
+/// may write over any of them (operands past the list are simply never chosen).
+const EVERY_OPERAND: [usize; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
 
 /// Which operands `op` may overwrite with its result, in order of preference.
 ///
@@ -93,12 +112,19 @@ pub fn in_place_operands(op: &Op) -> Option<InPlace> {
             | BinaryKind::Xor => Elementwise(&[0, 1]),
         },
         Op::Where(_) => Elementwise(&[1, 2, 0]),
+        // Σ cᵢ·xᵢ reads element i of every operand to write element i.
+        Op::EltwiseSum(_) => Elementwise(&EVERY_OPERAND),
         Op::Reshape(_) | Op::Flatten(_) | Op::Squeeze(_) | Op::Unsqueeze(_) => View,
         // A compute op's fused residual input (operand 3, `ops::activation::RESIDUAL`) is
         // read element by element in the epilogue `act(W∗X + B + Y)`, so the result may
         // take its buffer — onnxruntime's FusedConv declares the same (`MayInplace(3, 0)`).
         // Kernels honour it by accumulating onto Y. Without a residual nothing matches.
         Op::Conv(_) | Op::ConvTranspose(_) | Op::Gemm(_) | Op::MatMul(_) => Elementwise(&[3]),
+        // layout: begin
+        // Channels-last LRN normalises each pixel's contiguous channel row by a window of
+        // that same row. Channels first, the window spans planes, so it stays out of place.
+        Op::Lrn(l) if l.layout.is_nhwc() => Rows(&[0]),
+        // layout: end
         _ => return None,
     })
 }
@@ -124,7 +150,7 @@ pub fn in_place_fits(
     };
     let (allowed, fits): (&[usize], bool) = match in_place_operands(op) {
         Some(InPlace::View) => (&[0], inp.size_bytes() == out.size_bytes()),
-        Some(InPlace::Elementwise(ks)) => (
+        Some(InPlace::Elementwise(ks)) | Some(InPlace::Rows(ks)) => (
             ks,
             inp.shape == out.shape && inp.dtype.size_bytes() == out.dtype.size_bytes(),
         ),

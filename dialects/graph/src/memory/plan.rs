@@ -66,9 +66,22 @@ impl MemoryPlan {
     }
 }
 
-/// Plans `g` over [`Graph::topo_order`]: in-place groups, then greedy arena placement.
+/// Plans `g`: in-place groups, then greedy arena placement, over two schedules —
+/// [`Graph::topo_order`] and the memory-aware order of [`super::schedule`] — keeping the
+/// smaller arena (the topological order on a tie). Executors must run the plan's `order`.
 pub fn plan(g: &Graph) -> Result<MemoryPlan> {
-    let live = Liveness::compute(g)?;
+    let by_topo = plan_with_order(g, g.topo_order()?)?;
+    let by_memory = plan_with_order(g, super::schedule::memory_aware_order(g)?)?;
+    Ok(if by_memory.arena_bytes < by_topo.arena_bytes {
+        by_memory
+    } else {
+        by_topo
+    })
+}
+
+/// Plans `g` over a given topological schedule.
+pub fn plan_with_order(g: &Graph, order: Vec<NodeId>) -> Result<MemoryPlan> {
+    let live = Liveness::with_order(g, order)?;
     let (mut buffers, buffer_of, in_place) = group_in_place(g, &live)?;
     let lower_bound_bytes = peak_live_bytes(&buffers, live.steps());
 

@@ -245,3 +245,26 @@ fn in_place_table() {
     let mul = crate::Op::from_attrs("mul", kiln_core::Attrs::new()).unwrap();
     assert!(in_place_fits(&mul, &[Some(a), Some(a)], 1, &t, &t));
 }
+
+#[test]
+fn channels_last_lrn_runs_in_place_channels_first_does_not() {
+    let src = |layout: &str| {
+        format!(
+            "graph @lrn(%x: f32[1,8,8,16]) -> (f32[1,4,4,16]) {{
+              %r = graph.relu(%x) : f32[1,8,8,16]
+              %l = graph.lrn(%r) {{size=5{layout}}} : f32[1,8,8,16]
+              %p = graph.max_pool(%l) {{kernel_shape=[2,2], strides=[2,2]{layout}}} : f32[1,4,4,16]
+              return %p
+            }}"
+        )
+    };
+    let (g, p) = planned(&src(", layout=\"nhwc\""));
+    assert_eq!(pairs(&g, &p), vec![("r".into(), "l".into())]);
+    assert_eq!(p.arena_bytes, 4 * KIB);
+    let (_, p) = planned(&src(""));
+    assert!(
+        p.in_place.is_empty(),
+        "a channels-first LRN reads across planes"
+    );
+    assert_eq!(p.arena_bytes, 8 * KIB);
+}

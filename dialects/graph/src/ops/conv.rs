@@ -8,6 +8,7 @@
 use super::activation::{
     Activation, RESIDUAL, SLOPE, apply_epilogue, check_epilogue, epilogue_flops,
 };
+use super::channel_layout::Layout;
 use super::spatial::{AutoPad, Geometry, Window};
 use super::util::{arg, opt_arg};
 use super::{InferInputs, OpDef};
@@ -93,11 +94,16 @@ fn contiguous<T: Clone>(a: &ArrayD<T>) -> ndarray::CowArray<'_, T, IxDyn> {
 /// `conv(X, W, B?, Y?, slope?) {act}`: W is `[M, C/group, k…]`. Y (a residual broadcast
 /// to the result) and the fused activation form the epilogue `act(W∗X + B + Y)`; the slope
 /// is operand 4 for `act="prelu"` (see [`super::activation`]).
+///
+/// With `layout="nhwc"` X, Y and the result are channels last (`[N, D…, C]`) and the slope
+/// broadcasts to that result; W keeps its `[M, C/group, k…]` meaning (kernels pack weights
+/// for their own loops anyway), see [`Layout`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Conv {
     pub window: Window,
     pub group: usize,
     pub act: Activation,
+    pub layout: Layout,
 }
 
 /// Resolved convolution sizes.
@@ -235,6 +241,7 @@ impl OpDef for Conv {
             window: Window::read(r)?,
             group: read_group(r)?,
             act: Activation::read(r)?,
+            layout: Layout::read(r)?,
         })
     }
     fn attrs(&self) -> Attrs {
@@ -242,22 +249,26 @@ impl OpDef for Conv {
             .window
             .write(Attrs::new())
             .int("group", self.group as i64, 1);
-        self.act.write(a)
+        self.layout.write(self.act.write(a))
     }
     fn infer(&self, ins: InferInputs) -> Result<Vec<TensorType>> {
         let (x, w, b) = (ins.ty(0)?, ins.ty(1)?, ins.opt(2).map(|b| b.ty));
+        let x = &self.layout.to_nchw_type(x);
         check_operands("conv", x, w, b)?;
         let p = self.plan(&Operands {
             x: &x.shape,
             w: &w.shape,
             b: b.map(|b| &b.shape[..]),
         })?;
-        let out = TensorType::new(x.dtype, Conv::out_shape(&p));
+        let out = self
+            .layout
+            .from_nchw_type(&TensorType::new(x.dtype, Conv::out_shape(&p)));
         epilogue_types("conv", &self.act, &out, &ins)?;
         Ok(vec![out])
     }
     fn eval(&self, ins: &[Option<&Tensor>], _: usize) -> Result<Vec<Tensor>> {
         let (x, w, b) = (arg(ins, 0)?, arg(ins, 1)?, opt_arg(ins, 2));
+        let x = &*self.layout.to_nchw(x);
         check_operands("conv", &x.ty(), &w.ty(), b.map(|b| b.ty()).as_ref())?;
         let p = self.plan(&Operands {
             x: x.shape(),
@@ -265,6 +276,7 @@ impl OpDef for Conv {
             b: b.map(|b| b.shape()),
         })?;
         let out = float_conv!("conv", x, w, b, |xa, wa, ba| conv_kernel(&p, xa, wa, ba));
+        let out = self.layout.from_nchw(out);
         let (y, slope) = (opt_arg(ins, RESIDUAL), opt_arg(ins, SLOPE));
         check_epilogue(
             "conv",

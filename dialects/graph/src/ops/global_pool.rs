@@ -1,6 +1,7 @@
 //! Global pooling: `global_average_pool`, `global_max_pool` and `global_lp_pool` reduce
 //! every spatial position of each (image, channel) plane: `[N, C, D…]` → `[N, C, 1…]`.
 
+use super::channel_layout::Layout;
 use super::pool::{FLOAT_TYPES, MAX_TYPES, check_input, max_of, pow_abs, read_p, root};
 use super::spatial::DimWindow;
 use super::util::arg;
@@ -17,10 +18,12 @@ pub enum GlobalPoolKind {
     Lp(i64),
 }
 
-/// `global_average_pool(X)`, `global_max_pool(X)`, `global_lp_pool(X) {p}`.
+/// `global_average_pool(X)`, `global_max_pool(X)`, `global_lp_pool(X) {p}`, each with
+/// an optional `layout` (channels-last X and result, see [`Layout`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GlobalPool {
     pub kind: GlobalPoolKind,
+    pub layout: Layout,
 }
 
 impl GlobalPool {
@@ -97,19 +100,24 @@ impl OpDef for GlobalPool {
             "global_lp_pool" => GlobalPoolKind::Lp(read_p(r)?),
             _ => GlobalPoolKind::Average,
         };
-        Ok(GlobalPool { kind })
+        Ok(GlobalPool {
+            kind,
+            layout: Layout::read(r)?,
+        })
     }
     fn attrs(&self) -> Attrs {
-        match self.kind {
+        let a = match self.kind {
             GlobalPoolKind::Lp(p) => Attrs::new().int("p", p, 2),
             _ => Attrs::new(),
-        }
+        };
+        self.layout.write(a)
     }
     fn infer(&self, ins: InferInputs) -> Result<Vec<TensorType>> {
-        Ok(vec![self.out_type(ins.ty(0)?)?])
+        let x = self.layout.to_nchw_type(ins.ty(0)?);
+        Ok(vec![self.layout.from_nchw_type(&self.out_type(&x)?)])
     }
     fn eval(&self, ins: &[Option<&Tensor>], _: usize) -> Result<Vec<Tensor>> {
-        let x = arg(ins, 0)?;
+        let x = &*self.layout.to_nchw(arg(ins, 0)?);
         let shape = self.out_type(&x.ty())?.shape;
         let y = match x {
             Tensor::F32(a) => global_kernel(a, self.kind, &shape),
@@ -123,7 +131,7 @@ impl OpDef for GlobalPool {
                 t.dtype()
             ),
         };
-        Ok(vec![y])
+        Ok(vec![self.layout.from_nchw(y)])
     }
     fn flops(&self, ins: &[Option<&TensorType>], _: &[TensorType]) -> u64 {
         ins.first()

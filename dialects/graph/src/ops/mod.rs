@@ -14,6 +14,7 @@ use kiln_core::{AttrReader, Attrs, Error, ErrorKind, Result, Tensor, TensorType}
 
 pub mod activation;
 pub mod binary;
+pub mod channel_layout;
 pub mod constant;
 pub mod conv;
 pub mod eltwise_sum;
@@ -38,6 +39,7 @@ pub mod space;
 
 pub use activation::Activation;
 pub use binary::{Binary, BinaryKind, PRelu, Where};
+pub use channel_layout::Layout;
 pub use constant::{Const, ConstSource, ConstantOfShape};
 pub use conv::{Conv, ConvTranspose};
 pub use eltwise_sum::EltwiseSum;

@@ -5,6 +5,7 @@
 //! elements then stay well inside the 1e-6 relative agreement the interpreter promises,
 //! whatever order onnxruntime sums in.
 
+use super::channel_layout::Layout;
 use super::util::{arg, broadcast_shapes, norm_axis, opt_arg};
 use super::{InferInputs, OpDef};
 use kiln_core::{AttrReader, Attrs, DType, Result, Tensor, TensorType, bail, ensure};
@@ -66,11 +67,13 @@ fn channel_values(ins: &[Option<&Tensor>], i: usize, what: &str, c: usize) -> Re
 
 /// `batch_normalization(X, scale, B, input_mean, input_var) {epsilon, momentum}`, per
 /// channel on axis 1: `(x - mean) / sqrt(var + epsilon) * scale + B`. Only the inference
-/// form exists; `momentum` is kept so imported models print back unchanged.
+/// form exists; `momentum` is kept so imported models print back unchanged. With
+/// `layout="nhwc"` the channel axis of X and the result is the last one (see [`Layout`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BatchNormalization {
     pub epsilon: f32,
     pub momentum: f32,
+    pub layout: Layout,
 }
 
 const BN_PARAMS: [(usize, &str); 4] = [(1, "scale"), (2, "B"), (3, "input_mean"), (4, "input_var")];
@@ -92,12 +95,15 @@ impl OpDef for BatchNormalization {
         Ok(BatchNormalization {
             epsilon: r.float("epsilon", 1e-5)?,
             momentum: r.float("momentum", 0.9)?,
+            layout: Layout::read(r)?,
         })
     }
     fn attrs(&self) -> Attrs {
-        Attrs::new()
-            .float("epsilon", self.epsilon, 1e-5)
-            .float("momentum", self.momentum, 0.9)
+        let a =
+            Attrs::new()
+                .float("epsilon", self.epsilon, 1e-5)
+                .float("momentum", self.momentum, 0.9);
+        self.layout.write(a)
     }
     fn infer(&self, ins: InferInputs) -> Result<Vec<TensorType>> {
         ensure!(
@@ -109,11 +115,11 @@ impl OpDef for BatchNormalization {
         let x = ins.ty(0)?;
         require_float(x, "batch_normalization")?;
         ensure!(
-            x.rank() >= 2,
+            x.rank() >= 2 + self.layout.is_nhwc() as usize,
             Shape,
-            "batch_normalization needs X of rank >= 2 (N, C, ...), got {x}"
+            "batch_normalization needs X of rank >= 2 (N, C, ...; >= 3 channels last), got {x}"
         );
-        check_channel_params(&ins, &BN_PARAMS, x.shape[1])?;
+        check_channel_params(&ins, &BN_PARAMS, self.layout.to_nchw_type(x).shape[1])?;
         Ok(vec![x.clone()])
     }
     fn eval(&self, ins: &[Option<&Tensor>], n_outputs: usize) -> Result<Vec<Tensor>> {
@@ -122,7 +128,12 @@ impl OpDef for BatchNormalization {
             Unsupported,
             "batch_normalization in training mode is not supported"
         );
-        let x = arg(ins, 0)?;
+        ensure!(
+            !self.layout.is_nhwc() || arg(ins, 0)?.shape().len() >= 3,
+            Shape,
+            "batch_normalization with layout=\"nhwc\" needs X of rank >= 3"
+        );
+        let x = &*self.layout.to_nchw(arg(ins, 0)?);
         let shape = x.shape();
         ensure!(
             shape.len() >= 2,
@@ -146,7 +157,11 @@ impl OpDef for BatchNormalization {
                 chunk.iter_mut().for_each(|e| *e = (*e - mc) * kc + bc);
             }
         }
-        Ok(vec![float_tensor(x.dtype(), shape, v)?])
+        Ok(vec![self.layout.from_nchw(float_tensor(
+            x.dtype(),
+            shape,
+            v,
+        )?)])
     }
     fn flops(&self, _: &[Option<&TensorType>], outs: &[TensorType]) -> u64 {
         2 * outs[0].numel() as u64
@@ -380,12 +395,14 @@ impl OpDef for LayerNormalization {
 /// `lrn(X) {alpha, beta, bias, size}`: local response normalisation across channels,
 /// `x / (bias + alpha / size * Σ x²)^beta` with the sum over channels
 /// `c - floor((size-1)/2) ..= c + ceil((size-1)/2)` (clipped to the tensor).
+/// With `layout="nhwc"` the channels are X's last axis (see [`Layout`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Lrn {
     pub alpha: f32,
     pub beta: f32,
     pub bias: f32,
     pub size: i64,
+    pub layout: Layout,
 }
 
 impl OpDef for Lrn {
@@ -407,14 +424,16 @@ impl OpDef for Lrn {
             beta: r.float("beta", 0.75)?,
             bias: r.float("bias", 1.0)?,
             size,
+            layout: Layout::read(r)?,
         })
     }
     fn attrs(&self) -> Attrs {
-        Attrs::new()
+        let a = Attrs::new()
             .float("alpha", self.alpha, 1e-4)
             .float("beta", self.beta, 0.75)
             .float("bias", self.bias, 1.0)
-            .int("size", self.size, 0)
+            .int("size", self.size, 0);
+        self.layout.write(a)
     }
     fn infer(&self, ins: InferInputs) -> Result<Vec<TensorType>> {
         let x = ins.ty(0)?;
@@ -427,7 +446,7 @@ impl OpDef for Lrn {
         Ok(vec![x.clone()])
     }
     fn eval(&self, ins: &[Option<&Tensor>], _: usize) -> Result<Vec<Tensor>> {
-        let x = arg(ins, 0)?;
+        let x = &*self.layout.to_nchw(arg(ins, 0)?);
         let shape = x.shape();
         ensure!(
             shape.len() >= 3,
@@ -461,7 +480,11 @@ impl OpDef for Lrn {
                 }
             }
         }
-        Ok(vec![float_tensor(x.dtype(), shape, out)?])
+        Ok(vec![self.layout.from_nchw(float_tensor(
+            x.dtype(),
+            shape,
+            out,
+        )?)])
     }
     fn flops(&self, _: &[Option<&TensorType>], outs: &[TensorType]) -> u64 {
         (2 * self.size.max(1) as u64 + 4) * outs[0].numel() as u64

@@ -5,6 +5,7 @@
 //! cover (see [`Geometry::pool_windows`]), so padding never has to be materialised and
 //! max pooling ignores it exactly as onnxruntime does.
 
+use super::channel_layout::Layout;
 use super::spatial::{DimWindow, Geometry, Window, row_major_strides};
 use super::util::arg;
 use super::{InferInputs, OpDef};
@@ -130,13 +131,16 @@ pub(super) fn max_of<T: Element + PartialOrd>(
 }
 
 /// `max_pool(X) {kernel_shape, strides, pads, dilations, auto_pad, ceil_mode,
-/// storage_order}`, with an optional second result: the flat index of each maximum.
+/// storage_order, layout}`, with an optional second result: the flat index of each
+/// maximum. Indices count positions of the channels-first input, so a channels-last
+/// (`layout="nhwc"`, see [`Layout`]) max_pool has no Indices result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MaxPool {
     pub window: Window,
     pub ceil_mode: bool,
     /// 1 = the Indices result counts column-major within each plane.
     pub storage_order: i64,
+    pub layout: Layout,
 }
 
 pub(super) const MAX_TYPES: &[DType] = &[DType::F32, DType::F64, DType::I8, DType::U8];
@@ -223,16 +227,19 @@ impl OpDef for MaxPool {
             window,
             ceil_mode,
             storage_order,
+            layout: Layout::read(r)?,
         })
     }
     fn attrs(&self) -> Attrs {
-        self.window
+        let a = self
+            .window
             .write(Attrs::new())
             .int("ceil_mode", self.ceil_mode as i64, 0)
-            .int("storage_order", self.storage_order, 0)
+            .int("storage_order", self.storage_order, 0);
+        self.layout.write(a)
     }
     fn infer(&self, ins: InferInputs) -> Result<Vec<TensorType>> {
-        let x = ins.ty(0)?;
+        let x = &self.layout.to_nchw_type(ins.ty(0)?);
         check_input("max_pool", x, MAX_TYPES)?;
         ensure!(
             matches!(ins.n_outputs, 1 | 2),
@@ -240,16 +247,27 @@ impl OpDef for MaxPool {
             "max_pool has 1 or 2 results, not {}",
             ins.n_outputs
         );
+        ensure!(
+            ins.n_outputs == 1 || !self.layout.is_nhwc(),
+            InvalidModel,
+            "max_pool with layout=\"nhwc\" has no Indices result (indices count channels-first positions)"
+        );
         let shape = out_shape(&x.shape, &self.geometry(&x.shape)?.output);
-        let mut out = vec![TensorType::new(x.dtype, shape.clone())];
+        let y = TensorType::new(x.dtype, shape.clone());
+        let mut out = vec![self.layout.from_nchw_type(&y)];
         if ins.n_outputs == 2 {
             out.push(TensorType::new(DType::I64, shape));
         }
         Ok(out)
     }
     fn eval(&self, ins: &[Option<&Tensor>], n_outputs: usize) -> Result<Vec<Tensor>> {
-        let x = arg(ins, 0)?;
+        let x = &*self.layout.to_nchw(arg(ins, 0)?);
         check_input("max_pool", &x.ty(), MAX_TYPES)?;
+        ensure!(
+            n_outputs == 1 || !self.layout.is_nhwc(),
+            InvalidModel,
+            "max_pool with layout=\"nhwc\" has no Indices result"
+        );
         let geo = self.geometry(x.shape())?;
         let want = n_outputs == 2;
         let (y, i) = match x {
@@ -259,7 +277,7 @@ impl OpDef for MaxPool {
             Tensor::U8(a) => max_pool_kernel(a, &geo, self.storage_order, want),
             t => bail!(Type, "max_pool is not defined for {} tensors", t.dtype()),
         };
-        Ok(std::iter::once(y).chain(i).collect())
+        Ok(std::iter::once(self.layout.from_nchw(y)).chain(i).collect())
     }
     fn flops(&self, _: &[Option<&TensorType>], outs: &[TensorType]) -> u64 {
         let k: i64 = self.window.kernel_shape.iter().product();
@@ -277,6 +295,8 @@ pub struct AveragePool {
     /// taps inside the input. Taps beyond the padding that only ceil_mode creates never
     /// count (onnxruntime's rule, which the ONNX reference follows).
     pub count_include_pad: bool,
+    /// See [`Layout`].
+    pub layout: Layout,
 }
 
 pub(super) const FLOAT_TYPES: &[DType] = &[DType::F32, DType::F64];
@@ -346,24 +366,27 @@ impl OpDef for AveragePool {
             window,
             ceil_mode: read_flag(r, "ceil_mode")?,
             count_include_pad: read_flag(r, "count_include_pad")?,
+            layout: Layout::read(r)?,
         })
     }
     fn attrs(&self) -> Attrs {
-        self.window
+        let a = self
+            .window
             .write(Attrs::new())
             .int("ceil_mode", self.ceil_mode as i64, 0)
-            .int("count_include_pad", self.count_include_pad as i64, 0)
+            .int("count_include_pad", self.count_include_pad as i64, 0);
+        self.layout.write(a)
     }
     fn infer(&self, ins: InferInputs) -> Result<Vec<TensorType>> {
-        let x = ins.ty(0)?;
+        let x = &self.layout.to_nchw_type(ins.ty(0)?);
         check_input("average_pool", x, FLOAT_TYPES)?;
-        Ok(vec![TensorType::new(
+        Ok(vec![self.layout.from_nchw_type(&TensorType::new(
             x.dtype,
             out_shape(&x.shape, &self.geometry(&x.shape)?.output),
-        )])
+        ))])
     }
     fn eval(&self, ins: &[Option<&Tensor>], _: usize) -> Result<Vec<Tensor>> {
-        let x = arg(ins, 0)?;
+        let x = &*self.layout.to_nchw(arg(ins, 0)?);
         check_input("average_pool", &x.ty(), FLOAT_TYPES)?;
         let geo = self.geometry(x.shape())?;
         let y = match x {
@@ -375,7 +398,7 @@ impl OpDef for AveragePool {
                 t.dtype()
             ),
         };
-        Ok(vec![y])
+        Ok(vec![self.layout.from_nchw(y)])
     }
     fn flops(&self, _: &[Option<&TensorType>], outs: &[TensorType]) -> u64 {
         let k: i64 = self.window.kernel_shape.iter().product();

@@ -30,7 +30,8 @@ fn bn_affine(g: &Graph, bn: NodeId) -> Option<(Vec<f64>, Vec<f64>)> {
     let Op::BatchNormalization(op) = &node.op else {
         return None;
     };
-    if node.outputs().len() != 1 {
+    // layout: a channels-last BN scales the last axis, which fold_affine does not handle.
+    if node.outputs().len() != 1 || op.layout.is_nhwc() {
         return None;
     }
     let mut p = Vec::with_capacity(4);

@@ -85,7 +85,8 @@ fn axes(g: &Graph, n: NodeId) -> Option<Axes> {
 fn candidate(g: &Graph, n: NodeId) -> Option<(Value, String)> {
     let node = g.node(n);
     let ok_op = match &node.op {
-        Op::Conv(c) => c.group == 1,
+        // layout: the split below cuts channels-first axis 1.
+        Op::Conv(c) => c.group == 1 && !c.layout.is_nhwc(),
         Op::MatMul(_) | Op::Gemm(_) => true,
         _ => false,
     };

@@ -63,6 +63,10 @@ type Foldable = (NodeId, Value, Vec<(i64, i64)>);
 fn foldable(g: &Graph, conv: NodeId) -> Option<Foldable> {
     let node = g.node(conv);
     let Op::Conv(c) = &node.op else { return None };
+    // layout: the pads below are read as channels-first spatial dims.
+    if c.layout.is_nhwc() {
+        return None;
+    }
     if !matches!(c.window.auto_pad, AutoPad::NotSet | AutoPad::Valid) {
         return None;
     }

@@ -157,7 +157,8 @@ fn try_fold(g: &mut Graph, n: NodeId) -> bool {
 
 fn foldable_producer(g: &Graph, p: NodeId) -> bool {
     match g.node(p).op {
-        Op::BatchNormalization(_) => g.node(p).outputs().len() == 1,
+        // layout: channel_axis reads a channels-first BN's axis 1.
+        Op::BatchNormalization(bn) => g.node(p).outputs().len() == 1 && !bn.layout.is_nhwc(),
         _ => bare_compute(g, p),
     }
 }

@@ -111,6 +111,8 @@ pub fn fold_affine(g: &Graph, p: NodeId, scale: &[f64], shift: &[f64]) -> Option
             .collect()
     };
     match &node.op {
+        // layout: per-channel constants of a channels-last conv are not recognised here.
+        Op::Conv(c) if c.layout.is_nhwc() => None,
         Op::Conv(_) => {
             if ws.first() != Some(&m) {
                 return None;

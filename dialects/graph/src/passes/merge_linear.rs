@@ -193,6 +193,10 @@ fn merge_conv(g: &Graph, first: NodeId, second: NodeId) -> Option<Merged> {
     let (Op::Conv(c1), Op::Conv(c2)) = (&g.node(first).op, &g.node(second).op) else {
         return None;
     };
+    // layout: only channels-first pairs, so both read and write one layout.
+    if c1.layout.is_nhwc() || c2.layout.is_nhwc() {
+        return None;
+    }
     let (n1, n2) = (g.node(first), g.node(second));
     let (w1, s1, dt) = const_f64(g, n1.input(1)?)?;
     let (w2, s2, dt2) = const_f64(g, n2.input(1)?)?;

@@ -8,6 +8,10 @@ pub mod fold_arith;
 pub mod fold_constants;
 pub mod fuse_horizontal;
 pub mod infer_shapes;
+// layout: begin
+pub mod layout;
+mod layout_rewrite;
+// layout: end
 pub mod merge_linear;
 
 pub mod fuse_activation;
@@ -49,7 +53,11 @@ pub mod reduce_mean_to_gap;
 /// 5. the residual before the activation: the fused op computes act(W·x + b + Y), so
 ///    Conv→Add→Relu becomes one op, while Conv→Relu→Add keeps its Add (the lecture's point
 ///    that fusion order changes the result);
-/// 6. weighted sums last, so they never take a Mul that a compute op or a pattern wanted.
+/// 6. weighted sums last, so they never take a Mul that a compute op or a pattern wanted;
+/// 7. layout last (`graph.layout`): every fusion above matches channels-first ops (the Pad,
+///    scale-shift, BatchNorm and merge folds decline channels-last convs), so the regions
+///    are laid out only once they are final; in later rounds every conv is already NHWC and
+///    the pass reports no change, so the fixed point is still reached.
 ///
 /// Horizontal fusion (`graph.fuse-horizontal`) is not in the default pipeline: it trades
 /// per-branch activation fusion for one wide op, which pays only when the backend's wide
@@ -59,7 +67,7 @@ graph.fuse-layer-norm,graph.fuse-gelu,graph.fuse-hard-swish,graph.fuse-hard-sigm
 graph.fuse-prelu,graph.reduce-mean-to-gap,\
 graph.fold-arith,graph.fuse-transpose-matmul,\
 graph.fuse-pad,graph.fuse-scale-shift,graph.fuse-batchnorm,graph.fuse-bias,graph.merge-linear,\
-graph.fuse-residual,graph.fuse-activation,graph.fuse-eltwise-sum,graph.dce";
+graph.fuse-residual,graph.fuse-activation,graph.fuse-eltwise-sum,graph.layout,graph.dce";
 
 /// Every graph pass and pipeline, by name.
 pub fn registry() -> PassRegistry<Graph> {
@@ -177,6 +185,13 @@ pub fn registry() -> PassRegistry<Graph> {
         "turn x1*c1 + x2*c2 (+/- ...) with scalar constants into eltwise_sum{coeffs}",
         || Box::new(fuse_eltwise_sum::FuseEltwiseSum),
     );
+    // layout: begin
+    r.register(
+        "graph.layout",
+        "put convolution regions in channels-last (NHWC) layout, converting only at borders",
+        || Box::new(layout::Layout::default()),
+    );
+    // layout: end
     r.register_pipeline("none", "no passes", "");
     r.register_fixed_point(
         "graph-opt",

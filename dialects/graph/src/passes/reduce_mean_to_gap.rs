@@ -77,6 +77,7 @@ fn rewrite(g: &mut Graph, n: NodeId) -> bool {
         return false;
     }
     let op = Op::GlobalPool(GlobalPool {
+        layout: Default::default(),
         kind: GlobalPoolKind::Average,
     });
     replace(g, root, op, vec![Some(x)], &dead);
@@ -92,6 +93,7 @@ fn flattened(g: &mut Graph, n: NodeId, x: Value) -> bool {
         return false;
     }
     let pool = Op::GlobalPool(GlobalPool {
+        layout: Default::default(),
         kind: GlobalPoolKind::Average,
     });
     let name = g.node(n).name.clone();
