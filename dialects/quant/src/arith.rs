@@ -1,0 +1,288 @@
+//! kiln's int8 arithmetic: THE CONTRACT the int8 kernels must match bit for bit.
+//!
+//! Every function here is plain scalar code over integers and f32, in an order the kernels
+//! can mirror exactly. Nothing relies on fused multiply-add: Rust never contracts `a*b + c`,
+//! and kernels must not either (or must prove the result equal).
+//!
+//! **Quantise** (any TQC): `q = clamp(R(x / s) + z, qmin, qmax)` where `x / s` is one f32
+//! division, `R` the TQC's rounding ([`crate::Rounding::round`]) and the add and clamp are
+//! in i64 (so `R` results beyond i32 saturate instead of wrapping). **Dequantise**:
+//! `x̂ = f32(q − z) · s` (the subtraction in i32, one f32 multiply).
+//!
+//! **Compute ops** (Conv, Gemm with alpha = beta = 1 and no transA, MatMul) on kiln-x86:
+//! 1. `acc[c] = Σ (q_x − z_x)·(q_w[c] − z_w[c]) + q_b[c]` exactly, in i32 (the
+//!    simulator computes it in f64, which is exact for these integers: every partial sum
+//!    is below 2^53; [`acc_fits_i32`] is the bound check).
+//! 2. the requantisation multiplier, once per channel: `M[c] = f32(f64(s_x)·f64(s_w[c]) /
+//!    f64(s_y))` (f64 product and quotient, one rounding to f32);
+//! 3. `t = f32(acc) · M[c]` (i32→f32 conversion rounds to nearest even above 2^24, then
+//!    one f32 multiply), `q_y = clamp(R(t) + z_y, lo, hi)`;
+//! 4. a fused Relu is `lo = max(qmin, z_y)`, a fused Clip{a, b} is `lo = max(qmin,
+//!    quantise(a))`, `hi = min(qmax, quantise(b))`: exact, because quantisation is monotone.
+//!    Every other fused activation, a residual operand or a PRelu slope use the **f32
+//!    epilogue**: `v = f32(acc) · f32(f64(s_x)·f64(s_w[c]))` (same f32 conversions),
+//!    `v = v + x̂_residual` (f32 add), `v = f32(act(f64(v)))` (the graph dialect's scalar
+//!    activation in f64), then `q_y = quantise(v)`.
+//!
+//! 5. a result the platform leaves in f32 (kiln-x86's graph outputs: their TQC is FP32)
+//!    is the f32 epilogue's `v` itself, not quantised.
+//!
+//! The bias is quantised with scale `s_b[c] = f32(f64(s_x)·f64(s_w[c]))`, offset 0, 32-bit
+//! range: `q_b = clamp(R(b / s_b[c]), −(2^31−1), 2^31−1)`.
+//!
+//! **Add/Sub** with both inputs quantised: `t = f32(q_a − z_a)·M_a ± f32(q_b − z_b)·M_b`
+//! (two f32 multiplies, then one f32 add or subtract), `M_i = f32(f64(s_i)/f64(s_y))`,
+//! `q_y = clamp(R(t) + z_y)`. **Mul**: `t = f32((q_a − z_a)·(q_b − z_b)) · M`, with the
+//! product in i32 and `M = f32(f64(s_a)·f64(s_b)/f64(s_y))`.
+//!
+//! **Global average pool**: `sum = Σ (q − z_x)` in i32 over the spatial extent `n`,
+//! `t = f32(sum) · M`, `M = f32(f64(s_x)/(f64(s_y)·n))`, `q_y = clamp(R(t) + z_y)`.
+//!
+//! **Lookup tables** (element-wise unary ops):
+//! `table[i] = quantise_y(f(dequantise_x(qmin_x + i)))` for every input code, with `f` the
+//! graph dialect's own fp32 op; then `q_y = table[q_x − qmin_x]`. That equals
+//! fake-quantised fp32 by construction.
+//!
+//! **Passive ops** (MaxPool, Reshape, Transpose, Slice, Pad, Concat of aligned inputs, …)
+//! move codes unchanged; the simulator runs them in f32 on dequantised values, and an
+//! integer path recovers codes from on-grid values with [`recover`] (round to nearest),
+//! which is exact: `round((q − z)·s / s) = q − z` for |q − z| < 2^22 (tested below). With
+//! rounding `Up`, re-quantising on-grid data is *not* the identity, which is why recovery
+//! never uses the TQC's rounding.
+
+use crate::rounding::Rounding;
+
+/// Per-tensor or per-channel quantisation parameters in the form kernels use.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QParams {
+    pub scale: Vec<f32>,
+    pub zero: Vec<i32>,
+    pub qmin: i32,
+    pub qmax: i32,
+    pub rounding: Rounding,
+    /// The channel axis when per-channel.
+    pub axis: Option<usize>,
+}
+
+impl QParams {
+    pub fn per_tensor(s: f32, z: i32, qmin: i32, qmax: i32, rounding: Rounding) -> Self {
+        QParams {
+            scale: vec![s],
+            zero: vec![z],
+            qmin,
+            qmax,
+            rounding,
+            axis: None,
+        }
+    }
+
+    pub fn from_tqc(t: &crate::Tqc) -> Option<Self> {
+        if !t.has_params() {
+            return None;
+        }
+        Some(QParams {
+            scale: t.scale.clone(),
+            zero: t.offset.clone(),
+            qmin: t.quant_min,
+            qmax: t.quant_max,
+            rounding: t.rounding,
+            axis: t.axis,
+        })
+    }
+
+    pub fn s(&self) -> f32 {
+        self.scale[0]
+    }
+
+    pub fn z(&self) -> i32 {
+        self.zero[0]
+    }
+
+    /// Quantises one value with channel `c`'s parameters.
+    pub fn quantize(&self, x: f32, c: usize) -> i32 {
+        quantize(
+            x,
+            self.scale[c],
+            self.zero[c],
+            self.qmin,
+            self.qmax,
+            self.rounding,
+        )
+    }
+}
+
+/// `clamp(R(x / s) + z, qmin, qmax)`; NaN quantises to `z` (it has no code).
+pub fn quantize(x: f32, s: f32, z: i32, qmin: i32, qmax: i32, r: Rounding) -> i32 {
+    let t = r.round(x / s);
+    if t.is_nan() {
+        return z.clamp(qmin, qmax);
+    }
+    // `as i64` saturates ±inf and huge values; the add saturates too.
+    (t as i64)
+        .saturating_add(z as i64)
+        .clamp(qmin as i64, qmax as i64) as i32
+}
+
+/// Recovers the code of a value already on the grid `(q − z)·s`: round to nearest (ties
+/// cannot occur), whatever the TQC's rounding — `Up` (ceil) would turn the
+/// `q − z + ε` that f32 division can give into `q − z + 1`.
+pub fn recover(x: f32, s: f32, z: i32, qmin: i32, qmax: i32) -> i32 {
+    quantize(x, s, z, qmin, qmax, Rounding::HalfEven)
+}
+
+/// `f32(q − z) · s`.
+pub fn dequantize(q: i32, s: f32, z: i32) -> f32 {
+    (q - z) as f32 * s
+}
+
+/// `f32(f64(a)·f64(b)/f64(c))`.
+pub fn multiplier(a: f32, b: f32, c: f32) -> f32 {
+    (a as f64 * b as f64 / c as f64) as f32
+}
+
+/// `f32(f64(a)·f64(b))`: the bias and f32-epilogue scale.
+pub fn product_scale(a: f32, b: f32) -> f32 {
+    (a as f64 * b as f64) as f32
+}
+
+/// Step 3 of the compute-op contract: `clamp(R(f32(acc)·m) + z, lo, hi)`.
+pub fn requantize(acc: i32, m: f32, z: i32, lo: i32, hi: i32, r: Rounding) -> i32 {
+    let t = r.round(acc as f32 * m);
+    (t as i64)
+        .saturating_add(z as i64)
+        .clamp(lo as i64, hi as i64) as i32
+}
+
+/// Add/Sub: `clamp(R(f32(a−za)·ma ± f32(b−zb)·mb) + z)`.
+#[allow(clippy::too_many_arguments)]
+pub fn add(a: i32, za: i32, ma: f32, b: i32, zb: i32, mb: f32, sub: bool, out: &QParams) -> i32 {
+    let (x, y) = ((a - za) as f32 * ma, (b - zb) as f32 * mb);
+    let t = out.rounding.round(if sub { x - y } else { x + y });
+    (t as i64)
+        .saturating_add(out.z() as i64)
+        .clamp(out.qmin as i64, out.qmax as i64) as i32
+}
+
+/// Mul: `clamp(R(f32((a−za)·(b−zb))·m) + z)`.
+pub fn mul(a: i32, za: i32, b: i32, zb: i32, m: f32, out: &QParams) -> i32 {
+    requantize(
+        (a - za) * (b - zb),
+        m,
+        out.z(),
+        out.qmin,
+        out.qmax,
+        out.rounding,
+    )
+}
+
+/// Whether an accumulation of `k` products of `|x| ≤ xmax`, `|w| ≤ wmax` plus a bias of
+/// magnitude `bmax` always fits i32 (the compile-time check kernels rely on).
+pub fn acc_fits_i32(k: usize, xmax: i64, wmax: i64, bmax: i64) -> bool {
+    (k as i128) * (xmax as i128) * (wmax as i128) + bmax as i128 <= i32::MAX as i128
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rounding::ALL;
+
+    #[test]
+    fn quantize_clamps_saturates_and_rounds() {
+        let r = Rounding::HalfEven;
+        assert_eq!(quantize(0.25, 0.1, 128, 0, 255, r), 130, "2.5 ties to even");
+        assert_eq!(quantize(1e30, 0.1, 128, 0, 255, r), 255);
+        assert_eq!(quantize(-1e30, 0.1, 128, 0, 255, r), 0);
+        assert_eq!(quantize(f32::NAN, 0.1, 128, 0, 255, r), 128);
+        assert_eq!(
+            quantize(0.25, 0.1, 0, -127, 127, Rounding::HalfAwayFromZero),
+            3
+        );
+        assert_eq!(
+            quantize(-0.25, 0.1, 0, -127, 127, Rounding::HalfAwayFromZero),
+            -3
+        );
+    }
+
+    #[test]
+    fn requantising_grid_values_is_the_identity() {
+        // What passive ops rely on: dequantise then quantise gives back the code.
+        for &s in &[1e-6f32, 0.0123, 0.1, 3.7, 1234.5] {
+            for z in [0, 3, 128, 255] {
+                for q in 0..=255 {
+                    let x = dequantize(q, s, z);
+                    assert_eq!(recover(x, s, z, 0, 255), q, "s={s} z={z} q={q}");
+                    for r in ALL.into_iter().filter(|&r| r != Rounding::Up) {
+                        assert_eq!(
+                            quantize(x, s, z, 0, 255, r),
+                            q,
+                            "s={s} z={z} q={q} {}",
+                            r.name()
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn quantisation_noise_matches_theory() {
+        // N(0,1) data, symmetric scale max|x|/128: the noise is uniform on [-s/2, s/2]
+        // (variance s²/12) while nothing clips, so noise/signal = s²/12 / E[x²].
+        let mut rng = kiln_core::Rng::new(42);
+        let n = 200_000;
+        let xs: Vec<f32> = (0..n / 2)
+            .flat_map(|_| {
+                // Box–Muller from two uniforms.
+                let (u1, u2) = (rng.uniform(1e-7, 1.0) as f64, rng.uniform(0.0, 1.0) as f64);
+                let r = (-2.0 * u1.ln()).sqrt();
+                let t = 2.0 * std::f64::consts::PI * u2;
+                [(r * t.cos()) as f32, (r * t.sin()) as f32]
+            })
+            .collect();
+        let maxabs = xs.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let s = maxabs / 128.0;
+        let (mut sig, mut noise) = (0f64, 0f64);
+        for &x in &xs {
+            let q = quantize(x, s, 0, -128, 127, Rounding::HalfEven);
+            let e = (dequantize(q, s, 0) - x) as f64;
+            sig += (x as f64).powi(2);
+            noise += e * e;
+        }
+        let measured = noise / sig;
+        let expected = (s as f64).powi(2) / 12.0 / (sig / xs.len() as f64);
+        let rel = (measured - expected).abs() / expected;
+        assert!(
+            rel < 0.03,
+            "noise/signal {measured:.3e} vs expected {expected:.3e}"
+        );
+        // And the textbook figure: about 6.02·8 dB minus the crest-factor penalty.
+        let db = -10.0 * measured.log10();
+        assert!((30.0..45.0).contains(&db), "SNR {db:.1} dB");
+    }
+
+    #[test]
+    fn requantize_and_elementwise_contract() {
+        let out = QParams::per_tensor(0.5, 10, 0, 255, Rounding::HalfEven);
+        assert_eq!(
+            requantize(5, 0.5, 10, 0, 255, Rounding::HalfEven),
+            12,
+            "2.5 → 2"
+        );
+        assert_eq!(
+            requantize(7, 0.5, 10, 0, 255, Rounding::HalfEven),
+            14,
+            "3.5 → 4"
+        );
+        assert_eq!(
+            requantize(-1000, 0.5, 10, 10, 255, Rounding::HalfEven),
+            10,
+            "relu clamp"
+        );
+        // (3-1)*0.5 + (4-2)*0.25 = 1.5 → 2 (even) + 10
+        assert_eq!(add(3, 1, 0.5, 4, 2, 0.25, false, &out), 12);
+        assert_eq!(add(3, 1, 0.5, 4, 2, 0.25, true, &out), 10);
+        assert_eq!(mul(3, 1, 4, 2, 0.25, &out), 11);
+        assert!(acc_fits_i32(3 * 3 * 512, 255, 127, 1 << 20));
+        assert!(!acc_fits_i32(1 << 20, 255, 127, 0));
+    }
+}

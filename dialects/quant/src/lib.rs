@@ -1,0 +1,33 @@
+//! kiln-quant: the quant dialect.
+//!
+//! A quant-dialect unit ([`QuantGraph`]) is a graph-dialect graph plus one tensor
+//! quantisation config ([`Tqc`]) per op input and per value, in the style of PPQ. Passes
+//! edit TQC states and parameters (never the ops, except baking weights), so the graph still
+//! runs in fp32 while the TQCs describe exactly what an int8 device does. TQCs that must
+//! share parameters are kept in a union-find ([`union_find`]); a TQC's effective parameters
+//! come from its root.
+//!
+//! Module map: [`rounding`] the seven rounding policies; [`tqc`] policies, states and the
+//! config itself; [`platform`] schemes as data and the per-op dispatcher; [`ir`] the unit,
+//! its construction and verifier; [`text`] printer and parser; [`passes`] one file per
+//! pass; [`observer`] calibration statistics; [`calib`] the calibration driver;
+//! [`arith`] THE int8 arithmetic contract; [`sim`] the simulator; [`analysis`] SNR/cosine.
+
+pub mod analysis;
+pub mod arith;
+pub mod calib;
+pub mod ir;
+pub mod observer;
+pub mod passes;
+pub mod platform;
+pub mod rounding;
+pub mod sim;
+pub mod text;
+pub mod tqc;
+pub mod union_find;
+
+pub use ir::{QuantGraph, Site, TqcId};
+pub use observer::ObserverKind;
+pub use platform::{Dispatch, Platform};
+pub use rounding::Rounding;
+pub use tqc::{Policy, State, Tqc};

@@ -1,0 +1,49 @@
+//! `quant.refine`: config refine. The dispatcher decides per op; an fp32 op's TQCs become
+//! FP32, shape/index operands SOI, biases, clip bounds and pad values PASSIVE_INIT (they
+//! take their parameters from others later). Values that are not floating point are never
+//! quantised, and on platforms with `float_outputs` neither are graph outputs (FP32).
+
+use crate::ir::{QuantGraph, Site};
+use crate::platform::{self, Dispatch, Role};
+use crate::tqc::State;
+use kiln_core::{Pass, Result};
+
+pub struct Refine;
+
+impl Pass<QuantGraph> for Refine {
+    fn name(&self) -> &'static str {
+        "quant.refine"
+    }
+
+    fn run(&mut self, q: &mut QuantGraph) -> Result<bool> {
+        let mut changed = false;
+        for id in q.ids() {
+            if q.tqc(id).state != State::Initial && q.tqc(id).state != State::PassiveInit {
+                continue;
+            }
+            let site = q.site(id);
+            let role = q.role(site);
+            let fp32_op = match site {
+                Site::In(n, _) => platform::dispatch(&q.graph.node(n).op) == Dispatch::Fp32,
+                Site::Out(v) => q
+                    .graph
+                    .producer(v)
+                    .is_some_and(|n| platform::dispatch(&q.graph.node(n).op) == Dispatch::Fp32),
+            };
+            let float_output = q.platform.float_outputs
+                && matches!(site, Site::Out(v) if q.graph.outputs().contains(&v));
+            let want = match role {
+                Role::Soi => State::Soi,
+                Role::Activation if float_output => State::Fp32,
+                Role::Fp32 => State::Fp32,
+                _ if fp32_op => State::Fp32,
+                r => platform::initial_state(r),
+            };
+            if q.tqc(id).state != want {
+                q.tqc_mut(id).state = want;
+                changed = true;
+            }
+        }
+        Ok(changed)
+    }
+}

@@ -1,0 +1,156 @@
+//! The seven rounding policies (PPQ's set). They differ only on ties (`x.5`), except `Up`.
+//!
+//! Every policy is computed from `f = floor(x)` and `d = x - f`. For finite f32, `x - f` is
+//! exact (both share an exponent range and `f` is `x` with low bits cleared), so the tie
+//! test `d == 0.5` is exact; `(x + 0.5).floor()` would not be (`0.49999997 + 0.5` rounds to
+//! 1.0 in f32). Int8 kernels must use these functions or their exact equivalents.
+
+use kiln_core::{Result, bail};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Rounding {
+    /// Ties to even (IEEE default, ONNX QuantizeLinear): 2.5→2, 3.5→4, −2.5→−2.
+    HalfEven,
+    /// Ties toward +inf, `floor(x + 0.5)`: 2.5→3, −2.5→−2.
+    HalfUp,
+    /// Ties toward −inf, `ceil(x − 0.5)`: 2.5→2, −2.5→−3.
+    HalfDown,
+    /// Ties toward zero, `sign(x)·ceil(|x| − 0.5)`: 2.5→2, −2.5→−2.
+    HalfTowardZero,
+    /// Ties away from zero, `sign(x)·floor(|x| + 0.5)`: 2.5→3, −2.5→−3.
+    HalfAwayFromZero,
+    /// PPQ's round-to-nearest-int; ties away from zero (numerically the same function as
+    /// `HalfAwayFromZero`, kept as its own policy because schemes name it).
+    ToNearestInt,
+    /// `ceil(x)`.
+    Up,
+}
+
+pub const ALL: [Rounding; 7] = [
+    Rounding::HalfEven,
+    Rounding::HalfUp,
+    Rounding::HalfDown,
+    Rounding::HalfTowardZero,
+    Rounding::HalfAwayFromZero,
+    Rounding::ToNearestInt,
+    Rounding::Up,
+];
+
+impl Rounding {
+    pub fn name(self) -> &'static str {
+        match self {
+            Rounding::HalfEven => "half_even",
+            Rounding::HalfUp => "half_up",
+            Rounding::HalfDown => "half_down",
+            Rounding::HalfTowardZero => "half_toward_zero",
+            Rounding::HalfAwayFromZero => "half_away_from_zero",
+            Rounding::ToNearestInt => "to_nearest_int",
+            Rounding::Up => "up",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Result<Rounding> {
+        match ALL.iter().find(|r| r.name() == s) {
+            Some(r) => Ok(*r),
+            None => bail!(Input, "unknown rounding policy '{s}'"),
+        }
+    }
+
+    /// Rounds `x` to an integral f32 (NaN stays NaN, infinities stay).
+    pub fn round(self, x: f32) -> f32 {
+        if !x.is_finite() {
+            return x;
+        }
+        if self == Rounding::Up {
+            return x.ceil();
+        }
+        let f = x.floor();
+        let d = x - f;
+        if d > 0.5 {
+            return f + 1.0;
+        }
+        if d < 0.5 {
+            return f;
+        }
+        // An exact tie: f + 0.5.
+        match self {
+            Rounding::HalfEven => {
+                if f % 2.0 == 0.0 {
+                    f
+                } else {
+                    f + 1.0
+                }
+            }
+            Rounding::HalfUp => f + 1.0,
+            Rounding::HalfDown => f,
+            Rounding::HalfTowardZero => {
+                if x > 0.0 {
+                    f
+                } else {
+                    f + 1.0
+                }
+            }
+            Rounding::HalfAwayFromZero | Rounding::ToNearestInt => {
+                if x > 0.0 {
+                    f + 1.0
+                } else {
+                    f
+                }
+            }
+            Rounding::Up => unreachable!("handled above"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Inputs, then one row of expected results per policy in [`ALL`] order.
+    const XS: [f32; 10] = [2.5, -2.5, 1.5, -0.5, 0.5, 3.5, 2.4, -2.6, -1.5, 0.0];
+    const TABLE: [[f32; 10]; 7] = [
+        // half_even
+        [2.0, -2.0, 2.0, 0.0, 0.0, 4.0, 2.0, -3.0, -2.0, 0.0],
+        // half_up
+        [3.0, -2.0, 2.0, 0.0, 1.0, 4.0, 2.0, -3.0, -1.0, 0.0],
+        // half_down
+        [2.0, -3.0, 1.0, -1.0, 0.0, 3.0, 2.0, -3.0, -2.0, 0.0],
+        // half_toward_zero
+        [2.0, -2.0, 1.0, 0.0, 0.0, 3.0, 2.0, -3.0, -1.0, 0.0],
+        // half_away_from_zero
+        [3.0, -3.0, 2.0, -1.0, 1.0, 4.0, 2.0, -3.0, -2.0, 0.0],
+        // to_nearest_int
+        [3.0, -3.0, 2.0, -1.0, 1.0, 4.0, 2.0, -3.0, -2.0, 0.0],
+        // up
+        [3.0, -2.0, 2.0, -0.0, 1.0, 4.0, 3.0, -2.0, -1.0, 0.0],
+    ];
+
+    #[test]
+    fn seed_examples_per_policy() {
+        for (r, row) in ALL.iter().zip(TABLE) {
+            for (x, want) in XS.iter().zip(row) {
+                assert_eq!(r.round(*x), want, "{} of {x}", r.name());
+            }
+        }
+    }
+
+    #[test]
+    fn near_ties_are_not_ties() {
+        // 0.49999997 + 0.5 rounds to 1.0 in f32; the exact tie test must not be fooled.
+        let x = 0.49999997f32;
+        for r in ALL {
+            if r != Rounding::Up {
+                assert_eq!(r.round(x), 0.0, "{}", r.name());
+            }
+        }
+        assert_eq!(Rounding::HalfEven.round(-0.50000006), -1.0);
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for r in ALL {
+            assert_eq!(Rounding::from_name(r.name()).unwrap(), r);
+        }
+        assert!(Rounding::from_name("banker").is_err());
+    }
+}

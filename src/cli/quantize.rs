@@ -1,0 +1,289 @@
+//! `kiln quantize`: calibrate a model for a platform, report the simulated int8 error, and
+//! the shared `--calib` / `--platform` / `--observer` options `kiln run --precision int8`
+//! also takes.
+
+use super::ModelArgs;
+use crate::model;
+use anyhow::{Context, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use kiln_core::{PassManager, Tensor};
+use kiln_graph::Graph;
+use kiln_quant::{QuantGraph, analysis, calib, platform};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Options of the quantisation flow.
+#[derive(Args, Clone)]
+pub struct QuantArgs {
+    /// Calibration data: a directory of .npy files (one-input models: each file is a
+    /// sample; several inputs: `<sample>_<input>.npy`, `/` and `:` in input names as `_`),
+    /// .npy files (repeatable), or `random:N` seeded uniform [0,1) samples.
+    #[arg(
+        long = "calib",
+        value_name = "DIR|FILE|random:N",
+        default_value = "random:8"
+    )]
+    pub calib: Vec<String>,
+    /// Quantisation scheme: kiln-x86, trt-int8, academic, pow2.
+    #[arg(long, default_value = "kiln-x86")]
+    pub platform: String,
+    /// Activation observer: minmax, percentile, kl, mse.
+    #[arg(long, default_value = "minmax")]
+    pub observer: String,
+}
+
+#[derive(Args)]
+pub struct QuantizeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub quant: QuantArgs,
+    /// Graph passes before quantisation.
+    #[arg(long, default_value = "graph-opt")]
+    pub pipeline: String,
+    /// Evaluation samples for the error report (seeded uniform [0,1), seeds 0..N, i.e.
+    /// what `kiln run` feeds when no input is given, then the next ones).
+    #[arg(long, default_value_t = 4)]
+    pub eval: usize,
+    /// Also run the layer-wise analysis (one op quantised at a time; slower).
+    #[arg(long)]
+    pub layer_wise: bool,
+    /// Write the error report as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Print the quant IR after the flow.
+    #[arg(long)]
+    pub print_ir: bool,
+    /// Rows of the error table to print (worst first).
+    #[arg(long, default_value_t = 15)]
+    pub top: usize,
+}
+
+/// Reads the calibration samples `spec` describes for `g`.
+pub fn calib_samples(g: &Graph, spec: &[String]) -> anyhow::Result<Vec<Vec<Tensor>>> {
+    if let [one] = spec
+        && let Some(n) = one.strip_prefix("random:")
+    {
+        let n: usize = n
+            .parse()
+            .with_context(|| format!("--calib {one}: N must be a count"))?;
+        return Ok(calib::random_samples(g, n)?);
+    }
+    let names: Vec<String> = g
+        .inputs()
+        .iter()
+        .map(|&v| model::file_stem(&g.value(v).name))
+        .collect();
+    let mut files: Vec<PathBuf> = Vec::new();
+    for s in spec {
+        let p = Path::new(s);
+        if p.is_dir() {
+            let mut v: Vec<PathBuf> = std::fs::read_dir(p)
+                .with_context(|| format!("cannot read --calib directory {s}"))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "npy"))
+                .collect();
+            v.sort();
+            files.extend(v);
+        } else {
+            files.push(p.to_path_buf());
+        }
+    }
+    if files.is_empty() {
+        bail!("--calib {}: no .npy files", spec.join(","));
+    }
+    let samples: Vec<Vec<Tensor>> = if names.len() == 1 {
+        files
+            .iter()
+            .map(|f| Ok(vec![model::read_npy(f)?]))
+            .collect::<anyhow::Result<_>>()?
+    } else {
+        // `<sample>_<input>.npy`: group by sample, order inputs as the graph does.
+        let mut by: BTreeMap<String, Vec<Option<Tensor>>> = BTreeMap::new();
+        for f in &files {
+            let stem = f.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+            let Some((k, name)) = names
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| stem.ends_with(&format!("_{n}")))
+                .max_by_key(|(_, n)| n.len())
+            else {
+                bail!(
+                    "{}: expected <sample>_<input>.npy with input one of {}",
+                    f.display(),
+                    names.join(", ")
+                );
+            };
+            let sample = stem[..stem.len() - name.len() - 1].to_string();
+            by.entry(sample).or_insert_with(|| vec![None; names.len()])[k] =
+                Some(model::read_npy(f)?);
+        }
+        by.into_iter()
+            .map(|(s, v)| {
+                v.into_iter()
+                    .zip(&names)
+                    .map(|(t, n)| t.with_context(|| format!("sample '{s}' lacks input '{n}'")))
+                    .collect()
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    for s in &samples {
+        for (&v, t) in g.inputs().iter().zip(s) {
+            if let Some(ty) = &g.value(v).ty
+                && *ty != t.ty()
+            {
+                bail!(
+                    "calibration input '{}' must be {ty}, a sample holds {}",
+                    g.value(v).name,
+                    t.ty()
+                );
+            }
+        }
+    }
+    Ok(samples)
+}
+
+/// Builds the quant unit and runs the whole flow (`quant-opt`) with a progress bar.
+pub fn quantize(g: Graph, a: &QuantArgs) -> anyhow::Result<QuantGraph> {
+    let pf = platform::by_name(&a.platform)?;
+    let samples = calib_samples(&g, &a.calib)?;
+    let mut q = QuantGraph::new(g, pf)?;
+    q.observer = Some(kiln_quant::ObserverKind::from_name(&a.observer)?);
+    q.calib = samples;
+    let reg = kiln_quant::passes::registry();
+    let mut before = PassManager::new(
+        reg.parse("quant.refine,quant.fuse,quant.reduce-points,quant.quantize-params")?,
+    );
+    before.run(&mut q)?;
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("calibrating {bar:30} {pos}/{len} runs")
+            .expect("valid template"),
+    );
+    calib::calibrate(&mut q, &mut |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    let mut after = PassManager::new(reg.parse("quant.align,quant.quantize-passive,quant.bake")?);
+    after.run(&mut q)?;
+    Ok(q)
+}
+
+/// Evaluation samples: what `kiln run` feeds (seed k for input k), then further seeds.
+pub fn eval_samples(g: &Graph, n: usize) -> anyhow::Result<Vec<Vec<Tensor>>> {
+    (0..n)
+        .map(|i| {
+            g.inputs()
+                .iter()
+                .enumerate()
+                .map(|(k, &v)| {
+                    let ty = g.value(v).ty.clone().context("input without a type")?;
+                    Ok(model::seeded_input(&ty, (k + i * g.inputs().len()) as u64))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+pub fn run(a: QuantizeArgs) -> anyhow::Result<()> {
+    let mut g = a.model.load()?;
+    super::run_pipeline(&mut g, &a.pipeline, Default::default())?;
+    let q = quantize(g, &a.quant)?;
+    if a.print_ir {
+        print!("{}", kiln_core::Ir::print(&q));
+    }
+    let samples = eval_samples(&q.graph, a.eval)?;
+    let (rows, outs) = analysis::report(&q, &samples, a.layer_wise)?;
+    println!(
+        "{}: platform {}, observer {}, {} calibration samples",
+        a.model.display_name(),
+        a.quant.platform,
+        a.quant.observer,
+        q.calib.len()
+    );
+    println!(
+        "outputs: SNR {:.2} dB, cosine {:.6} (simulated int8 vs fp32, {} samples)",
+        outs.snr_db(),
+        outs.cosine(),
+        samples.len()
+    );
+    let shown = &rows[..rows.len().min(a.top)];
+    print!("{}", analysis::table(shown));
+    if let Some(path) = &a.report {
+        let db = |x: f64| if x.is_finite() { json!(x) } else { json!(null) };
+        let row_json: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                json!({
+                    "value": r.value,
+                    "op": r.op,
+                    "snr_db": db(r.graph_wise.snr_db()),
+                    "noise_ratio": db(r.graph_wise.noise_ratio()),
+                    "cosine": r.graph_wise.cosine(),
+                    "layer_snr_db": r.layer_wise.map(|l| db(l.snr_db())),
+                    "layer_cosine": r.layer_wise.map(|l| l.cosine()),
+                })
+            })
+            .collect();
+        let doc = json!({
+            "model": a.model.display_name(),
+            "platform": a.quant.platform,
+            "observer": a.quant.observer,
+            "calibration_samples": q.calib.len(),
+            "eval_samples": samples.len(),
+            "output": {"snr_db": db(outs.snr_db()), "cosine": outs.cosine()},
+            "ops": row_json,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("report -> {}", path.display());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn graph() -> Graph {
+        kiln_graph::text::parse(
+            "graph @two(%\"in/a\": f32[1,2], %b: f32[1,2]) -> (f32[1,2]) {
+  %s = graph.add(%\"in/a\", %b) : f32[1,2]
+  return %s
+}
+",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn calib_dir_groups_samples_by_input_name() {
+        let g = graph();
+        let dir = std::env::temp_dir().join(format!("kiln_calib_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (sample, v) in [("s0", 1.0f32), ("s1", 2.0)] {
+            for (name, k) in [("in_a", 0.0f32), ("b", 10.0)] {
+                let t = Tensor::from_vec(&[1, 2], vec![v + k; 2]).unwrap();
+                model::write_npy(&dir.join(format!("{sample}_{name}.npy")), &t).unwrap();
+            }
+        }
+        let s = calib_samples(&g, &[dir.display().to_string()]).unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(
+            s[1][0].to_f64_vec(),
+            vec![2.0, 2.0],
+            "sample s1, input in/a"
+        );
+        assert_eq!(s[1][1].to_f64_vec(), vec![12.0, 12.0], "sample s1, input b");
+        // A missing input is named.
+        std::fs::remove_file(dir.join("s1_b.npy")).unwrap();
+        let e = calib_samples(&g, &[dir.display().to_string()]).unwrap_err();
+        assert!(e.to_string().contains("lacks input 'b'"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(calib_samples(&g, &["random:3".into()]).unwrap().len(), 3);
+        assert!(calib_samples(&g, &["random:x".into()]).is_err());
+    }
+}
