@@ -148,6 +148,63 @@ fn bench_reports_latency_and_json() {
     let j: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert!(j["results"][0]["median_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(j["results"][0]["precision"], "fp32");
+    assert_eq!(j["results"][0]["threads"], 1);
+    assert!(j["results"][0]["compile_ms"].as_f64().unwrap() > 0.0);
+    assert!(j["results"][0]["peak_fraction"].as_f64().unwrap() > 0.0);
+    assert!(j["machine_peak"]["fp32_gflops_per_core"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn run_engines_agree_and_opt_emits_every_level() {
+    let model = example("resnet_style");
+    let dir = scratch("cli_engines");
+    let mut outs = Vec::new();
+    for engine in ["jit", "interp"] {
+        let out = dir.join(engine);
+        let o = kiln(&[
+            "run",
+            &model,
+            "--engine",
+            engine,
+            "--threads",
+            "2",
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(stdout(&o).contains(&format!(
+            "({})",
+            if engine == "jit" {
+                "jit"
+            } else {
+                "interpreter"
+            }
+        )));
+        let npy = std::fs::read_dir(&out)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        outs.push(kiln::model::read_npy(&npy).unwrap());
+    }
+    let (a, b) = (outs[0].to_f64_vec(), outs[1].to_f64_vec());
+    for (x, y) in a.iter().zip(&b) {
+        assert!(
+            (x - y).abs() <= 1e-4 * y.abs() + 1e-6,
+            "jit {x} vs interpreter {y}"
+        );
+    }
+    for (level, marker) in [
+        ("loop", "kernel @"),
+        ("clif", "function"),
+        ("asm", "block0:"),
+    ] {
+        let o = kiln(&["opt", &model, "--pipeline", "graph-opt", "--emit", level]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(stdout(&o).contains(marker), "--emit {level} lacks {marker}");
+    }
 }
 
 #[test]
@@ -212,3 +269,26 @@ fn info_reports_the_memory_plan() {
     let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert!(j.get("memory").is_none());
 }
+
+// layout: begin
+#[test]
+fn info_reports_pass_statistics() {
+    let model = example("resnet_style");
+    let o = kiln(&["info", &model, "--pipeline", "graph-opt", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let stats = j["pass_statistics"].as_array().expect("pass_statistics");
+    let conversions = stats
+        .iter()
+        .find(|s| s["pass"] == "graph.layout" && s["name"] == "conversions inserted")
+        .expect("graph.layout reports its conversions");
+    // resnet_style converts its NCHW input once.
+    assert_eq!(conversions["value"], 1);
+    let o = kiln(&["info", &model, "--pipeline", "graph-opt"]);
+    assert!(stdout(&o).contains("graph.layout: conversions inserted"));
+    // No pipeline, no statistics.
+    let o = kiln(&["info", &model, "--json"]);
+    let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(j.get("pass_statistics").is_none());
+}
+// layout: end

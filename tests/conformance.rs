@@ -1,5 +1,6 @@
 //! ONNX backend node tests (generated from the `onnx` package's own case definitions by
-//! `scripts/gen_conformance.py`) run through import + the reference interpreter.
+//! `scripts/gen_conformance.py`) run through import + the reference interpreter, and every
+//! case that passes also through the JIT, which must agree with the interpreter.
 //!
 //! Every case whose ops kiln supports must pass. Cases that kiln refuses (unsupported op or
 //! feature) are counted and listed. The cases of the ops the spine promises must pass too,
@@ -20,6 +21,13 @@ use std::path::Path;
 /// ONNX's own backend-test tolerances.
 const RTOL: f64 = 1e-3;
 const ATOL: f64 = 1e-7;
+/// The JIT against the interpreter (issue: rtol 1e-4); the absolute floor covers results
+/// that cancel to near zero, where a different summation order moves the last bits.
+const JIT_RTOL: f64 = 1e-4;
+const JIT_ATOL: f64 = 1e-6;
+
+/// Cases whose JIT program runs some op through the reference path (reported, not failed).
+static JIT_REFERENCE_CASES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 enum Outcome {
     Pass,
@@ -87,6 +95,14 @@ fn run_case(dir: &Path) -> Outcome {
         Ok(i) => i,
         Err(e) => return Outcome::Fail(e.to_string()),
     };
+    // The JIT runs every case too and must agree with the interpreter.
+    let mut jit = match kiln_loop::compile(&g, 2) {
+        Ok(c) => c,
+        Err(e) => return Outcome::Fail(format!("jit compile: {e}")),
+    };
+    if !jit.program.reference_ops.is_empty() {
+        JIT_REFERENCE_CASES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     for set in sets {
         let (given, expected) = match (named_tensors(&set, "input"), named_tensors(&set, "output"))
         {
@@ -120,6 +136,15 @@ fn run_case(dir: &Path) -> Outcome {
         for (k, (g, w)) in got.iter().zip(&expected).enumerate() {
             if let Err(e) = common::compare(g, w, RTOL, ATOL) {
                 return Outcome::Fail(format!("output {k}: {e}"));
+            }
+        }
+        let from_jit = match jit.run(&inputs) {
+            Ok(t) => t,
+            Err(e) => return Outcome::Fail(format!("jit run: {e}")),
+        };
+        for (k, (j, i)) in from_jit.iter().zip(&got).enumerate() {
+            if let Err(e) = common::compare(j, i, JIT_RTOL, JIT_ATOL) {
+                return Outcome::Fail(format!("jit output {k} vs interpreter: {e}"));
             }
         }
     }
@@ -305,6 +330,10 @@ fn onnx_backend_node_tests() {
         failed.len(),
         unsupported.len(),
         excused.len()
+    );
+    println!(
+        "jit: every passing case also ran through the JIT; {} of them use the reference path for some op",
+        JIT_REFERENCE_CASES.load(std::sync::atomic::Ordering::Relaxed)
     );
     assert!(!cases.is_empty(), "no conformance cases matched");
     assert!(

@@ -54,12 +54,39 @@ fn directives(src: &str) -> FileTest {
     t
 }
 
+// quant: begin — files under a dialect folder run on that dialect's parser and passes.
 fn run_file(path: &Path) -> Result<(), String> {
+    let dialect = path.parent().and_then(|p| p.file_name());
+    if dialect.is_some_and(|d| d == "quant") {
+        return run_with(
+            path,
+            kiln_quant::text::parse,
+            kiln_quant::passes::registry(),
+        );
+    }
+    // looptext: begin
+    if dialect.is_some_and(|d| d == "loop") {
+        let registry = kiln_loop::passes::registry();
+        return run_with(path, kiln_loop::text::parse_module, registry);
+    }
+    // looptext: end
+    run_with(
+        path,
+        kiln_graph::text::parse,
+        kiln_graph::passes::registry(),
+    )
+}
+
+fn run_with<I: Ir + 'static>(
+    path: &Path,
+    parse: fn(&str) -> kiln_core::Result<I>,
+    registry: kiln_core::PassRegistry<I>,
+) -> Result<(), String> {
+    // quant: end
     let src = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
     let t = directives(&src);
-    let registry = kiln_graph::passes::registry();
     let result = (|| {
-        let mut g = kiln_graph::text::parse(&src)?;
+        let mut g = parse(&src)?;
         for list in &t.passes {
             let mut pm = PassManager::new(registry.parse(list)?);
             pm.run(&mut g)?;
@@ -69,10 +96,10 @@ fn run_file(path: &Path) -> Result<(), String> {
     })();
     let output = match (&result, &t.error) {
         (Ok(g), None) => {
-            let text = kiln_graph::text::print(g);
-            let again = kiln_graph::text::parse(&text)
-                .map_err(|e| format!("printed IR does not parse: {e}\n{text}"))?;
-            let text2 = kiln_graph::text::print(&again);
+            let text = g.print(); // quant: the dialect's printer and parser
+            let again =
+                parse(&text).map_err(|e| format!("printed IR does not parse: {e}\n{text}"))?;
+            let text2 = again.print();
             if text != text2 {
                 return Err(format!("print→parse→print differs:\n{text}\n---\n{text2}"));
             }
@@ -84,7 +111,7 @@ fn run_file(path: &Path) -> Result<(), String> {
         (Ok(g), Some(kind)) => {
             return Err(format!(
                 "expected a {kind} error, but it succeeded:\n{}",
-                kiln_graph::text::print(g)
+                g.print()
             ));
         }
     };

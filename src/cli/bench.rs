@@ -1,9 +1,13 @@
-//! `kiln bench`: latency of a model. Until the code generators land, the engine is the
-//! reference interpreter; the report shape (compile time, median latency, throughput) is
-//! the one later engines fill in.
+//! `kiln bench`: compile time, latency, throughput and efficiency of a model.
+//!
+//! Efficiency is reported against the 128-bit fp32 FMA peak measured on the running machine
+//! (Cranelift emits no wider vectors), and — with `--ort` — as a ratio against onnxruntime run
+//! on the same inputs in the same process tree, so numbers from different machines are never
+//! compared by accident.
 
 use super::ModelArgs;
 use crate::model;
+use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::json;
 use std::path::PathBuf;
@@ -16,54 +20,203 @@ pub struct BenchArgs {
     /// Timed runs (the median is reported).
     #[arg(long, default_value_t = 20)]
     pub runs: usize,
+    /// Thread counts to measure, comma-separated (e.g. 1,2).
+    #[arg(long, default_value = "1", value_delimiter = ',')]
+    pub threads: Vec<usize>,
+    /// Precisions to measure (fp32; int8 arrives with the int8 kernels).
+    #[arg(long, default_value = "fp32", value_delimiter = ',')]
+    pub precision: Vec<String>,
+    /// Executor: the JIT-compiled kernels, or the reference interpreter.
+    #[arg(long, default_value = "jit", value_parser = ["jit", "interp"])]
+    pub engine: String,
+    /// Also time onnxruntime fp32 on the same inputs (needs python3 with onnxruntime; uses
+    /// .venv/bin/python when present).
+    #[arg(long)]
+    pub ort: bool,
     /// Also write the report as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Print the slowest kernels (JIT engine, first thread count).
+    #[arg(long)]
+    pub profile: bool,
+}
+
+fn median(mut t: Vec<f64>) -> f64 {
+    t.sort_by(f64::total_cmp);
+    t[t.len() / 2]
 }
 
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
+    for p in &a.precision {
+        if p != "fp32" {
+            bail!("--precision {p}: only fp32 is available until the int8 kernels land");
+        }
+    }
     let t0 = Instant::now();
     let mut g = a.model.load()?;
     super::run_pipeline(&mut g, "graph-opt", Default::default())?;
-    let interp = kiln_graph::interp::Interpreter::new(&g)?;
     let prepare_ms = t0.elapsed().as_secs_f64() * 1e3;
     let inputs = model::inputs_for(&g, &Default::default())?;
-    let outputs = interp.run(&inputs)?; // warm-up, and the outputs to summarise
-    let mut times = Vec::with_capacity(a.runs.max(1));
-    for _ in 0..a.runs.max(1) {
-        let t = Instant::now();
-        interp.run(&inputs)?;
-        times.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    times.sort_by(f64::total_cmp);
-    let median = times[times.len() / 2];
     let flops = super::info::stats(&g).flops;
-    let gops = flops as f64 / (median * 1e-3) / 1e9;
+    let peak = kiln_loop::peak::fp32_peak_gflops()?;
     println!("model      {}", a.model.display_name());
-    println!("engine     interpreter (fp32 reference)");
+    println!("machine    128-bit fp32 FMA peak {peak:.1} GFLOP/s per core (measured now)");
     println!("load       {prepare_ms:.1} ms (import, shape inference, graph-opt)");
-    println!(
-        "latency    {median:.3} ms median of {} runs (min {:.3}, max {:.3})",
-        times.len(),
-        times[0],
-        times[times.len() - 1]
-    );
-    println!(
-        "throughput {gops:.2} GOP/s ({:.1} MFLOP per run)",
-        flops as f64 / 1e6
-    );
-    for (&v, t) in g.outputs().iter().zip(&outputs) {
-        println!("output     {}: {}", g.value(v).name, model::summary(t));
+    println!("work       {:.1} MFLOP per run", flops as f64 / 1e6);
+    let mut results = Vec::new();
+    let mut outputs = None;
+    for &threads in &a.threads {
+        let (compile_ms, times, outs, reference_ops) = if a.engine == "jit" {
+            let t = Instant::now();
+            let mut c = kiln_loop::compile(&g, threads)?;
+            let compile_ms = t.elapsed().as_secs_f64() * 1e3;
+            let outs = c.run(&inputs)?; // warm-up
+            let mut times = Vec::new();
+            for _ in 0..a.runs.max(1) {
+                let t = Instant::now();
+                c.run(&inputs)?;
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            if a.profile && threads == a.threads[0] {
+                profile(&mut c, &inputs, a.runs.max(1))?;
+            }
+            (compile_ms, times, outs, c.program.reference_ops.len())
+        } else {
+            let interp = kiln_graph::interp::Interpreter::new(&g)?;
+            let outs = interp.run(&inputs)?;
+            let mut times = Vec::new();
+            for _ in 0..a.runs.max(1) {
+                let t = Instant::now();
+                interp.run(&inputs)?;
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            (0.0, times, outs, 0)
+        };
+        let med = median(times.clone());
+        let gops = flops as f64 / (med * 1e-3) / 1e9;
+        let frac = gops / (peak * threads as f64);
+        println!(
+            "fp32 {threads:>2}T  latency {med:8.3} ms (median of {}, {:.3}..{:.3})  {gops:6.2} GFLOP/s  {:5.1} % of peak  compile {compile_ms:.1} ms{}",
+            times.len(),
+            times.iter().copied().fold(f64::MAX, f64::min),
+            times.iter().copied().fold(0.0, f64::max),
+            frac * 100.0,
+            if reference_ops > 0 {
+                format!("  ({reference_ops} ops on the reference path)")
+            } else {
+                String::new()
+            }
+        );
+        results.push(json!({
+            "precision": "fp32", "engine": a.engine, "threads": threads, "median_ms": med,
+            "gops": gops, "peak_fraction": frac, "compile_ms": compile_ms,
+            "reference_ops": reference_ops,
+        }));
+        outputs.get_or_insert(outs);
+    }
+    let mut ort = serde_json::Value::Null;
+    if a.ort {
+        let path = a
+            .model
+            .model
+            .as_ref()
+            .context("--ort needs a model file (the embedded model has none on disk)")?;
+        let t = a.threads.first().copied().unwrap_or(1);
+        let r = ort_fp32(path, &a.model.shapes, t, a.runs)?;
+        let ms = r["median_ms"].as_f64().unwrap_or(f64::NAN);
+        let ours = results[0]["median_ms"].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "onnxruntime fp32 {t}T {ms:.3} ms median: kiln takes {:.2}× ORT's time",
+            ours / ms
+        );
+        ort = r;
+    }
+    if let Some(outs) = &outputs {
+        for (&v, t) in g.outputs().iter().zip(outs) {
+            println!("output     {}: {}", g.value(v).name, model::summary(t));
+        }
     }
     if let Some(path) = &a.json {
         let j = json!({
             "model": a.model.display_name(),
-            "results": [{"precision": "fp32", "engine": "interp", "threads": 1, "median_ms": median,
-                         "gops": gops, "compile_ms": prepare_ms}],
+            "machine_peak": {"fp32_gflops_per_core": peak, "vector_bits": 128},
+            "flops": flops,
+            "results": results,
+            "onnxruntime": ort,
         });
         let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_string_pretty(&j)?)?;
+        std::fs::write(&tmp, serde_json::to_string_pretty(&j)?)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
         std::fs::rename(&tmp, path)?;
     }
     Ok(())
+}
+
+/// Per-step wall time, slowest first.
+fn profile(
+    c: &mut kiln_loop::exec::Compiled,
+    inputs: &[kiln_core::Tensor],
+    runs: usize,
+) -> anyhow::Result<()> {
+    let mut times = Vec::new();
+    for _ in 0..runs {
+        c.run_timed(inputs, Some(&mut times))?;
+    }
+    let mut rows: Vec<(usize, f64)> = times
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (i, t.as_secs_f64() * 1e3 / runs as f64))
+        .collect();
+    rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+    println!("{:>9}  {:>7}  {:<28} step", "ms", "GFLOP/s", "op");
+    for (i, ms) in rows.iter().take(15) {
+        let info = &c.program.info[*i];
+        let kind = match &c.program.steps[*i] {
+            kiln_loop::program::Step::Kernel { kernel, .. } => {
+                c.program.module.kernels[*kernel].name.clone()
+            }
+            kiln_loop::program::Step::Reference { .. } => "reference".to_string(),
+        };
+        println!(
+            "{ms:9.4}  {:7.2}  {:<28} {} ({kind})",
+            info.flops as f64 / (ms * 1e-3) / 1e9,
+            info.op,
+            info.node
+        );
+    }
+    Ok(())
+}
+
+/// onnxruntime's fp32 median latency via `scripts/ort_time.py`.
+fn ort_fp32(
+    model: &std::path::Path,
+    shapes: &[String],
+    threads: usize,
+    runs: usize,
+) -> anyhow::Result<serde_json::Value> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let venv = root.join(".venv/bin/python");
+    let py = if venv.exists() {
+        venv
+    } else {
+        PathBuf::from("python3")
+    };
+    let mut cmd = std::process::Command::new(py);
+    cmd.arg(root.join("scripts/ort_time.py"))
+        .arg(model)
+        .arg("--threads")
+        .arg(threads.to_string())
+        .arg("--runs")
+        .arg(runs.to_string());
+    for s in shapes {
+        cmd.arg("--shape").arg(s);
+    }
+    let out = cmd.output().context("cannot start python for --ort")?;
+    if !out.status.success() {
+        bail!(
+            "onnxruntime timing failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
 }

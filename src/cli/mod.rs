@@ -9,6 +9,7 @@ use std::path::PathBuf;
 mod bench;
 mod info;
 mod opt;
+mod quantize; // quant
 mod run;
 
 #[derive(Parser)]
@@ -32,6 +33,10 @@ enum Command {
     Info(info::InfoArgs),
     /// Time a model (the embedded default model when none is given).
     Bench(bench::BenchArgs),
+    // quant: begin
+    /// Quantise a model to int8 and report the simulated error against fp32.
+    Quantize(quantize::QuantizeArgs),
+    // quant: end
 }
 
 /// Options every command that loads a model shares.
@@ -79,6 +84,11 @@ impl ModelArgs {
     }
 }
 
+/// Total FLOPs of a shape-inferred graph, as `kiln info` counts them.
+pub fn flops(g: &kiln_graph::Graph) -> u64 {
+    info::stats(g).flops
+}
+
 /// Runs a named pipeline or pass list over `g`, with the instrumentation flags.
 pub fn run_pipeline(
     g: &mut kiln_graph::Graph,
@@ -102,5 +112,6 @@ pub fn main() -> anyhow::Result<()> {
         Command::Opt(a) => opt::run(a),
         Command::Info(a) => info::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Quantize(a) => quantize::run(a), // quant
     }
 }

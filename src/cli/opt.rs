@@ -33,9 +33,70 @@ pub struct OptArgs {
     /// List the registered passes and pipelines and exit.
     #[arg(long)]
     pub list: bool,
+    /// After the graph passes, lower and print a lower level instead of the graph: `loop`
+    /// (the loop dialect), `clif` (Cranelift IR) or `asm` (the JIT's machine code).
+    #[arg(long, value_parser = ["graph", "loop", "clif", "asm"], default_value = "graph")]
+    pub emit: String,
+}
+
+/// Whether `path` holds loop-dialect text (a `.kir` file whose first item is a kernel).
+fn is_loop_text(path: &std::path::Path) -> bool {
+    path.extension().is_some_and(|e| e == "kir")
+        && std::fs::read_to_string(path).is_ok_and(|t| {
+            t.lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty() && !l.starts_with("//"))
+                .is_some_and(|l| l.starts_with("kernel"))
+        })
+}
+
+/// `kiln opt` on loop-dialect text: parse, run loop passes, print.
+fn run_loop(path: &std::path::Path, a: &OptArgs) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut m = kiln_loop::text::parse_module(&text)?;
+    let list = a.passes.clone().or(a.pipeline.clone()).unwrap_or_default();
+    let mut pm = kiln_core::PassManager::new(kiln_loop::passes::registry().parse(&list)?);
+    pm.options = PassOptions {
+        print_ir_after_all: a.print_ir_after_all,
+        print_ir_after: a.print_ir_after.clone(),
+        time_passes: a.time_passes,
+        verify_each: true,
+    };
+    pm.run(&mut m)?;
+    eprint!("{}", pm.log);
+    if a.time_passes {
+        eprint!("{}", pm.timing_report());
+    }
+    print!("{}", kiln_loop::text::print_module(&m));
+    Ok(())
+}
+
+/// Lowers `g` and prints the requested level.
+fn emit(g: &kiln_graph::Graph, what: &str) -> anyhow::Result<()> {
+    let program = kiln_loop::program::build(g)?;
+    if what == "loop" {
+        print!("{}", kiln_loop::text::print_module(&program.module));
+        return Ok(());
+    }
+    let mut jit = kiln_loop::codegen::Jit::new()?;
+    jit.keep_clif = what == "clif";
+    jit.keep_asm = what == "asm";
+    for k in &program.module.kernels {
+        jit.add(k)?;
+    }
+    for text in if what == "clif" { &jit.clif } else { &jit.asm } {
+        println!("{text}");
+    }
+    Ok(())
 }
 
 pub fn run(a: OptArgs) -> anyhow::Result<()> {
+    if let Some(path) = &a.model.model
+        && is_loop_text(path)
+    {
+        return run_loop(path, &a);
+    }
     if a.list {
         let r = kiln_graph::passes::registry();
         println!("passes:");
@@ -65,6 +126,9 @@ pub fn run(a: OptArgs) -> anyhow::Result<()> {
     eprint!("{}", pm.log);
     if a.time_passes {
         eprint!("{}", pm.timing_report());
+    }
+    if a.emit != "graph" {
+        return emit(&g, &a.emit);
     }
     match &a.out {
         None => print!("{}", kiln_graph::text::print(&g)),

@@ -6,6 +6,26 @@ use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
 
+// quant: begin
+/// Element precision of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Precision {
+    Fp32,
+    Int8,
+}
+
+/// What executes the model. New engines are new variants (and a match arm in `run`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Engine {
+    /// JIT-compiled kernels (kiln-loop + Cranelift); the default for fp32.
+    Jit,
+    /// The reference interpreter (fp32).
+    Interp,
+    /// The int8 simulator (kiln-quant): bit-exact specification of kiln's int8 kernels.
+    Sim,
+}
+// quant: end
+
 #[derive(Args)]
 pub struct RunArgs {
     #[command(flatten)]
@@ -20,6 +40,19 @@ pub struct RunArgs {
     /// `none` runs the model as imported).
     #[arg(long, default_value = "graph-opt")]
     pub pipeline: String,
+    // quant: begin
+    /// Precision: fp32, or int8 (quantised with --calib/--platform/--observer).
+    #[arg(long, value_enum, default_value = "fp32")]
+    pub precision: Precision,
+    /// Engine (default: jit for fp32, sim for int8).
+    #[arg(long, value_enum)]
+    pub engine: Option<Engine>,
+    /// Threads for the JIT's parallel loops.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    #[command(flatten)]
+    pub quant: super::quantize::QuantArgs,
+    // quant: end
 }
 
 pub fn run(a: RunArgs) -> anyhow::Result<()> {
@@ -27,15 +60,42 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     let mut g = a.model.load_with(&given)?;
     super::run_pipeline(&mut g, &a.pipeline, Default::default())?;
     let inputs = model::inputs_for(&g, &given)?;
-    let start = std::time::Instant::now();
-    let outputs = kiln_graph::interp::run(&g, &inputs)?;
-    let elapsed = start.elapsed();
+    // quant: begin
+    let engine = a.engine.unwrap_or(match a.precision {
+        Precision::Fp32 => Engine::Jit,
+        Precision::Int8 => Engine::Sim,
+    });
+    let (outputs, elapsed, engine_name) = match (a.precision, engine) {
+        (Precision::Fp32, Engine::Jit) => {
+            let mut c = kiln_loop::compile(&g, a.threads)?;
+            let start = std::time::Instant::now();
+            let outputs = c.run(&inputs)?;
+            (outputs, start.elapsed(), "jit")
+        }
+        (Precision::Fp32, Engine::Interp) => {
+            let start = std::time::Instant::now();
+            let outputs = kiln_graph::interp::run(&g, &inputs)?;
+            (outputs, start.elapsed(), "interpreter")
+        }
+        (Precision::Int8, Engine::Sim) => {
+            let q = super::quantize::quantize(g.clone(), &a.quant)?;
+            let start = std::time::Instant::now();
+            let outputs = kiln_quant::sim::Simulator::new(&q)?.run(&inputs)?;
+            (outputs, start.elapsed(), "int8 simulator")
+        }
+        (p, e) => anyhow::bail!(
+            "--precision {} cannot run on --engine {}: the interpreter and the JIT run fp32, the simulator int8",
+            format!("{p:?}").to_lowercase(),
+            format!("{e:?}").to_lowercase()
+        ),
+    };
+    // quant: end
     if let Some(dir) = &a.out {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create output directory {}", dir.display()))?;
     }
     println!(
-        "{}: {} ops, ran in {:.2} ms (interpreter)",
+        "{}: {} ops, ran in {:.2} ms ({engine_name})",
         a.model.display_name(),
         g.node_count(),
         elapsed.as_secs_f64() * 1e3

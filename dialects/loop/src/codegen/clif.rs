@@ -1,0 +1,449 @@
+//! Loop IR → Cranelift IR, one kernel at a time.
+//!
+//! The translation is deliberately literal: every loop-dialect instruction becomes the Cranelift
+//! instruction(s) with the same meaning, in the same order, because kernels are compiled with
+//! `opt_level=none` (the egraph optimiser re-places pure ops at their uses and spills register
+//! blocks, see ARCHITECTURE.md) and the schedule chosen by the loop dialect must survive.
+//!
+//! Loops are emitted rotated (test at the bottom): the trip count of every non-parallel loop is
+//! a compile-time constant, so the entry test is decided here and each iteration costs one
+//! compare-and-branch.
+
+use crate::ir::*;
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::{
+    AbiParam, BlockArg, FuncRef, InstBuilder, MemFlagsData, Signature, Value, types,
+};
+use cranelift_frontend::FunctionBuilder;
+use kiln_core::{Result, bail};
+
+/// The Cranelift type that holds a loop-dialect type.
+pub fn clif_type(t: Type) -> types::Type {
+    match t {
+        Type::Index => types::I64,
+        Type::Bool | Type::I8 | Type::U8 => types::I8,
+        Type::I16 => types::I16,
+        Type::I32 => types::I32,
+        Type::F32 => types::F32,
+        Type::F32X4 => types::F32X4,
+        Type::I32X4 => types::I32X4,
+        Type::I16X8 => types::I16X8,
+        Type::I8X16 => types::I8X16,
+    }
+}
+
+/// The signature every kernel has: `fn(bufs: *const *mut u8, lo: i64, hi: i64)`. One shape for
+/// all kernels lets the runtime call any of them through a single function-pointer type; `lo`
+/// and `hi` bound the kernel's parallel loop for the calling thread.
+pub fn kernel_signature(sig: &mut Signature) {
+    sig.params.push(AbiParam::new(types::I64));
+    sig.params.push(AbiParam::new(types::I64));
+    sig.params.push(AbiParam::new(types::I64));
+}
+
+/// The signature of a math helper with `n` f32 arguments.
+pub fn helper_signature(sig: &mut Signature, n: usize) {
+    for _ in 0..n {
+        sig.params.push(AbiParam::new(types::F32));
+    }
+    sig.returns.push(AbiParam::new(types::F32));
+}
+
+/// Options that change the emitted code.
+#[derive(Debug, Clone, Copy)]
+pub struct Features {
+    /// The host has FMA3: `fma` becomes `vfmadd`; without it, a multiply and an add (Cranelift
+    /// would otherwise call `fmaf`, which is both slow and unresolved in the JIT).
+    pub fma: bool,
+}
+
+pub struct Translator<'a, 'b> {
+    b: &'a mut FunctionBuilder<'b>,
+    kernel: &'a Kernel,
+    vals: Vec<Option<Value>>,
+    bases: Vec<Value>,
+    helpers: &'a dyn Fn(Helper) -> FuncRef,
+    feat: Features,
+    lo: Value,
+    hi: Value,
+}
+
+fn mem() -> MemFlagsData {
+    MemFlagsData::new().with_notrap()
+}
+
+/// `bitcast` accepts only an endianness flag (it matters when lane counts differ).
+fn lanes() -> MemFlagsData {
+    MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little)
+}
+
+impl<'a, 'b> Translator<'a, 'b> {
+    /// Translates `kernel` into the function being built by `b` (whose signature is
+    /// [`kernel_signature`]); `helpers` declares a math helper in the function.
+    pub fn translate(
+        b: &'a mut FunctionBuilder<'b>,
+        kernel: &'a Kernel,
+        helpers: &'a dyn Fn(Helper) -> FuncRef,
+        feat: Features,
+    ) -> Result<()> {
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        let params = b.block_params(entry).to_vec();
+        let (ptrs, lo, hi) = (params[0], params[1], params[2]);
+        let bases = (0..kernel.bufs.len())
+            .map(|i| b.ins().load(types::I64, mem(), ptrs, (i * 8) as i32))
+            .collect();
+        let mut t = Translator {
+            b,
+            kernel,
+            vals: vec![None; kernel.types.len()],
+            bases,
+            helpers,
+            feat,
+            lo,
+            hi,
+        };
+        t.region(&kernel.body)?;
+        t.b.ins().return_(&[]);
+        t.b.seal_all_blocks();
+        Ok(())
+    }
+
+    fn v(&self, v: Val) -> Result<Value> {
+        match self.vals.get(v.index()).copied().flatten() {
+            Some(x) => Ok(x),
+            None => bail!(
+                Verify,
+                "kernel @{}: {v} used before it is defined",
+                self.kernel.name
+            ),
+        }
+    }
+
+    fn def(&mut self, v: Val, x: Value) {
+        self.vals[v.index()] = Some(x);
+    }
+
+    fn region(&mut self, r: &Region) -> Result<Vec<Value>> {
+        for inst in &r.insts {
+            if let InstKind::Yield(vs) = &inst.kind {
+                return vs.iter().map(|&v| self.v(v)).collect();
+            }
+            self.inst(inst)?;
+        }
+        Ok(vec![])
+    }
+
+    fn ty(&self, v: Val) -> Type {
+        self.kernel.ty(v)
+    }
+
+    fn inst(&mut self, inst: &Inst) -> Result<()> {
+        let x = match &inst.kind {
+            InstKind::Iconst(t, c) => self.b.ins().iconst(clif_type(*t), *c),
+            InstKind::Fconst(c) => self.b.ins().f32const(*c),
+            InstKind::Binary(op, a, b) => self.binary(*op, *a, *b)?,
+            InstKind::Unary(op, a) => self.unary(*op, *a)?,
+            InstKind::Fma(a, b, c) => {
+                let (a, b, c) = (self.v(*a)?, self.v(*b)?, self.v(*c)?);
+                if self.feat.fma {
+                    self.b.ins().fma(a, b, c)
+                } else {
+                    let p = self.b.ins().fmul(a, b);
+                    self.b.ins().fadd(p, c)
+                }
+            }
+            InstKind::Cmp(op, a, b) => self.cmp(*op, *a, *b)?,
+            InstKind::Select(c, a, b) => {
+                let (cv, av, bv) = (self.v(*c)?, self.v(*a)?, self.v(*b)?);
+                let ty = self.ty(*a);
+                if ty.is_vector() {
+                    let mask = if self.ty(*c) == ty {
+                        cv
+                    } else {
+                        self.b.ins().bitcast(clif_type(ty), lanes(), cv)
+                    };
+                    self.b.ins().bitselect(mask, av, bv)
+                } else {
+                    self.b.ins().select(cv, av, bv)
+                }
+            }
+            InstKind::Splat(t, a) => {
+                let a = self.v(*a)?;
+                self.b.ins().splat(clif_type(*t), a)
+            }
+            InstKind::Extract(a, lane) => {
+                let a = self.v(*a)?;
+                self.b.ins().extractlane(a, *lane)
+            }
+            InstKind::Insert(v, x, lane) => {
+                let (v, x) = (self.v(*v)?, self.v(*x)?);
+                self.b.ins().insertlane(v, x, *lane)
+            }
+            InstKind::Bitcast(t, a) => {
+                let a = self.v(*a)?;
+                self.b.ins().bitcast(clif_type(*t), lanes(), a)
+            }
+            InstKind::Reduce(op, a) => self.reduce(*op, *a)?,
+            InstKind::Cast(t, a) => self.cast(*t, *a)?,
+            InstKind::Load(t, buf, off, disp) => {
+                let (addr, imm) = self.address(*buf, *off, *disp)?;
+                self.b.ins().load(clif_type(*t), mem(), addr, imm)
+            }
+            InstKind::Store(buf, off, disp, val) => {
+                let (addr, imm) = self.address(*buf, *off, *disp)?;
+                let val = self.v(*val)?;
+                self.b.ins().store(mem(), val, addr, imm);
+                return Ok(());
+            }
+            InstKind::Call(h, args) => {
+                let f = (self.helpers)(*h);
+                let args = args
+                    .iter()
+                    .map(|&a| self.v(a))
+                    .collect::<Result<Vec<_>>>()?;
+                let call = self.b.ins().call(f, &args);
+                self.b.inst_results(call)[0]
+            }
+            InstKind::Loop(l) => {
+                let results = self.emit_loop(l)?;
+                for (r, x) in inst.results.iter().zip(results) {
+                    self.def(*r, x);
+                }
+                return Ok(());
+            }
+            InstKind::Yield(_) => {
+                bail!(Verify, "kernel @{}: yield outside a loop", self.kernel.name)
+            }
+        };
+        if let Some(&r) = inst.results.first() {
+            self.def(r, x);
+        }
+        Ok(())
+    }
+
+    /// The address of element `off + disp` of `buf`, as a base register and an immediate.
+    fn address(&mut self, buf: Buf, off: Val, disp: i64) -> Result<(Value, i32)> {
+        let decl = self.kernel.buf(buf);
+        let size = decl.elem.bytes() as i64;
+        let off = self.v(off)?;
+        let base = self.bases[buf.index()];
+        let scaled = if size == 1 {
+            off
+        } else {
+            self.b.ins().ishl_imm_s(off, size.trailing_zeros() as i64)
+        };
+        let addr = self.b.ins().iadd(base, scaled);
+        let imm = i32::try_from(disp * size).map_err(|_| {
+            kiln_core::err!(
+                Unsupported,
+                "kernel @{}: displacement {disp} too large",
+                self.kernel.name
+            )
+        })?;
+        Ok((addr, imm))
+    }
+
+    fn binary(&mut self, op: BinOp, a: Val, b: Val) -> Result<Value> {
+        let ty = self.ty(a);
+        let (x, y) = (self.v(a)?, self.v(b)?);
+        let ins = self.b.ins();
+        Ok(if ty.is_float() {
+            match op {
+                BinOp::Add => ins.fadd(x, y),
+                BinOp::Sub => ins.fsub(x, y),
+                BinOp::Mul => ins.fmul(x, y),
+                BinOp::Div => ins.fdiv(x, y),
+                BinOp::Min => ins.fmin(x, y),
+                BinOp::Max => ins.fmax(x, y),
+                _ => bail!(
+                    Verify,
+                    "kernel @{}: `{}` is not defined on {ty}",
+                    self.kernel.name,
+                    op.name()
+                ),
+            }
+        } else {
+            let unsigned = ty == Type::U8;
+            match op {
+                BinOp::Add => ins.iadd(x, y),
+                BinOp::Sub => ins.isub(x, y),
+                BinOp::Mul => ins.imul(x, y),
+                BinOp::Div => ins.sdiv(x, y),
+                BinOp::Rem => ins.srem(x, y),
+                BinOp::Min if unsigned => ins.umin(x, y),
+                BinOp::Max if unsigned => ins.umax(x, y),
+                BinOp::Min => ins.smin(x, y),
+                BinOp::Max => ins.smax(x, y),
+                BinOp::And => ins.band(x, y),
+                BinOp::Or => ins.bor(x, y),
+                BinOp::Shl => ins.ishl(x, y),
+                BinOp::Shr => ins.sshr(x, y),
+            }
+        })
+    }
+
+    fn unary(&mut self, op: UnOp, a: Val) -> Result<Value> {
+        let ty = self.ty(a);
+        let x = self.v(a)?;
+        let ins = self.b.ins();
+        Ok(match (op, ty.is_float()) {
+            (UnOp::Neg, true) => ins.fneg(x),
+            (UnOp::Abs, true) => ins.fabs(x),
+            (UnOp::Sqrt, true) => ins.sqrt(x),
+            (UnOp::Floor, true) => ins.floor(x),
+            (UnOp::Ceil, true) => ins.ceil(x),
+            (UnOp::Nearest, true) => ins.nearest(x),
+            (UnOp::Trunc, true) => ins.trunc(x),
+            (UnOp::Neg, false) => ins.ineg(x),
+            (UnOp::Abs, false) => ins.iabs(x),
+            _ => bail!(
+                Verify,
+                "kernel @{}: `{}` is not defined on {ty}",
+                self.kernel.name,
+                op.name()
+            ),
+        })
+    }
+
+    fn cmp(&mut self, op: CmpOp, a: Val, b: Val) -> Result<Value> {
+        let ty = self.ty(a);
+        let (x, y) = (self.v(a)?, self.v(b)?);
+        Ok(if ty.is_float() {
+            let cc = match op {
+                CmpOp::Eq => FloatCC::Equal,
+                CmpOp::Ne => FloatCC::NotEqual,
+                CmpOp::Lt => FloatCC::LessThan,
+                CmpOp::Le => FloatCC::LessThanOrEqual,
+                CmpOp::Gt => FloatCC::GreaterThan,
+                CmpOp::Ge => FloatCC::GreaterThanOrEqual,
+            };
+            let r = self.b.ins().fcmp(cc, x, y);
+            if ty.is_vector() {
+                self.b.ins().bitcast(types::I32X4, lanes(), r)
+            } else {
+                r
+            }
+        } else {
+            let u = ty == Type::U8;
+            let cc = match op {
+                CmpOp::Eq => IntCC::Equal,
+                CmpOp::Ne => IntCC::NotEqual,
+                CmpOp::Lt if u => IntCC::UnsignedLessThan,
+                CmpOp::Le if u => IntCC::UnsignedLessThanOrEqual,
+                CmpOp::Gt if u => IntCC::UnsignedGreaterThan,
+                CmpOp::Ge if u => IntCC::UnsignedGreaterThanOrEqual,
+                CmpOp::Lt => IntCC::SignedLessThan,
+                CmpOp::Le => IntCC::SignedLessThanOrEqual,
+                CmpOp::Gt => IntCC::SignedGreaterThan,
+                CmpOp::Ge => IntCC::SignedGreaterThanOrEqual,
+            };
+            self.b.ins().icmp(cc, x, y)
+        })
+    }
+
+    fn reduce(&mut self, op: RedOp, a: Val) -> Result<Value> {
+        let ty = self.ty(a);
+        let x = self.v(a)?;
+        let mut acc = self.b.ins().extractlane(x, 0);
+        for lane in 1..ty.lanes() as u8 {
+            let e = self.b.ins().extractlane(x, lane);
+            acc = match (op, ty.is_float()) {
+                (RedOp::Add, true) => self.b.ins().fadd(acc, e),
+                (RedOp::Max, true) => self.b.ins().fmax(acc, e),
+                (RedOp::Min, true) => self.b.ins().fmin(acc, e),
+                (RedOp::Add, false) => self.b.ins().iadd(acc, e),
+                (RedOp::Max, false) => self.b.ins().smax(acc, e),
+                (RedOp::Min, false) => self.b.ins().smin(acc, e),
+            };
+        }
+        Ok(acc)
+    }
+
+    fn cast(&mut self, to: Type, a: Val) -> Result<Value> {
+        let from = self.ty(a);
+        let x = self.v(a)?;
+        let ct = clif_type(to);
+        let ins = self.b.ins();
+        use Type::*;
+        Ok(match (from, to) {
+            (Index | I32 | I16 | I8, F32) | (I32X4, F32X4) => ins.fcvt_from_sint(ct, x),
+            (U8, F32) => {
+                let w = ins.uextend(types::I32, x);
+                self.b.ins().fcvt_from_sint(ct, w)
+            }
+            (F32, Index | I32) | (F32X4, I32X4) => ins.fcvt_to_sint_sat(ct, x),
+            (F32, I16 | I8 | U8) => {
+                let w = ins.fcvt_to_sint_sat(types::I32, x);
+                self.b.ins().ireduce(ct, w)
+            }
+            (U8 | Bool, I32 | Index | I16) => ins.uextend(ct, x),
+            (I8 | I16, I32 | Index) | (I32, Index) => ins.sextend(ct, x),
+            (Index, I32 | I16 | I8 | U8) | (I32, I16 | I8 | U8) | (I16, I8 | U8) => {
+                ins.ireduce(ct, x)
+            }
+            (I8, U8) | (U8, I8) => x,
+            _ => bail!(
+                Verify,
+                "kernel @{}: no conversion from {from} to {to}",
+                self.kernel.name
+            ),
+        })
+    }
+
+    fn emit_loop(&mut self, l: &Loop) -> Result<Vec<Value>> {
+        let inits = l
+            .inits
+            .iter()
+            .map(|&v| self.v(v))
+            .collect::<Result<Vec<_>>>()?;
+        let arg_types: Vec<_> = l.args.iter().map(|&v| clif_type(self.ty(v))).collect();
+        let (lo, hi) = if l.parallel {
+            (self.lo, self.hi)
+        } else {
+            if l.lo >= l.hi {
+                return Ok(inits);
+            }
+            (
+                self.b.ins().iconst(types::I64, l.lo),
+                self.b.ins().iconst(types::I64, l.hi),
+            )
+        };
+        let body = self.b.create_block();
+        let exit = self.b.create_block();
+        self.b.append_block_param(body, types::I64);
+        for &t in &arg_types {
+            self.b.append_block_param(body, t);
+            self.b.append_block_param(exit, t);
+        }
+        let entry_args: Vec<BlockArg> = std::iter::once(lo)
+            .chain(inits.iter().copied())
+            .map(BlockArg::Value)
+            .collect();
+        if l.parallel {
+            let go = self.b.ins().icmp(IntCC::SignedLessThan, lo, hi);
+            let skip: Vec<BlockArg> = inits.iter().copied().map(BlockArg::Value).collect();
+            self.b.ins().brif(go, body, &entry_args, exit, &skip);
+        } else {
+            self.b.ins().jump(body, &entry_args);
+        }
+        self.b.switch_to_block(body);
+        let params = self.b.block_params(body).to_vec();
+        self.def(l.var, params[0]);
+        for (a, &p) in l.args.iter().zip(&params[1..]) {
+            self.def(*a, p);
+        }
+        let next = self.region(&l.body)?;
+        let i = self.b.ins().iadd_imm_s(params[0], l.step);
+        let more = self.b.ins().icmp(IntCC::SignedLessThan, i, hi);
+        let again: Vec<BlockArg> = std::iter::once(i)
+            .chain(next.iter().copied())
+            .map(BlockArg::Value)
+            .collect();
+        let done: Vec<BlockArg> = next.iter().copied().map(BlockArg::Value).collect();
+        self.b.ins().brif(more, body, &again, exit, &done);
+        self.b.switch_to_block(exit);
+        Ok(self.b.block_params(exit).to_vec())
+    }
+}

@@ -1,0 +1,229 @@
+//! Running a compiled program: one arena, kernels called in schedule order, parallel loops split
+//! over threads.
+//!
+//! A compiled model owns a small pool of worker threads (`threads - 1` of them; the calling
+//! thread takes the first chunk). A kernel's parallel range is cut into one contiguous chunk per
+//! thread (rounded to the loop step), which keeps each thread's writes disjoint.
+
+use crate::codegen::{Jit, JitKernel};
+use crate::program::{ConstData, Loc, Program, Step, tensor_bytes, tensor_from_bytes};
+use kiln_core::{Result, Tensor, TensorType, bail, ensure};
+use std::time::{Duration, Instant};
+
+/// A program with its machine code.
+pub struct Compiled {
+    pub program: Program,
+    kernels: Vec<JitKernel>,
+    /// Owns the executable memory the kernels point into.
+    _jit: Jit,
+    arena: Vec<u128>,
+    pub threads: usize,
+    pool: Pool,
+    pub compile_time: Duration,
+}
+
+#[derive(Clone, Copy)]
+struct Ptrs(*const *mut u8);
+// SAFETY: the pointer array outlives the scoped threads, and kernels write disjoint ranges.
+unsafe impl Send for Ptrs {}
+unsafe impl Sync for Ptrs {}
+
+impl Compiled {
+    /// JIT-compiles every kernel of `program`.
+    pub fn new(program: Program, threads: usize) -> Result<Compiled> {
+        let t0 = Instant::now();
+        let mut jit = Jit::new()?;
+        for k in &program.module.kernels {
+            jit.add(k)?;
+        }
+        let kernels = jit.finish()?;
+        let arena = vec![0u128; program.arena_bytes.div_ceil(16) + 1];
+        Ok(Compiled {
+            program,
+            kernels,
+            _jit: jit,
+            arena,
+            threads: threads.max(1),
+            pool: Pool::new(threads.max(1) - 1),
+            compile_time: t0.elapsed(),
+        })
+    }
+
+    /// Bytes of machine code.
+    pub fn code_size(&self) -> usize {
+        self.kernels.iter().map(|k| k.code_size).sum()
+    }
+
+    /// Runs the model on `inputs` (graph-input order); returns the graph outputs.
+    pub fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+        self.run_timed(inputs, None)
+    }
+
+    /// Like [`Compiled::run`], adding each step's wall time to `times[step]`.
+    pub fn run_timed(
+        &mut self,
+        inputs: &[Tensor],
+        mut times: Option<&mut Vec<Duration>>,
+    ) -> Result<Vec<Tensor>> {
+        let p = &self.program;
+        ensure!(
+            inputs.len() == p.inputs.len(),
+            Input,
+            "the model takes {} inputs, got {}",
+            p.inputs.len(),
+            inputs.len()
+        );
+        let mut ins = Vec::with_capacity(inputs.len());
+        for (i, (t, ty)) in inputs.iter().zip(&p.inputs).enumerate() {
+            ensure!(
+                t.dtype() == ty.dtype && t.shape() == ty.shape.as_slice(),
+                Input,
+                "input {i}: expected {ty}, got {}",
+                t.ty()
+            );
+            ins.push(ConstData::from_bytes(&tensor_bytes(t)));
+        }
+        let arena = self.arena.as_mut_ptr() as *mut u8;
+        let addr = |l: Loc| -> *mut u8 {
+            match l {
+                Loc::Input(i) => ins[i].ptr() as *mut u8,
+                Loc::Const(i) => p.consts[i].ptr() as *mut u8,
+                // SAFETY: offsets come from the memory plan, which fits in the arena.
+                Loc::Arena(o) => unsafe { arena.add(o) },
+            }
+        };
+        if let Some(t) = times.as_deref_mut() {
+            t.resize(p.steps.len(), Duration::ZERO);
+        }
+        for (s, step) in p.steps.iter().enumerate() {
+            let t0 = Instant::now();
+            match step {
+                Step::Kernel { kernel, args } => {
+                    let ptrs: Vec<*mut u8> = args.iter().map(|&l| addr(l)).collect();
+                    let k = &p.module.kernels[*kernel];
+                    call(
+                        self.kernels[*kernel],
+                        Ptrs(ptrs.as_ptr()),
+                        k.parallel_extent(),
+                        &self.pool,
+                    );
+                }
+                Step::Reference {
+                    op,
+                    inputs,
+                    outputs,
+                } => {
+                    let vals: Vec<Option<Tensor>> = inputs
+                        .iter()
+                        .map(|x| x.as_ref().map(|(l, ty)| read(addr(*l), ty)).transpose())
+                        .collect::<Result<_>>()?;
+                    let refs: Vec<Option<&Tensor>> = vals.iter().map(|v| v.as_ref()).collect();
+                    let res = op.eval(&refs, outputs.len())?;
+                    for ((l, ty), t) in outputs.iter().zip(res) {
+                        if t.shape() != ty.shape.as_slice() || t.dtype() != ty.dtype {
+                            bail!(
+                                Eval,
+                                "{}: produced {} where {ty} was planned",
+                                p.info[s].node,
+                                t.ty()
+                            );
+                        }
+                        let b = tensor_bytes(&t);
+                        // SAFETY: the planned location holds `ty`'s bytes.
+                        unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), addr(*l), b.len()) };
+                    }
+                }
+            }
+            if let Some(t) = times.as_deref_mut() {
+                t[s] += t0.elapsed();
+            }
+        }
+        p.outputs.iter().map(|(l, ty)| read(addr(*l), ty)).collect()
+    }
+}
+
+fn read(ptr: *mut u8, ty: &TensorType) -> Result<Tensor> {
+    let n = ty.numel() * crate::program::elem_bytes(ty);
+    // SAFETY: the location holds a tensor of type `ty`.
+    let b = unsafe { std::slice::from_raw_parts(ptr as *const u8, n) };
+    tensor_from_bytes(ty, b)
+}
+
+/// One chunk of a kernel's parallel loop.
+struct Job {
+    kernel: JitKernel,
+    ptrs: Ptrs,
+    lo: i64,
+    hi: i64,
+    done: std::sync::mpsc::Sender<()>,
+}
+
+/// Worker threads fed through channels; dropped with the compiled model.
+struct Pool {
+    workers: Vec<std::sync::mpsc::Sender<Job>>,
+}
+
+impl Pool {
+    fn new(n: usize) -> Pool {
+        let workers = (0..n)
+            .map(|_| {
+                let (tx, rx) = std::sync::mpsc::channel::<Job>();
+                std::thread::spawn(move || {
+                    while let Ok(job) = rx.recv() {
+                        let p = job.ptrs;
+                        // SAFETY: chunks are disjoint ranges of a parallel loop; the caller
+                        // waits for `done` before its buffers go away.
+                        unsafe { (job.kernel.entry)(p.0, job.lo, job.hi) };
+                        let _ = job.done.send(());
+                    }
+                });
+                tx
+            })
+            .collect();
+        Pool { workers }
+    }
+}
+
+fn call(k: JitKernel, ptrs: Ptrs, extent: Option<(i64, i64, i64)>, pool: &Pool) {
+    let Some((lo, hi, step)) = extent else {
+        // SAFETY: the kernel reads and writes only its own buffers, all live.
+        unsafe { (k.entry)(ptrs.0, 0, 0) };
+        return;
+    };
+    let iters = ((hi - lo).max(0) + step - 1) / step;
+    let threads = (pool.workers.len() as i64 + 1).min(iters).max(1);
+    if threads == 1 {
+        // SAFETY: as above.
+        unsafe { (k.entry)(ptrs.0, lo, hi) };
+        return;
+    }
+    let per = (iters + threads - 1) / threads;
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let mut sent = 0;
+    for t in 1..threads {
+        let a = lo + t * per * step;
+        let b = (a + per * step).min(hi);
+        if a >= b {
+            continue;
+        }
+        let job = Job {
+            kernel: k,
+            ptrs,
+            lo: a,
+            hi: b,
+            done: done_tx.clone(),
+        };
+        if pool.workers[(t - 1) as usize].send(job).is_ok() {
+            sent += 1;
+        } else {
+            // A worker that died (it cannot, short of a crash) leaves its chunk to us.
+            // SAFETY: as above.
+            unsafe { (k.entry)(ptrs.0, a, b) };
+        }
+    }
+    // SAFETY: the first chunk, on the calling thread.
+    unsafe { (k.entry)(ptrs.0, lo, (lo + per * step).min(hi)) };
+    for _ in 0..sent {
+        let _ = done_rx.recv();
+    }
+}

@@ -1,0 +1,263 @@
+//! Data movement: reshapes, transposes, slices, padding, tiling, gathers with constant indices,
+//! nearest-neighbour resizes, concatenation and split.
+//!
+//! Rather than re-deriving each op's index rules, a single-input data-movement op is evaluated
+//! at compile time by the reference implementation on an *index image* — a tensor whose element
+//! `i` holds `i` — which yields, for every result element, the input element it copies (and −1
+//! where padding supplies the constant). When that map is affine in the result's coordinates it
+//! becomes a strided copy (vectorised like any element-wise op); otherwise a gather through a
+//! constant index table. Either way the semantics are the reference's by construction.
+
+use super::elementwise::{View, map_views};
+use super::{Arg, Lowered, NodeCx};
+use crate::builder::KernelBuilder;
+use crate::ir::{CmpOp, Type};
+use kiln_core::{DType, Tensor};
+use kiln_graph::ops::{Op, PadMode, ResizeMode};
+
+/// Integers in f64 are exact far beyond any tensor size kiln compiles.
+fn index_image(shape: &[usize]) -> Option<Tensor> {
+    let n: usize = shape.iter().product();
+    let v: Vec<f64> = (0..n).map(|i| i as f64).collect();
+    Tensor::from_vec(shape, v).ok()
+}
+
+/// The source index of every result element, or `None` if the op is not pure data movement
+/// of operand 0 (or the reference rejects an f64 image).
+fn source_map(op: &Op, cx: &NodeCx) -> Option<Vec<i64>> {
+    let moves = match op {
+        Op::Reshape(_)
+        | Op::Flatten(_)
+        | Op::Squeeze(_)
+        | Op::Unsqueeze(_)
+        | Op::Expand(_)
+        | Op::Transpose(_)
+        | Op::Slice(_)
+        | Op::Tile(_)
+        | Op::DepthToSpace(_)
+        | Op::SpaceToDepth(_)
+        | Op::Gather(_) => true,
+        Op::Pad(_) => true,
+        Op::Resize(r) => r.mode == ResizeMode::Nearest,
+        _ => false,
+    };
+    if !moves || cx.outs.len() != 1 {
+        return None;
+    }
+    // Every other operand must be a compile-time constant.
+    for k in 1..cx.ins.len() {
+        if cx.ins[k].is_some() && cx.consts.get(k).copied().flatten().is_none() {
+            return None;
+        }
+    }
+    let image = index_image(cx.in_shape(0)?)?;
+    let mut operands: Vec<Option<Tensor>> = vec![Some(image)];
+    for k in 1..cx.ins.len() {
+        operands.push(cx.consts.get(k).copied().flatten().cloned());
+    }
+    // Constant padding: mark padded elements with -1 (the pad value is applied by the kernel).
+    if let Op::Pad(p) = op
+        && p.mode == PadMode::Constant
+    {
+        if operands.len() < 3 {
+            operands.resize(3, None);
+        }
+        operands[2] = Some(Tensor::scalar(-1.0f64));
+    }
+    let refs: Vec<Option<&Tensor>> = operands.iter().map(|t| t.as_ref()).collect();
+    let out = op.eval(&refs, 1).ok()?.into_iter().next()?;
+    if out.dtype() != DType::F64 || out.shape() != cx.out_shape(0) {
+        return None;
+    }
+    Some(out.to_f64_vec().into_iter().map(|x| x as i64).collect())
+}
+
+/// `(base, strides)` if `map[idx] = base + Σ idx_d · stride_d` over `shape`.
+fn affine(map: &[i64], shape: &[usize]) -> Option<(i64, Vec<i64>)> {
+    let base = *map.first()?;
+    let r = shape.len();
+    let mut dense = vec![1usize; r];
+    for d in (0..r.saturating_sub(1)).rev() {
+        dense[d] = dense[d + 1] * shape[d + 1];
+    }
+    let strides: Vec<i64> = (0..r)
+        .map(|d| {
+            if shape[d] > 1 {
+                map[dense[d]] - base
+            } else {
+                0
+            }
+        })
+        .collect();
+    let mut idx = vec![0usize; r];
+    for &m in map {
+        let want = base
+            + idx
+                .iter()
+                .zip(&strides)
+                .map(|(&i, &s)| i as i64 * s)
+                .sum::<i64>();
+        if m != want || m < 0 {
+            return None;
+        }
+        for d in (0..r).rev() {
+            idx[d] += 1;
+            if idx[d] < shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    Some((base, strides))
+}
+
+/// `out[i] = map[i] < 0 ? pad : in[map[i]]`, the index table a constant.
+fn gather(name: &str, in_len: usize, map: &[i64], pad: f32) -> Lowered {
+    let mut b = KernelBuilder::new(name);
+    let x = b.buf("x", Type::F32, in_len, true);
+    let table = b.buf("index", Type::I32, map.len(), true);
+    let out = b.buf("out", Type::F32, map.len(), false);
+    let zero = b.iconst(Type::I32, 0);
+    let padv = b.fconst(pad);
+    b.parallel(0, map.len() as i64, 1, |b, i| {
+        let j = b.load(Type::I32, table, i, 0);
+        let valid = b.cmp(CmpOp::Ge, j, zero);
+        let jc = b.max(j, zero);
+        let ji = b.cast(Type::Index, jc);
+        let v = b.load(Type::F32, x, ji, 0);
+        let r = b.select(valid, v, padv);
+        b.store(out, i, 0, r);
+    });
+    let table_bits: Vec<f32> = map
+        .iter()
+        .map(|&m| f32::from_bits((m.max(-1) as i32) as u32))
+        .collect();
+    Lowered {
+        kernel: b.finish(),
+        args: vec![Arg::Operand(0), Arg::Const(table_bits), Arg::Result(0)],
+    }
+}
+
+fn dense_strides(shape: &[usize]) -> Vec<i64> {
+    let mut s = vec![0i64; shape.len()];
+    let mut acc = 1i64;
+    for d in (0..shape.len()).rev() {
+        s[d] = acc;
+        acc *= shape[d] as i64;
+    }
+    s
+}
+
+/// Concat: one strided copy per operand into its slot of the result.
+fn concat(cx: &NodeCx, axis: i64) -> Option<Vec<Lowered>> {
+    let out = cx.out_shape(0).to_vec();
+    let r = out.len() as i64;
+    let axis = if axis < 0 { axis + r } else { axis } as usize;
+    let ost = dense_strides(&out);
+    let mut at = 0usize;
+    let mut ks = Vec::new();
+    for k in 0..cx.ins.len() {
+        let s = cx.in_shape(k)?.to_vec();
+        if s.iter().product::<usize>() > 0 {
+            let src = View {
+                arg: Arg::Operand(k),
+                len: s.iter().product(),
+                off: 0,
+                strides: dense_strides(&s),
+            };
+            let dst = View {
+                arg: Arg::Result(0),
+                len: out.iter().product(),
+                off: at as i64 * ost[axis],
+                strides: ost.clone(),
+            };
+            ks.push(map_views(
+                &format!("{}_{k}", cx.name),
+                &s,
+                &[src],
+                &dst,
+                &|_, v| v[0],
+            ));
+        }
+        at += s[axis];
+    }
+    Some(ks)
+}
+
+/// Split: one strided copy per result from its slot of the operand.
+fn split(cx: &NodeCx, axis: i64) -> Option<Vec<Lowered>> {
+    let x = cx.in_shape(0)?.to_vec();
+    let r = x.len() as i64;
+    let axis = if axis < 0 { axis + r } else { axis } as usize;
+    let xst = dense_strides(&x);
+    let mut at = 0usize;
+    let mut ks = Vec::new();
+    for (k, o) in cx.outs.iter().enumerate() {
+        let s = o.shape.clone();
+        if s.iter().product::<usize>() > 0 {
+            let src = View {
+                arg: Arg::Operand(0),
+                len: x.iter().product(),
+                off: at as i64 * xst[axis],
+                strides: xst.clone(),
+            };
+            let dst = View {
+                arg: Arg::Result(k),
+                len: s.iter().product(),
+                off: 0,
+                strides: dense_strides(&s),
+            };
+            ks.push(map_views(
+                &format!("{}_{k}", cx.name),
+                &s,
+                &[src],
+                &dst,
+                &|_, v| v[0],
+            ));
+        }
+        at += s[axis];
+    }
+    Some(ks)
+}
+
+pub fn lower(op: &Op, cx: &NodeCx) -> Option<Vec<Lowered>> {
+    match op {
+        Op::Concat(c) => return concat(cx, c.axis),
+        Op::Split(s) => return split(cx, s.axis),
+        _ => {}
+    }
+    let map = source_map(op, cx)?;
+    let out = cx.out_shape(0).to_vec();
+    let in_len: usize = cx.in_shape(0)?.iter().product();
+    if let Some((base, strides)) = affine(&map, &out) {
+        let src = View {
+            arg: Arg::Operand(0),
+            len: in_len,
+            off: base,
+            strides,
+        };
+        let dst = View {
+            arg: Arg::Result(0),
+            len: out.iter().product(),
+            off: 0,
+            strides: dense_strides(&out),
+        };
+        return Some(vec![map_views(&cx.name, &out, &[src], &dst, &|_, v| v[0])]);
+    }
+    if map.len() > i32::MAX as usize {
+        return None;
+    }
+    let pad = match op {
+        Op::Pad(_) => cx
+            .const_f32(2)
+            .and_then(|v| v.first().copied())
+            .unwrap_or(0.0),
+        _ => 0.0,
+    };
+    Some(vec![gather(&cx.name, in_len, &map, pad)])
+}
+
+/// Non-f32 tensors take the reference path.
+pub fn lower_any_dtype(_op: &Op, _cx: &NodeCx) -> Option<Vec<Lowered>> {
+    None
+}

@@ -1,0 +1,604 @@
+//! The fp32 GEMM micro-kernel and the Gemm/MatMul lowerings built on it.
+//!
+//! `C[m, n] = act(alpha · Σ_k A[m, k] B[k, n] + beta · bias + Y)`, computed in register tiles of
+//! up to 4 rows × 8 columns (eight `f32x4` accumulators carried through the k loop, which is
+//! unrolled 4×). Per k step a tile does 2 vector loads of B, 4 scalar loads of A broadcast to
+//! vectors, and 8 FMAs; the epilogue (bias, residual, activation) runs on the accumulators before
+//! the single store. 4×8 is the largest tile that fits the 16 xmm registers without spilling
+//! (ARCHITECTURE.md: a 6×8 tile measured slower).
+//!
+//! Constant operands are packed at compile time: A (conv weights) into 4-row panels so a k step
+//! reads the tile's four A values from one 16-byte line, B (Gemm weights) into 8-column panels
+//! so a tile streams one contiguous block.
+//!
+//! The column tiles of width 8 form the kernel's parallel loop; leftover columns (N mod 8) go
+//! to a second, serial kernel, because a kernel's parallel loop must be its only top-level loop.
+
+use super::{Arg, Lowered, NodeCx, act, elementwise::broadcast_strides};
+use crate::builder::KernelBuilder;
+use crate::ir::{Buf, Type, Val};
+use kiln_core::Result;
+use kiln_graph::ops::Op;
+use kiln_graph::ops::activation::{Activation, RESIDUAL, SLOPE};
+
+/// Rows and vector columns of the largest register tile.
+pub const MR: usize = 4;
+pub const NR: usize = 8;
+const K_UNROLL: usize = 4;
+
+/// A matrix operand: element `(i, j)` of batch `b` at `off + batch(b) + i*rs + j*cs`.
+#[derive(Debug, Clone)]
+pub struct Strided {
+    pub buf: Buf,
+    pub rs: i64,
+    pub cs: i64,
+    /// Stride per batch dimension of the result (0 where broadcast).
+    pub batch: Vec<i64>,
+}
+
+/// How the kernel reads A.
+#[derive(Debug, Clone)]
+pub enum AOperand {
+    Strided(Strided),
+    /// Packed by [`pack_a`]; no batch dimensions.
+    Packed(Buf),
+}
+
+/// How the kernel reads B.
+#[derive(Debug, Clone)]
+pub enum BOperand {
+    Strided(Strided),
+    /// Packed by [`pack_b`]; no batch dimensions.
+    Packed(Buf),
+}
+
+/// A whole (batched) GEMM with its epilogue.
+#[derive(Debug, Clone)]
+pub struct GemmSpec {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    /// Batch dimensions of the result, outermost first.
+    pub batch: Vec<usize>,
+    pub a: AOperand,
+    pub b: BOperand,
+    /// Must have `cs == 1`.
+    pub c: Strided,
+    pub bias: Option<Strided>,
+    pub residual: Option<Strided>,
+    pub slope: Option<Strided>,
+    pub alpha: f32,
+    pub beta: f32,
+    pub act: Activation,
+}
+
+/// Packs A `[m, k]` (row-major) into panels of 4 rows: panel `p` holds `(r, k)` at
+/// `p·4k + k·4 + r`; the last panel, of `m mod 4` rows, at `(m/4)·4k + k·mr + r`.
+pub fn pack_a(a: &[f32], m: usize, k: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(m * k);
+    for p in (0..m).step_by(MR) {
+        let mr = MR.min(m - p);
+        for kk in 0..k {
+            for r in 0..mr {
+                out.push(a[(p + r) * k + kk]);
+            }
+        }
+    }
+    out
+}
+
+/// Packs B `[k, n]` given by an accessor into panels of 8 columns (`(k, c)` at
+/// `p·8k + k·8 + c`) followed by the `n mod 8` leftover columns, row-major.
+pub fn pack_b(k: usize, n: usize, at: impl Fn(usize, usize) -> f32) -> Vec<f32> {
+    let full = n / NR * NR;
+    let mut out = Vec::with_capacity(k * n);
+    for p in (0..full).step_by(NR) {
+        for kk in 0..k {
+            for c in 0..NR {
+                out.push(at(kk, p + c));
+            }
+        }
+    }
+    for kk in 0..k {
+        for c in full..n {
+            out.push(at(kk, c));
+        }
+    }
+    out
+}
+
+/// Offsets of the batch entry being computed, per operand.
+struct BatchOffs {
+    a: Val,
+    b: Val,
+    c: Val,
+    bias: Val,
+    res: Val,
+    slope: Val,
+}
+
+/// Which columns a tile covers.
+#[derive(Clone, Copy)]
+enum Cols {
+    /// `nv` vectors of 4 starting at column `n0`.
+    Vectors(usize),
+    /// One scalar column.
+    Scalar,
+}
+
+struct Gen<'s> {
+    s: &'s GemmSpec,
+}
+
+impl Gen<'_> {
+    fn k_off(&self, b: &mut KernelBuilder, base: Val, k: Val, ks: i64) -> Val {
+        let t = b.mul_imm(k, ks);
+        b.add(base, t)
+    }
+
+    /// A tile of `mr` rows from row `m0` (a constant) and the columns `cols` from `n0`.
+    #[allow(clippy::too_many_arguments)]
+    fn tile(
+        &self,
+        b: &mut KernelBuilder,
+        o: &BatchOffs,
+        m0: Val,
+        mr: usize,
+        n0: Val,
+        n0c: Option<usize>,
+        cols: Cols,
+    ) {
+        let s = self.s;
+        let (ty, nv) = match cols {
+            Cols::Vectors(nv) => (Type::F32X4, nv),
+            Cols::Scalar => (Type::F32, 1),
+        };
+        let width = match cols {
+            Cols::Vectors(_) => 4,
+            Cols::Scalar => 1,
+        };
+        // A: a base offset and per-row / per-k strides.
+        let (a_base, a_rs, a_ks) = match &s.a {
+            AOperand::Strided(a) => {
+                let t = b.mul_imm(m0, a.rs);
+                (b.add(o.a, t), a.rs, a.cs)
+            }
+            // Full panels hold 4 rows; only the last one holds `mr < 4`.
+            AOperand::Packed(_) => (b.mul_imm(m0, s.k as i64), 1, mr as i64),
+        };
+        let a_buf = match &s.a {
+            AOperand::Strided(a) => a.buf,
+            AOperand::Packed(p) => *p,
+        };
+        // B: base offset of column n0 at k = 0, and the k stride.
+        let (b_buf, b_base, b_ks) = match &s.b {
+            BOperand::Strided(bs) => {
+                let t = b.mul_imm(n0, bs.cs);
+                (bs.buf, b.add(o.b, t), bs.rs)
+            }
+            BOperand::Packed(p) => {
+                let full = s.n / NR * NR;
+                match n0c {
+                    // Inside the packed panels: n0 is a multiple of 8.
+                    None => {
+                        let t = b.mul_imm(n0, s.k as i64);
+                        (*p, t, NR as i64)
+                    }
+                    Some(c) => {
+                        let base = (full * s.k) as i64;
+                        let t = b.add_imm(n0, base - full as i64);
+                        let _ = c;
+                        (*p, t, (s.n - full) as i64)
+                    }
+                }
+            }
+        };
+        let zero = b.fsplat(ty, 0.0);
+        let inits = vec![zero; mr * nv];
+        let kk = s.k as i64 / K_UNROLL as i64 * K_UNROLL as i64;
+        let step = |b: &mut KernelBuilder, k: Val, accs: &[Val], unroll: usize| -> Vec<Val> {
+            let ao = self.k_off(b, a_base, k, a_ks);
+            let bo = self.k_off(b, b_base, k, b_ks);
+            let mut accs = accs.to_vec();
+            for u in 0..unroll as i64 {
+                let bv: Vec<Val> = (0..nv)
+                    .map(|j| b.load(ty, b_buf, bo, u * b_ks + (j * width) as i64))
+                    .collect();
+                for r in 0..mr {
+                    let a = b.load(Type::F32, a_buf, ao, u * a_ks + r as i64 * a_rs);
+                    let a = if ty.is_vector() { b.splat(ty, a) } else { a };
+                    for j in 0..nv {
+                        accs[r * nv + j] = b.fma(a, bv[j], accs[r * nv + j]);
+                    }
+                }
+            }
+            accs
+        };
+        let mut accs = inits;
+        if kk > 0 {
+            accs = b.loop_(0, kk, K_UNROLL as i64, false, &accs, |b, k, a| {
+                step(b, k, a, K_UNROLL)
+            });
+        }
+        if kk < s.k as i64 {
+            accs = b.loop_(kk, s.k as i64, 1, false, &accs, |b, k, a| step(b, k, a, 1));
+        }
+        self.epilogue(b, o, m0, mr, n0, ty, nv, width, &accs);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn epilogue(
+        &self,
+        b: &mut KernelBuilder,
+        o: &BatchOffs,
+        m0: Val,
+        mr: usize,
+        n0: Val,
+        ty: Type,
+        nv: usize,
+        width: usize,
+        accs: &[Val],
+    ) {
+        let s = self.s;
+        // Loads element (m0 + r, n0 + j·width) of a broadcast operand as `ty`.
+        let load = |b: &mut KernelBuilder, op: &Strided, base: Val, r: usize, j: usize| -> Val {
+            let t = b.mul_imm(n0, op.cs);
+            let off = b.add(base, t);
+            let u = b.mul_imm(m0, op.rs);
+            let off = b.add(off, u);
+            let disp = r as i64 * op.rs + (j * width) as i64 * op.cs;
+            load_strided(b, ty, op.buf, off, disp, op.cs)
+        };
+        let alpha = (s.alpha != 1.0).then(|| b.fsplat(ty, s.alpha));
+        let beta = (s.beta != 1.0).then(|| b.fsplat(ty, s.beta));
+        for r in 0..mr {
+            for j in 0..nv {
+                let mut x = accs[r * nv + j];
+                if let Some(al) = alpha {
+                    x = b.mul(x, al);
+                }
+                if let Some(bias) = &s.bias {
+                    let bv = load(b, bias, o.bias, r, j);
+                    x = match beta {
+                        Some(be) => b.fma(bv, be, x),
+                        None => b.add(x, bv),
+                    };
+                }
+                if let Some(y) = &s.residual {
+                    let yv = load(b, y, o.res, r, j);
+                    x = b.add(x, yv);
+                }
+                let slope = s.slope.as_ref().map(|sl| load(b, sl, o.slope, r, j));
+                x = act::activation(b, &s.act, x, slope);
+                let t = b.mul_imm(n0, s.c.cs);
+                let off = b.add(o.c, t);
+                let u = b.mul_imm(m0, s.c.rs);
+                let off = b.add(off, u);
+                b.store(s.c.buf, off, r as i64 * s.c.rs + (j * width) as i64, x);
+            }
+        }
+    }
+
+    /// All row tiles for the columns at `n0`.
+    fn rows(&self, b: &mut KernelBuilder, o: &BatchOffs, n0: Val, n0c: Option<usize>, cols: Cols) {
+        let full = self.s.m / MR * MR;
+        if full > 0 {
+            b.for_(0, full as i64, MR as i64, |b, m0| {
+                self.tile(b, o, m0, MR, n0, n0c, cols)
+            });
+        }
+        if full < self.s.m {
+            let m0 = b.index(full as i64);
+            self.tile(b, o, m0, self.s.m - full, n0, n0c, cols);
+        }
+    }
+
+    /// Nested loops over the batch dimensions, then `body` with the batch offsets.
+    fn batches(
+        &self,
+        b: &mut KernelBuilder,
+        level: usize,
+        o: BatchOffs,
+        body: &dyn Fn(&mut KernelBuilder, &BatchOffs),
+    ) {
+        let s = self.s;
+        if level == s.batch.len() {
+            body(b, &o);
+            return;
+        }
+        let st = |op: Option<&Strided>| op.map_or(0, |x| x.batch[level]);
+        let a_st = match &s.a {
+            AOperand::Strided(a) => a.batch[level],
+            AOperand::Packed(_) => 0,
+        };
+        let b_st = match &s.b {
+            BOperand::Strided(x) => x.batch[level],
+            BOperand::Packed(_) => 0,
+        };
+        let strides = [
+            a_st,
+            b_st,
+            s.c.batch[level],
+            st(s.bias.as_ref()),
+            st(s.residual.as_ref()),
+            st(s.slope.as_ref()),
+        ];
+        b.for_(0, s.batch[level] as i64, 1, |b, i| {
+            let base = [o.a, o.b, o.c, o.bias, o.res, o.slope];
+            let v: Vec<Val> = base
+                .iter()
+                .zip(strides)
+                .map(|(&x, st)| {
+                    let t = b.mul_imm(i, st);
+                    b.add(x, t)
+                })
+                .collect();
+            let o = BatchOffs {
+                a: v[0],
+                b: v[1],
+                c: v[2],
+                bias: v[3],
+                res: v[4],
+                slope: v[5],
+            };
+            self.batches(b, level + 1, o, body);
+        });
+    }
+}
+
+/// Emits the GEMM as one or two kernels (full column panels in parallel; leftover columns).
+/// `bufs` declares the kernel's buffers (the same in both kernels) and returns the spec.
+pub fn emit(
+    name: &str,
+    declare: &dyn Fn(&mut KernelBuilder) -> GemmSpec,
+) -> Vec<crate::ir::Kernel> {
+    let mut out = Vec::new();
+    let mut probe = KernelBuilder::new(name);
+    let spec = declare(&mut probe);
+    let full = spec.n / NR * NR;
+    if full > 0 {
+        let mut b = KernelBuilder::new(name);
+        let s = declare(&mut b);
+        let g = Gen { s: &s };
+        b.parallel(0, full as i64, NR as i64, |b, n0| {
+            let z = b.index(0);
+            let o = BatchOffs {
+                a: z,
+                b: z,
+                c: z,
+                bias: z,
+                res: z,
+                slope: z,
+            };
+            g.batches(b, 0, o, &|b, o| g.rows(b, o, n0, None, Cols::Vectors(2)));
+        });
+        out.push(b.finish());
+    }
+    if full < spec.n {
+        let mut b = KernelBuilder::new(format!("{name}_edge"));
+        let s = declare(&mut b);
+        let g = Gen { s: &s };
+        let z = b.index(0);
+        let o = BatchOffs {
+            a: z,
+            b: z,
+            c: z,
+            bias: z,
+            res: z,
+            slope: z,
+        };
+        g.batches(&mut b, 0, o, &|b, o| {
+            let mut c = full;
+            if s.n - c >= 4 {
+                let n0 = b.index(c as i64);
+                g.rows(b, o, n0, Some(c), Cols::Vectors(1));
+                c += 4;
+            }
+            for col in c..s.n {
+                let n0 = b.index(col as i64);
+                g.rows(b, o, n0, Some(col), Cols::Scalar);
+            }
+        });
+        out.push(b.finish());
+    }
+    out
+}
+
+/// Loads `ty` (f32 or f32x4) at `off + disp` from a row with element stride `cs`: a splat when
+/// the row is broadcast (`cs == 0`), a vector load when contiguous, else lane by lane. Epilogue
+/// operands (bias, residual, slope) broadcast in every way ONNX allows, so all three occur.
+pub fn load_strided(
+    b: &mut KernelBuilder,
+    ty: Type,
+    buf: Buf,
+    off: Val,
+    disp: i64,
+    cs: i64,
+) -> Val {
+    if cs == 0 && ty.is_vector() {
+        let x = b.load(Type::F32, buf, off, disp);
+        b.splat(ty, x)
+    } else if cs == 1 || !ty.is_vector() {
+        b.load(ty, buf, off, disp)
+    } else {
+        let mut v = b.fsplat(ty, 0.0);
+        for lane in 0..4 {
+            let x = b.load(Type::F32, buf, off, disp + lane * cs);
+            v = b.insert(v, x, lane as u8);
+        }
+        v
+    }
+}
+
+/// Strides of an epilogue operand of `shape` broadcast to the result `out` (`[batch.., m, n]`).
+fn epi_operand(buf: Buf, shape: &[usize], out: &[usize]) -> Strided {
+    let st = broadcast_strides(shape, out);
+    let r = out.len();
+    Strided {
+        buf,
+        rs: st[r - 2],
+        cs: st[r - 1],
+        batch: st[..r - 2].to_vec(),
+    }
+}
+
+/// Lowers Gemm and MatMul (with their fused epilogues).
+pub fn lower(op: &Op, cx: &NodeCx) -> Result<Option<Vec<Lowered>>> {
+    let (act, trans_a, trans_b, alpha, beta, is_gemm) = match op {
+        Op::Gemm(g) => (g.act, g.trans_a, g.trans_b, g.alpha, g.beta, true),
+        Op::MatMul(m) => (m.act, m.trans_a, m.trans_b, 1.0, 1.0, false),
+        _ => return Ok(None),
+    };
+    let (Some(ash), Some(bsh)) = (cx.in_shape(0), cx.in_shape(1)) else {
+        return Ok(None);
+    };
+    let out = cx.out_shape(0).to_vec();
+    // Rank-1 operands (numpy promotion) are rare in CNNs: leave them to the reference path.
+    if ash.len() < 2 || bsh.len() < 2 || out.len() < 2 {
+        return Ok(None);
+    }
+    let r = out.len();
+    let (m, n) = (out[r - 2], out[r - 1]);
+    let k = if trans_a {
+        ash[ash.len() - 2]
+    } else {
+        ash[ash.len() - 1]
+    };
+    let batch = out[..r - 2].to_vec();
+    // Batch strides of A and B as if their matrices were [m,k] / [k,n] blocks.
+    let mat_batch = |shape: &[usize]| -> Vec<i64> {
+        let mut full = batch.clone();
+        full.extend_from_slice(&shape[shape.len() - 2..]);
+        let st = broadcast_strides(shape, &full);
+        st[..r - 2].to_vec()
+    };
+    let (a_rows, a_cols) = (ash[ash.len() - 2] as i64, ash[ash.len() - 1] as i64);
+    let _ = a_rows;
+    let (b_rows, b_cols) = (bsh[bsh.len() - 2] as i64, bsh[bsh.len() - 1] as i64);
+    let b_const = cx.const_f32(1).filter(|_| bsh.len() == 2);
+    let mut args = vec![Arg::Operand(0)];
+    let packed_b = b_const.map(|w| {
+        pack_b(k, n, |kk, nn| {
+            if trans_b {
+                w[nn * b_cols as usize + kk]
+            } else {
+                w[kk * b_cols as usize + nn]
+            }
+        })
+    });
+    // A runtime B read across columns (transposed) cannot be vectorised along n: a first
+    // kernel transposes it into scratch, laid out `[batch.., k, n]`.
+    let b_bytes = bsh.iter().product::<usize>() * 4;
+    let transpose_b = packed_b.is_none() && trans_b;
+    match &packed_b {
+        Some(p) => args.push(Arg::Const(p.clone())),
+        None if transpose_b => args.push(Arg::Scratch(b_bytes)),
+        None => args.push(Arg::Operand(1)),
+    }
+    let a_batch = mat_batch(ash);
+    let b_batch = mat_batch(bsh);
+    let bias_k = if is_gemm || cx.ins.get(2).copied().flatten().is_some() {
+        2
+    } else {
+        usize::MAX
+    };
+    let opt = |k: usize| cx.in_shape(k).map(|s| s.to_vec());
+    let bias_shape = if bias_k == 2 { opt(2) } else { None };
+    let (res_shape, slope_shape) = (opt(RESIDUAL), opt(SLOPE));
+    for (k, s) in [
+        (2, &bias_shape),
+        (RESIDUAL, &res_shape),
+        (SLOPE, &slope_shape),
+    ] {
+        if s.is_some() {
+            args.push(Arg::Operand(k));
+        }
+    }
+    args.push(Arg::Result(0));
+    let len = |s: &[usize]| s.iter().product::<usize>();
+    let (asz, bsz) = (len(ash), packed_b.as_ref().map_or(len(bsh), |p| p.len()));
+    let declare = |b: &mut KernelBuilder| -> GemmSpec {
+        let abuf = b.buf("a", Type::F32, asz, true);
+        let bbuf = b.buf("b", Type::F32, bsz, true);
+        let mut epi = |s: &Option<Vec<usize>>, nm: &str| {
+            s.as_ref()
+                .map(|s| epi_operand(b.buf(nm, Type::F32, len(s), true), s, &out))
+        };
+        let bias = epi(&bias_shape, "bias");
+        let residual = epi(&res_shape, "y");
+        let slope = epi(&slope_shape, "slope");
+        let cbuf = b.buf("c", Type::F32, len(&out), false);
+        let c = Strided {
+            buf: cbuf,
+            rs: n as i64,
+            cs: 1,
+            batch: broadcast_strides(&out, &out)[..r - 2].to_vec(),
+        };
+        let a = AOperand::Strided(Strided {
+            buf: abuf,
+            rs: if trans_a { 1 } else { a_cols },
+            cs: if trans_a { a_cols } else { 1 },
+            batch: a_batch.clone(),
+        });
+        let bop = if packed_b.is_some() {
+            BOperand::Packed(bbuf)
+        } else {
+            BOperand::Strided(Strided {
+                buf: bbuf,
+                rs: if trans_b { b_rows } else { b_cols },
+                cs: 1,
+                batch: b_batch.clone(),
+            })
+        };
+        GemmSpec {
+            m,
+            n,
+            k,
+            batch: batch.clone(),
+            a,
+            b: bop,
+            c,
+            bias,
+            residual,
+            slope,
+            alpha,
+            beta,
+            act,
+        }
+    };
+    let mut lowered = Vec::new();
+    if transpose_b {
+        let r = bsh.len();
+        let mut dims = bsh.to_vec();
+        dims.swap(r - 2, r - 1);
+        let src_st = super::elementwise::broadcast_strides(bsh, bsh);
+        let mut strides = src_st.clone();
+        strides.swap(r - 2, r - 1);
+        let src = super::elementwise::View {
+            arg: Arg::Operand(1),
+            len: b_bytes / 4,
+            off: 0,
+            strides,
+        };
+        let dst = super::elementwise::View {
+            arg: Arg::Scratch(b_bytes),
+            len: b_bytes / 4,
+            off: 0,
+            strides: super::elementwise::broadcast_strides(&dims, &dims),
+        };
+        lowered.push(super::elementwise::map_views(
+            &format!("{}_bt", cx.name),
+            &dims,
+            &[src],
+            &dst,
+            &|_, v| v[0],
+        ));
+    }
+    for kernel in emit(&cx.name, &declare) {
+        lowered.push(Lowered {
+            kernel,
+            args: args.clone(),
+        });
+    }
+    Ok(Some(lowered))
+}

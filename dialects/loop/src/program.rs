@@ -1,0 +1,322 @@
+//! A whole model lowered to the loop dialect: kernels, constant data, the arena layout from the
+//! graph's memory plan, and the schedule of kernel calls.
+//!
+//! Building a `Program` is where graph values get addresses: graph inputs are the caller's
+//! buffers, constants (and weights packed for a kernel) are owned data, everything else is an
+//! offset in one arena sized by [`kiln_graph::memory::plan`]. A node's scratch (im2col panels)
+//! lives past the arena's end, shared by all nodes since they run one after another.
+
+use crate::ir::{Kernel, Module};
+use crate::lower::{self, Arg, NodeCx};
+use kiln_core::{DType, Result, Tensor, TensorType};
+use kiln_graph::ops::Op;
+use kiln_graph::{Graph, Value};
+use std::collections::HashMap;
+
+/// Where a buffer lives at run time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loc {
+    /// Graph input `i` (the caller's memory).
+    Input(usize),
+    /// `Program::consts[i]`.
+    Const(usize),
+    /// Byte offset into the arena.
+    Arena(usize),
+}
+
+/// One call in the schedule.
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// Call `Program::module.kernels[kernel]` with these buffers.
+    Kernel { kernel: usize, args: Vec<Loc> },
+    /// Run the node's reference implementation (ops without a lowering).
+    Reference {
+        op: Op,
+        inputs: Vec<Option<(Loc, TensorType)>>,
+        outputs: Vec<(Loc, TensorType)>,
+    },
+}
+
+/// Provenance of a step, for reports and profiles.
+#[derive(Debug, Clone)]
+pub struct StepInfo {
+    /// The graph node (`%5 = conv ...` → its first result's name).
+    pub node: String,
+    pub op: &'static str,
+    pub flops: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Program {
+    pub module: Module,
+    /// Constant data, as raw bytes of its element type.
+    pub consts: Vec<ConstData>,
+    pub steps: Vec<Step>,
+    pub info: Vec<StepInfo>,
+    pub inputs: Vec<TensorType>,
+    pub outputs: Vec<(Loc, TensorType)>,
+    /// Bytes of the planned arena (graph intermediates) plus the largest scratch.
+    pub arena_bytes: usize,
+    /// Nodes that run through the reference implementation.
+    pub reference_ops: Vec<String>,
+}
+
+/// Constant bytes, kept 16-byte aligned for vector loads.
+#[derive(Debug, Clone, Default)]
+pub struct ConstData {
+    words: Vec<u128>,
+    pub bytes: usize,
+}
+
+impl ConstData {
+    pub fn from_bytes(b: &[u8]) -> ConstData {
+        let mut words = vec![0u128; b.len().div_ceil(16)];
+        // SAFETY: u128 storage is at least as large as `b` and any byte pattern is valid.
+        let dst = unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut u8, b.len()) };
+        dst.copy_from_slice(b);
+        ConstData {
+            words,
+            bytes: b.len(),
+        }
+    }
+
+    pub fn from_f32(v: &[f32]) -> ConstData {
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        ConstData::from_bytes(&bytes)
+    }
+
+    pub fn ptr(&self) -> *const u8 {
+        self.words.as_ptr() as *const u8
+    }
+}
+
+/// Raw bytes of a tensor in its element type (row-major).
+pub fn tensor_bytes(t: &Tensor) -> Vec<u8> {
+    fn raw<T: Copy>(a: &ndarray::ArrayD<T>) -> Vec<u8> {
+        let v: Vec<T> = a.iter().copied().collect();
+        let n = std::mem::size_of_val(v.as_slice());
+        // SAFETY: reading the initialised elements of `v` as bytes (plain-old-data types).
+        unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, n) }.to_vec()
+    }
+    kiln_core::dispatch!(t, a => raw(a))
+}
+
+/// A tensor of type `ty` from its raw row-major bytes.
+pub fn tensor_from_bytes(ty: &TensorType, b: &[u8]) -> Result<Tensor> {
+    fn read<T: kiln_core::Element>(shape: &[usize], b: &[u8]) -> Result<Tensor> {
+        let n = b.len() / std::mem::size_of::<T>();
+        let v: Vec<T> = (0..n)
+            // SAFETY: `b` holds `n` elements of `T` written by a kernel or copied from a tensor
+            // of this type; unaligned reads because arena offsets only promise 16 bytes.
+            .map(|i| unsafe { std::ptr::read_unaligned((b.as_ptr() as *const T).add(i)) })
+            .collect();
+        Tensor::from_vec(shape, v)
+    }
+    let s = ty.shape.as_slice();
+    match ty.dtype {
+        DType::F32 => read::<f32>(s, b),
+        DType::F64 => read::<f64>(s, b),
+        DType::I8 => read::<i8>(s, b),
+        DType::U8 => read::<u8>(s, b),
+        DType::I16 => read::<i16>(s, b),
+        DType::U16 => read::<u16>(s, b),
+        DType::I32 => read::<i32>(s, b),
+        DType::U32 => read::<u32>(s, b),
+        DType::I64 => read::<i64>(s, b),
+        DType::U64 => read::<u64>(s, b),
+        DType::Bool => {
+            let v: Vec<bool> = b.iter().map(|&x| x != 0).collect();
+            Tensor::from_vec(s, v)
+        }
+    }
+}
+
+fn align(n: usize) -> usize {
+    n.div_ceil(64) * 64
+}
+
+/// Lowers a shape-inferred graph to a program.
+pub fn build(g: &Graph) -> Result<Program> {
+    let plan = kiln_graph::memory::plan(g)?;
+    let mut p = Program::default();
+    let mut loc: HashMap<Value, Loc> = HashMap::new();
+    for (i, &v) in g.inputs().iter().enumerate() {
+        loc.insert(v, Loc::Input(i));
+        p.inputs.push(g.ty(v)?.clone());
+    }
+    for t in &plan.tensors {
+        loc.insert(t.value, Loc::Arena(t.offset));
+    }
+    // Graph outputs are not in the plan (they outlive the run): they follow the arena.
+    let mut end = align(plan.arena_bytes);
+    for &v in g.outputs() {
+        if loc.contains_key(&v)
+            || g.producer(v)
+                .is_none_or(|n| matches!(g.node(n).op, Op::Const(_)))
+        {
+            continue;
+        }
+        loc.insert(v, Loc::Arena(end));
+        end += align(g.ty(v)?.size_bytes());
+    }
+    let mut scratch = 0usize;
+    // (step, argument, offset in scratch): resolved once the arena's end is known.
+    let mut patches: Vec<(usize, usize, usize)> = Vec::new();
+    for &n in &plan.order {
+        let node = g.node(n);
+        if let Op::Const(c) = &node.op {
+            let out = node.outputs()[0];
+            let t = c.value.as_deref().ok_or_else(|| {
+                kiln_core::err!(
+                    InvalidModel,
+                    "constant {} has no data (was its weights file loaded?)",
+                    g.value(out).name
+                )
+            })?;
+            p.consts.push(ConstData::from_bytes(&tensor_bytes(t)));
+            loc.insert(out, Loc::Const(p.consts.len() - 1));
+            continue;
+        }
+        let ins: Vec<Option<&TensorType>> = node
+            .inputs()
+            .iter()
+            .map(|v| v.map(|v| g.ty(v)).transpose())
+            .collect::<Result<_>>()?;
+        let consts: Vec<Option<&Tensor>> = node
+            .inputs()
+            .iter()
+            .map(|v| v.and_then(|v| kiln_graph::passes::fuse_util::const_tensor(g, v)))
+            .collect();
+        let outs: Vec<TensorType> = node
+            .outputs()
+            .iter()
+            .map(|&v| g.ty(v).cloned())
+            .collect::<Result<_>>()?;
+        let name = format!("{}_{}", node.op.name(), p.steps.len());
+        let cx = NodeCx {
+            name: name.clone(),
+            ins: ins.clone(),
+            consts,
+            outs: outs.clone(),
+        };
+        let locate = |v: Value| -> Result<Loc> {
+            loc.get(&v).copied().ok_or_else(|| {
+                node.locate(kiln_core::err!(
+                    InvalidModel,
+                    "value {} has no storage",
+                    g.value(v).name
+                ))
+            })
+        };
+        let flops = node.op.flops(&ins, &outs);
+        let info = StepInfo {
+            node: g.value(node.outputs()[0]).name.clone(),
+            op: node.op.name(),
+            flops,
+        };
+        match lower::lower_op(&node.op, &cx).map_err(|e| node.locate(e))? {
+            Some(kernels) => {
+                for l in kernels {
+                    let mut args = Vec::with_capacity(l.args.len());
+                    for a in &l.args {
+                        args.push(match a {
+                            Arg::Operand(k) => {
+                                let v = node.input(*k).ok_or_else(|| {
+                                    node.locate(kiln_core::err!(
+                                        InvalidModel,
+                                        "missing operand {k}"
+                                    ))
+                                })?;
+                                locate(v)?
+                            }
+                            Arg::Result(k) => locate(node.outputs()[*k])?,
+                            Arg::Const(data) => {
+                                p.consts.push(ConstData::from_f32(data));
+                                Loc::Const(p.consts.len() - 1)
+                            }
+                            Arg::Scratch(bytes) => {
+                                scratch = scratch.max(align(*bytes));
+                                patches.push((p.steps.len(), args.len(), 0));
+                                Loc::Arena(0)
+                            }
+                            Arg::ScratchAt(offset, bytes) => {
+                                scratch = scratch.max(align(offset + bytes));
+                                patches.push((p.steps.len(), args.len(), *offset));
+                                Loc::Arena(0)
+                            }
+                        });
+                    }
+                    p.module.kernels.push(l.kernel);
+                    p.steps.push(Step::Kernel {
+                        kernel: p.module.kernels.len() - 1,
+                        args,
+                    });
+                    p.info.push(info.clone());
+                }
+            }
+            None => {
+                let inputs = node
+                    .inputs()
+                    .iter()
+                    .zip(&ins)
+                    .map(|(v, t)| match (v, t) {
+                        (Some(v), Some(t)) => Ok(Some((locate(*v)?, (*t).clone()))),
+                        _ => Ok(None),
+                    })
+                    .collect::<Result<_>>()?;
+                let outputs = node
+                    .outputs()
+                    .iter()
+                    .zip(&outs)
+                    .map(|(&v, t)| Ok((locate(v)?, t.clone())))
+                    .collect::<Result<_>>()?;
+                p.reference_ops.push(format!("{} ({})", info.node, info.op));
+                p.steps.push(Step::Reference {
+                    op: node.op.clone(),
+                    inputs,
+                    outputs,
+                });
+                p.info.push(info);
+            }
+        }
+    }
+    // Scratch sits after the planned tensors.
+    let scratch_at = end;
+    for (step, arg, offset) in patches {
+        if let Step::Kernel { args, .. } = &mut p.steps[step] {
+            args[arg] = Loc::Arena(scratch_at + offset);
+        }
+    }
+    p.arena_bytes = scratch_at + scratch;
+    for &v in g.outputs() {
+        let l = loc.get(&v).copied().ok_or_else(|| {
+            kiln_core::err!(InvalidModel, "output {} has no storage", g.value(v).name)
+        })?;
+        p.outputs.push((l, g.ty(v)?.clone()));
+    }
+    Ok(p)
+}
+
+impl Program {
+    /// Total FLOPs of the model (as the graph ops count them).
+    pub fn flops(&self) -> u64 {
+        let mut seen = std::collections::HashSet::new();
+        self.info
+            .iter()
+            .filter(|i| seen.insert(i.node.clone()))
+            .map(|i| i.flops)
+            .sum()
+    }
+
+    pub fn kernels(&self) -> &[Kernel] {
+        &self.module.kernels
+    }
+}
+
+/// Element size of a tensor type in bytes.
+pub fn elem_bytes(t: &TensorType) -> usize {
+    match t.dtype {
+        DType::Bool => 1,
+        d => d.size_bytes(),
+    }
+}
