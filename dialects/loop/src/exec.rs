@@ -10,6 +10,10 @@ use crate::program::{ConstData, Loc, Program, Step, tensor_bytes, tensor_from_by
 use kiln_core::{Result, Tensor, TensorType, bail, ensure};
 use std::time::{Duration, Instant};
 
+/// Steps with less work than this run on the calling thread only: below it, handing chunks
+/// to workers (a channel send and a wake-up each) costs more than it saves.
+const PARALLEL_MIN_FLOPS: u64 = 2_000_000;
+
 /// A program with its machine code.
 pub struct Compiled {
     pub program: Program,
@@ -101,11 +105,14 @@ impl Compiled {
                 Step::Kernel { kernel, args } => {
                     let ptrs: Vec<*mut u8> = args.iter().map(|&l| addr(l)).collect();
                     let k = &p.module.kernels[*kernel];
+                    // Waking a worker costs microseconds: small steps stay on this thread.
+                    let spread = p.info[s].flops >= PARALLEL_MIN_FLOPS;
                     call(
                         self.kernels[*kernel],
                         Ptrs(ptrs.as_ptr()),
                         k.parallel_extent(),
                         &self.pool,
+                        spread,
                     );
                 }
                 Step::Reference {
@@ -184,14 +191,16 @@ impl Pool {
     }
 }
 
-fn call(k: JitKernel, ptrs: Ptrs, extent: Option<(i64, i64, i64)>, pool: &Pool) {
+/// Runs a kernel: its parallel range split over the pool when `spread`, else whole here.
+fn call(k: JitKernel, ptrs: Ptrs, extent: Option<(i64, i64, i64)>, pool: &Pool, spread: bool) {
     let Some((lo, hi, step)) = extent else {
         // SAFETY: the kernel reads and writes only its own buffers, all live.
         unsafe { (k.entry)(ptrs.0, 0, 0) };
         return;
     };
     let iters = ((hi - lo).max(0) + step - 1) / step;
-    let threads = (pool.workers.len() as i64 + 1).min(iters).max(1);
+    let workers = if spread { pool.workers.len() as i64 } else { 0 };
+    let threads = (workers + 1).min(iters).max(1);
     if threads == 1 {
         // SAFETY: as above.
         unsafe { (k.entry)(ptrs.0, lo, hi) };

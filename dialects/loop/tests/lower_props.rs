@@ -90,7 +90,7 @@ fn conv_case(rng: &mut Rng) -> String {
     } else {
         let g = *pick(rng, &[1, 1, 1, 2, 3]);
         let g = if c.is_multiple_of(g) { g } else { 1 };
-        (g, g * range(rng, 1, 5))
+        (g, g * range(rng, 1, 9))
     };
     let (kh, kw) = (range(rng, 1, 4), range(rng, 1, 4));
     let (sh, sw) = (range(rng, 1, 3), range(rng, 1, 3));

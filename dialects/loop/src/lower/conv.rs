@@ -50,6 +50,9 @@ impl Shape2 {
     }
     fn pointwise(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.sh == 1 && self.sw == 1 && self.ph == 0 && self.pw == 0
+            // Trailing padding makes the output larger than the input: not a plain GEMM.
+            && self.oh == self.h
+            && self.ow == self.w
     }
     /// Output positions `o` whose tap at offset `t` (in input coordinates: `o·s - pad + t·d`)
     /// lands inside `[0, size)`.
@@ -175,11 +178,29 @@ fn dense(conv: &Conv, cx: &NodeCx, s: &Shape2, w: &[f32]) -> Option<Vec<Lowered>
     } else {
         gemm::pack_a(w, s.m, k)
     };
+    let src_arg = if direct {
+        Arg::Operand(0)
+    } else {
+        Arg::Scratch(col_len * 4)
+    };
+    // NHWC: A = [P, K] is read four rows at a time; pack it into panels when that pays.
+    let pack = s.nhwc && s.n == 1 && gemm::worth_packing_a(p, k, s.m);
+    let packed_at = (col_len * 4).div_ceil(64) * 64;
+    if pack {
+        let src_len = if direct { x_len } else { col_len };
+        kernels.extend(gemm::pack_a_kernels(
+            &cx.name,
+            (p, k),
+            (k as i64, 1),
+            (src_arg.clone(), src_len),
+            Arg::ScratchAt(packed_at, p * k * 4),
+        ));
+    }
     let mut args = vec![
-        if direct {
-            Arg::Operand(0)
+        if pack {
+            Arg::ScratchAt(packed_at, p * k * 4)
         } else {
-            Arg::Scratch(col_len * 4)
+            src_arg
         },
         Arg::Const(packed.clone()),
     ];
@@ -200,7 +221,7 @@ fn dense(conv: &Conv, cx: &NodeCx, s: &Shape2, w: &[f32]) -> Option<Vec<Lowered>
         return None;
     }
     let declare = |b: &mut KernelBuilder| -> GemmSpec {
-        let src = b.buf("src", Type::F32, src_len, true);
+        let src = b.buf("src", Type::F32, if pack { p * k } else { src_len }, true);
         let wbuf = b.buf("w", Type::F32, packed.len(), true);
         let mut ops: Vec<Strided> = epis
             .iter()
@@ -240,12 +261,16 @@ fn dense(conv: &Conv, cx: &NodeCx, s: &Shape2, w: &[f32]) -> Option<Vec<Lowered>
                 n: m,
                 k,
                 batch: vec![s.n],
-                a: AOperand::Strided(Strided {
-                    buf: src,
-                    rs: k as i64,
-                    cs: 1,
-                    batch: vec![(p * k) as i64],
-                }),
+                a: if pack {
+                    AOperand::Packed(src)
+                } else {
+                    AOperand::Strided(Strided {
+                        buf: src,
+                        rs: k as i64,
+                        cs: 1,
+                        batch: vec![(p * k) as i64],
+                    })
+                },
                 b: BOperand::Packed(wbuf),
                 c: Strided {
                     buf: c,
