@@ -406,7 +406,7 @@ pub fn emit(
 
 /// Kernels that pack a runtime A (`(i, j)` at `i·rs + j·cs` of `src`) into the panel layout of
 /// [`pack_a`] in `dst`: the tile then reads its four A values per k step from one 16-byte line
-/// instead of four rows apart (measured on GEMM 512³: 50 % → see `benches/kernels.rs`).
+/// instead of four rows apart (see [`worth_packing_a`] for when that pays).
 pub fn pack_a_kernels(
     name: &str,
     (m, k): (usize, usize),
@@ -459,9 +459,11 @@ pub fn pack_a_kernels(
     out
 }
 
-/// Whether packing A at run time pays: enough rows and depth to amortise one copy of A.
+/// Whether packing A at run time pays. The pack is a scalar strided copy costing a few ns per
+/// element, so it only wins when A is large (measured: a 256×144 A took as long to pack as its
+/// whole GEMM; a 3136×576 A saved 20 % of the conv).
 pub fn worth_packing_a(m: usize, k: usize, n: usize) -> bool {
-    m >= 2 * MR && k >= 16 && n >= 2 * NR
+    m * k >= 1 << 16 && m >= 2 * MR && k >= 16 && n >= 2 * NR
 }
 
 /// Loads `ty` (f32 or f32x4) at `off + disp` from a row with element stride `cs`: a splat when
