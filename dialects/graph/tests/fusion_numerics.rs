@@ -26,27 +26,10 @@ const PREFIXES: &[&str] = &[
 
 #[test]
 fn fusion_filetests_keep_semantics() {
-    let dir = common::filetest_dir();
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            name.ends_with(".kir") && PREFIXES.iter().any(|pre| name.starts_with(pre))
-        })
-        .collect();
-    files.sort();
-    assert!(
-        files.len() >= 10,
-        "fusion filetests missing in {}",
-        dir.display()
-    );
-    for f in &files {
-        let src = std::fs::read_to_string(f).unwrap();
-        let runs = common::run_lines(&src);
-        let label = f.file_name().unwrap().to_string_lossy();
-        let (b, a) = check(&label, &src, &runs);
+    let files = common::filetests(PREFIXES);
+    assert!(files.len() >= 10, "fusion filetests missing");
+    for (label, src) in &files {
+        let (b, a) = check(label, src, &common::run_lines(src));
         println!("{label}: {b} → {a} ops");
         // The files showing a pass *not* firing must come out unchanged.
         if ["two_uses", "graph_output", "not_constant"]

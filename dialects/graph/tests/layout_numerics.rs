@@ -37,24 +37,11 @@ fn laid_out(label: &str, src: &str) -> (Graph, u64) {
 
 #[test]
 fn layout_filetests_keep_semantics() {
-    let dir = common::filetest_dir();
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            name.starts_with("layout") && name.ends_with(".kir")
-        })
-        .collect();
-    files.sort();
     let mut ran = 0;
-    for path in files {
-        let src = std::fs::read_to_string(&path).unwrap();
+    for (label, src) in common::filetests(&["layout"]) {
         if src.contains("// ERROR:") {
             continue;
         }
-        let label = path.file_name().unwrap().to_string_lossy().into_owned();
         common::check(&label, &src, &common::run_lines(&src), TOL);
         ran += 1;
     }

@@ -150,7 +150,7 @@ impl Compiled {
 }
 
 fn read(ptr: *mut u8, ty: &TensorType) -> Result<Tensor> {
-    let n = ty.numel() * crate::program::elem_bytes(ty);
+    let n = ty.size_bytes();
     // SAFETY: the location holds a tensor of type `ty`.
     let b = unsafe { std::slice::from_raw_parts(ptr as *const u8, n) };
     tensor_from_bytes(ty, b)

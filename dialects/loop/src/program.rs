@@ -298,25 +298,7 @@ pub fn build(g: &Graph) -> Result<Program> {
 }
 
 impl Program {
-    /// Total FLOPs of the model (as the graph ops count them).
-    pub fn flops(&self) -> u64 {
-        let mut seen = std::collections::HashSet::new();
-        self.info
-            .iter()
-            .filter(|i| seen.insert(i.node.clone()))
-            .map(|i| i.flops)
-            .sum()
-    }
-
     pub fn kernels(&self) -> &[Kernel] {
         &self.module.kernels
-    }
-}
-
-/// Element size of a tensor type in bytes.
-pub fn elem_bytes(t: &TensorType) -> usize {
-    match t.dtype {
-        DType::Bool => 1,
-        d => d.size_bytes(),
     }
 }

@@ -13,6 +13,28 @@ pub fn filetest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/filetests/graph")
 }
 
+/// The graph filetests whose names start with one of `prefixes`, sorted: `(file name, text)`.
+pub fn filetests(prefixes: &[&str]) -> Vec<(String, String)> {
+    let dir = filetest_dir();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            name.ends_with(".kir") && prefixes.iter().any(|pre| name.starts_with(pre))
+        })
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(&p).unwrap())
+        })
+        .collect()
+}
+
 /// The `// RUN:` pass lists of a filetest, in order.
 pub fn run_lines(src: &str) -> Vec<String> {
     src.lines()

@@ -144,6 +144,33 @@ pub fn lower(op: &Op, cx: &NodeCx) -> Result<Option<Vec<Lowered>>> {
     }
 }
 
+/// Whether every epilogue operand has a view (see [`operand_view`]).
+pub(super) fn views_fit(epis: &[(usize, Vec<usize>)], out4: &[usize], nhwc: bool) -> bool {
+    epis.iter()
+        .all(|(k, sh)| operand_view(*k, Buf(0), sh, out4, nhwc).is_some())
+}
+
+/// The view of epilogue operand `k` (bias `[M]` per output channel, or a residual / slope
+/// broadcast to the result), or `None` when the spatial dims cannot be walked as one.
+pub(super) fn operand_view(
+    k: usize,
+    buf: Buf,
+    shape: &[usize],
+    out4: &[usize],
+    nhwc: bool,
+) -> Option<Strided> {
+    if k == 2 {
+        let (rs, cs) = if nhwc { (0, 1) } else { (1, 0) };
+        return Some(Strided {
+            buf,
+            rs,
+            cs,
+            batch: vec![0],
+        });
+    }
+    epi(buf, shape, out4, nhwc)
+}
+
 /// The operands after x and w that a kernel takes, with their shapes: bias, residual, slope.
 pub(super) fn epilogue_operands(cx: &NodeCx) -> Vec<(usize, Vec<usize>)> {
     [2, RESIDUAL, SLOPE]
@@ -211,33 +238,17 @@ fn dense(conv: &Conv, cx: &NodeCx, s: &Shape2, w: &[f32]) -> Option<Vec<Lowered>
     let src_len = if direct { x_len } else { col_len };
     let nhwc = s.nhwc;
     let (m, act) = (s.m, conv.act);
-    let mut ok = true;
-    for (kk, sh) in &epis {
-        if *kk != 2 && epi(Buf(0), sh, &out4, nhwc).is_none() {
-            ok = false;
-        }
-    }
-    if !ok {
+    if !views_fit(&epis, &out4, nhwc) {
         return None;
     }
     let declare = |b: &mut KernelBuilder| -> GemmSpec {
         let src = b.buf("src", Type::F32, if pack { p * k } else { src_len }, true);
         let wbuf = b.buf("w", Type::F32, packed.len(), true);
-        let mut ops: Vec<Strided> = epis
+        let ops: Vec<Strided> = epis
             .iter()
             .map(|(kk, sh)| {
                 let buf = b.buf(format!("in{kk}"), Type::F32, sh.iter().product(), true);
-                if *kk == 2 {
-                    // Replaced below by the per-channel view.
-                    Strided {
-                        buf,
-                        rs: 0,
-                        cs: 0,
-                        batch: vec![0],
-                    }
-                } else {
-                    epi(buf, sh, &out4, nhwc).expect("checked")
-                }
+                operand_view(*kk, buf, sh, &out4, nhwc).expect("checked")
             })
             .collect();
         let c = b.buf("out", Type::F32, m * p * s.n, false);
@@ -246,15 +257,7 @@ fn dense(conv: &Conv, cx: &NodeCx, s: &Shape2, w: &[f32]) -> Option<Vec<Lowered>
                 .position(|(x, _)| *x == kk)
                 .map(|i| ops[i].clone())
         };
-        let (bias_raw, residual, slope) = (take(2), take(RESIDUAL), take(SLOPE));
-        ops.clear();
-        // The bias is [M]: per output channel.
-        let bias = bias_raw.map(|bb| Strided {
-            buf: bb.buf,
-            rs: if nhwc { 0 } else { 1 },
-            cs: if nhwc { 1 } else { 0 },
-            batch: vec![0],
-        });
+        let (bias, residual, slope) = (take(2), take(RESIDUAL), take(SLOPE));
         if nhwc {
             GemmSpec {
                 m: p,
@@ -314,7 +317,8 @@ fn dense(conv: &Conv, cx: &NodeCx, s: &Shape2, w: &[f32]) -> Option<Vec<Lowered>
         }
     };
     // In the direct NHWC case the input is A = [P, C] and k == C already.
-    for kernel in gemm::emit(&cx.name, &declare) {
+    let n_cols = if s.nhwc { s.m } else { p };
+    for kernel in gemm::emit(&cx.name, n_cols, &declare) {
         kernels.push(Lowered {
             kernel,
             args: args.clone(),
@@ -500,10 +504,8 @@ pub(super) fn grouped(conv: &Conv, cx: &NodeCx, s: &Shape2, w: &[f32]) -> Option
     }
     let out4 = cx.out_shape(0).to_vec();
     let epis = epilogue_operands(cx);
-    for (k, sh) in &epis {
-        if *k != 2 {
-            epi(Buf(0), sh, &out4, false)?;
-        }
+    if !views_fit(&epis, &out4, false) {
+        return None;
     }
     let (cg, mg) = (s.c / s.group, s.m / s.group);
     let mut b = KernelBuilder::new(cx.name.clone());
@@ -513,17 +515,7 @@ pub(super) fn grouped(conv: &Conv, cx: &NodeCx, s: &Shape2, w: &[f32]) -> Option
         .iter()
         .map(|(kk, sh)| {
             let buf = b.buf(format!("in{kk}"), Type::F32, sh.iter().product(), true);
-            // The bias is `[M]`, read by output channel.
-            let st = if *kk == 2 {
-                Strided {
-                    buf,
-                    rs: 1,
-                    cs: 0,
-                    batch: vec![0],
-                }
-            } else {
-                epi(buf, sh, &out4, false).expect("checked")
-            };
+            let st = operand_view(*kk, buf, sh, &out4, false).expect("checked");
             (*kk, st)
         })
         .collect();

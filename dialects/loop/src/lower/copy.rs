@@ -8,7 +8,7 @@
 //! becomes a strided copy (vectorised like any element-wise op); otherwise a gather through a
 //! constant index table. Either way the semantics are the reference's by construction.
 
-use super::elementwise::{View, map_views};
+use super::elementwise::{View, dense_strides, map_views};
 use super::{Arg, Lowered, NodeCx};
 use crate::builder::KernelBuilder;
 use crate::ir::{CmpOp, Type};
@@ -138,38 +138,39 @@ fn gather(name: &str, in_len: usize, map: &[i64], pad: f32) -> Lowered {
     }
 }
 
-fn dense_strides(shape: &[usize]) -> Vec<i64> {
-    let mut s = vec![0i64; shape.len()];
-    let mut acc = 1i64;
-    for d in (0..shape.len()).rev() {
-        s[d] = acc;
-        acc *= shape[d] as i64;
-    }
-    s
-}
-
-/// Concat: one strided copy per operand into its slot of the result.
-fn concat(cx: &NodeCx, axis: i64) -> Option<Vec<Lowered>> {
-    let out = cx.out_shape(0).to_vec();
-    let r = out.len() as i64;
+/// Concat and Split: one strided copy per part, between the part and its slot along `axis`
+/// of the whole tensor (`whole` is the result for Concat, the operand for Split).
+fn slots(
+    cx: &NodeCx,
+    axis: i64,
+    whole: (Arg, &[usize]),
+    parts: Vec<(Arg, Vec<usize>)>,
+    into_whole: bool,
+) -> Vec<Lowered> {
+    let (whole_arg, whole_shape) = whole;
+    let r = whole_shape.len() as i64;
     let axis = if axis < 0 { axis + r } else { axis } as usize;
-    let ost = dense_strides(&out);
+    let wst = dense_strides(whole_shape);
     let mut at = 0usize;
     let mut ks = Vec::new();
-    for k in 0..cx.ins.len() {
-        let s = cx.in_shape(k)?.to_vec();
+    for (k, (arg, s)) in parts.into_iter().enumerate() {
         if s.iter().product::<usize>() > 0 {
-            let src = View {
-                arg: Arg::Operand(k),
+            let part = View {
+                arg,
                 len: s.iter().product(),
                 off: 0,
                 strides: dense_strides(&s),
             };
-            let dst = View {
-                arg: Arg::Result(0),
-                len: out.iter().product(),
-                off: at as i64 * ost[axis],
-                strides: ost.clone(),
+            let slot = View {
+                arg: whole_arg.clone(),
+                len: whole_shape.iter().product(),
+                off: at as i64 * wst[axis],
+                strides: wst.clone(),
+            };
+            let (src, dst) = if into_whole {
+                (part, slot)
+            } else {
+                (slot, part)
             };
             ks.push(map_views(
                 &format!("{}_{k}", cx.name),
@@ -181,49 +182,38 @@ fn concat(cx: &NodeCx, axis: i64) -> Option<Vec<Lowered>> {
         }
         at += s[axis];
     }
-    Some(ks)
-}
-
-/// Split: one strided copy per result from its slot of the operand.
-fn split(cx: &NodeCx, axis: i64) -> Option<Vec<Lowered>> {
-    let x = cx.in_shape(0)?.to_vec();
-    let r = x.len() as i64;
-    let axis = if axis < 0 { axis + r } else { axis } as usize;
-    let xst = dense_strides(&x);
-    let mut at = 0usize;
-    let mut ks = Vec::new();
-    for (k, o) in cx.outs.iter().enumerate() {
-        let s = o.shape.clone();
-        if s.iter().product::<usize>() > 0 {
-            let src = View {
-                arg: Arg::Operand(0),
-                len: x.iter().product(),
-                off: at as i64 * xst[axis],
-                strides: xst.clone(),
-            };
-            let dst = View {
-                arg: Arg::Result(k),
-                len: s.iter().product(),
-                off: 0,
-                strides: dense_strides(&s),
-            };
-            ks.push(map_views(
-                &format!("{}_{k}", cx.name),
-                &s,
-                &[src],
-                &dst,
-                &|_, v| v[0],
-            ));
-        }
-        at += s[axis];
-    }
-    Some(ks)
+    ks
 }
 
 pub fn lower(op: &Op, cx: &NodeCx) -> Option<Vec<Lowered>> {
     match op {
-        Op::Concat(c) => return concat(cx, c.axis),
-        Op::Split(s) => return split(cx, s.axis),
+        Op::Concat(c) => {
+            let parts = (0..cx.ins.len())
+                .map(|k| Some((Arg::Operand(k), cx.in_shape(k)?.to_vec())))
+                .collect::<Option<Vec<_>>>()?;
+            return Some(slots(
+                cx,
+                c.axis,
+                (Arg::Result(0), cx.out_shape(0)),
+                parts,
+                true,
+            ));
+        }
+        Op::Split(s) => {
+            let parts = cx
+                .outs
+                .iter()
+                .enumerate()
+                .map(|(k, o)| (Arg::Result(k), o.shape.clone()))
+                .collect();
+            return Some(slots(
+                cx,
+                s.axis,
+                (Arg::Operand(0), cx.in_shape(0)?),
+                parts,
+                false,
+            ));
+        }
         _ => {}
     }
     let map = source_map(op, cx)?;
@@ -255,9 +245,4 @@ pub fn lower(op: &Op, cx: &NodeCx) -> Option<Vec<Lowered>> {
         _ => 0.0,
     };
     Some(vec![gather(&cx.name, in_len, &map, pad)])
-}
-
-/// Non-f32 tensors take the reference path.
-pub fn lower_any_dtype(_op: &Op, _cx: &NodeCx) -> Option<Vec<Lowered>> {
-    None
 }

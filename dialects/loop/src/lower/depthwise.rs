@@ -5,7 +5,7 @@
 //! channels, a bias plus one FMA per kernel tap (taps unrolled, weights packed tap-major so a
 //! tap's four channel weights are one vector load), then the fused epilogue and one store.
 
-use super::conv::{Shape2, epi, epilogue_operands};
+use super::conv::{Shape2, epi, epilogue_operands, views_fit};
 use super::elementwise::{View, map_views};
 use super::gemm::Strided;
 use super::{Arg, Lowered, NodeCx, act};
@@ -73,10 +73,8 @@ fn zero_fill(name: &str, len: usize) -> Lowered {
 pub(super) fn lower_nhwc(conv: &Conv, cx: &NodeCx, s: &Shape2, w: &[f32]) -> Option<Vec<Lowered>> {
     let out4 = cx.out_shape(0).to_vec();
     let epis = epilogue_operands(cx);
-    for (k, sh) in &epis {
-        if *k != 2 {
-            epi(Buf(0), sh, &out4, true)?;
-        }
+    if !views_fit(&epis, &out4, true) {
+        return None;
     }
     let pad = padded(s);
     let c = s.c;

@@ -23,6 +23,11 @@ pub fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<i64> {
     strides
 }
 
+/// Row-major element strides of `shape`.
+pub fn dense_strides(shape: &[usize]) -> Vec<i64> {
+    broadcast_strides(shape, shape)
+}
+
 /// Merges adjacent dimensions that every stride list walks contiguously; drops size-1 dims.
 pub fn collapse(out: &[usize], strides: &[Vec<i64>]) -> (Vec<usize>, Vec<Vec<i64>>) {
     let keep: Vec<usize> = (0..out.len()).filter(|&i| out[i] != 1).collect();
@@ -88,7 +93,7 @@ pub fn map(name: &str, out_shape: &[usize], operands: &[(Arg, Vec<usize>)], f: &
         arg: Arg::Result(0),
         len: n_out,
         off: 0,
-        strides: broadcast_strides(out_shape, out_shape),
+        strides: dense_strides(out_shape),
     };
     map_views(name, out_shape, &ops, &out, f)
 }

@@ -14,7 +14,10 @@
 //! The column tiles of width 8 form the kernel's parallel loop; leftover columns (N mod 8) go
 //! to a second, serial kernel, because a kernel's parallel loop must be its only top-level loop.
 
-use super::{Arg, Lowered, NodeCx, act, elementwise::broadcast_strides};
+use super::{
+    Arg, Lowered, NodeCx, act,
+    elementwise::{broadcast_strides, dense_strides},
+};
 use crate::builder::KernelBuilder;
 use crate::ir::{Buf, Type, Val};
 use kiln_core::Result;
@@ -117,6 +120,21 @@ struct BatchOffs {
     slope: Val,
 }
 
+impl BatchOffs {
+    /// All offsets zero: the first batch entry.
+    fn zero(b: &mut KernelBuilder) -> BatchOffs {
+        let z = b.index(0);
+        BatchOffs {
+            a: z,
+            b: z,
+            c: z,
+            bias: z,
+            res: z,
+            slope: z,
+        }
+    }
+}
+
 /// Which columns a tile covers.
 #[derive(Clone, Copy)]
 enum Cols {
@@ -138,16 +156,7 @@ impl Gen<'_> {
 
     /// A tile of `mr` rows from row `m0` (a constant) and the columns `cols` from `n0`.
     #[allow(clippy::too_many_arguments)]
-    fn tile(
-        &self,
-        b: &mut KernelBuilder,
-        o: &BatchOffs,
-        m0: Val,
-        mr: usize,
-        n0: Val,
-        n0c: Option<usize>,
-        cols: Cols,
-    ) {
+    fn tile(&self, b: &mut KernelBuilder, o: &BatchOffs, m0: Val, mr: usize, n0: Val, cols: Cols) {
         let s = self.s;
         let (ty, nv) = match cols {
             Cols::Vectors(nv) => (Type::F32X4, nv),
@@ -178,18 +187,15 @@ impl Gen<'_> {
             }
             BOperand::Packed(p) => {
                 let full = s.n / NR * NR;
-                match n0c {
-                    // Inside the packed panels: n0 is a multiple of 8.
-                    None => {
-                        let t = b.mul_imm(n0, s.k as i64);
-                        (*p, t, NR as i64)
-                    }
-                    Some(c) => {
-                        let base = (full * s.k) as i64;
-                        let t = b.add_imm(n0, base - full as i64);
-                        let _ = c;
-                        (*p, t, (s.n - full) as i64)
-                    }
+                // A full-width tile lies inside the 8-column panels (n0 a multiple of 8);
+                // narrower ones read the row-major leftover block after them.
+                if matches!(cols, Cols::Vectors(2)) {
+                    let t = b.mul_imm(n0, s.k as i64);
+                    (*p, t, NR as i64)
+                } else {
+                    let base = (full * s.k) as i64;
+                    let t = b.add_imm(n0, base - full as i64);
+                    (*p, t, (s.n - full) as i64)
                 }
             }
         };
@@ -280,16 +286,16 @@ impl Gen<'_> {
     }
 
     /// All row tiles for the columns at `n0`.
-    fn rows(&self, b: &mut KernelBuilder, o: &BatchOffs, n0: Val, n0c: Option<usize>, cols: Cols) {
+    fn rows(&self, b: &mut KernelBuilder, o: &BatchOffs, n0: Val, cols: Cols) {
         let full = self.s.m / MR * MR;
         if full > 0 {
             b.for_(0, full as i64, MR as i64, |b, m0| {
-                self.tile(b, o, m0, MR, n0, n0c, cols)
+                self.tile(b, o, m0, MR, n0, cols)
             });
         }
         if full < self.s.m {
             let m0 = b.index(full as i64);
-            self.tile(b, o, m0, self.s.m - full, n0, n0c, cols);
+            self.tile(b, o, m0, self.s.m - full, n0, cols);
         }
     }
 
@@ -347,56 +353,40 @@ impl Gen<'_> {
 }
 
 /// Emits the GEMM as one or two kernels (full column panels in parallel; leftover columns).
-/// `bufs` declares the kernel's buffers (the same in both kernels) and returns the spec.
+/// `declare` declares the kernel's buffers (the same in both kernels) and returns the spec, whose
+/// column count is `n`.
 pub fn emit(
     name: &str,
+    n: usize,
     declare: &dyn Fn(&mut KernelBuilder) -> GemmSpec,
 ) -> Vec<crate::ir::Kernel> {
     let mut out = Vec::new();
-    let mut probe = KernelBuilder::new(name);
-    let spec = declare(&mut probe);
-    let full = spec.n / NR * NR;
+    let full = n / NR * NR;
     if full > 0 {
         let mut b = KernelBuilder::new(name);
         let s = declare(&mut b);
         let g = Gen { s: &s };
         b.parallel(0, full as i64, NR as i64, |b, n0| {
-            let z = b.index(0);
-            let o = BatchOffs {
-                a: z,
-                b: z,
-                c: z,
-                bias: z,
-                res: z,
-                slope: z,
-            };
-            g.batches(b, 0, o, &|b, o| g.rows(b, o, n0, None, Cols::Vectors(2)));
+            let o = BatchOffs::zero(b);
+            g.batches(b, 0, o, &|b, o| g.rows(b, o, n0, Cols::Vectors(2)));
         });
         out.push(b.finish());
     }
-    if full < spec.n {
+    if full < n {
         let mut b = KernelBuilder::new(format!("{name}_edge"));
         let s = declare(&mut b);
         let g = Gen { s: &s };
-        let z = b.index(0);
-        let o = BatchOffs {
-            a: z,
-            b: z,
-            c: z,
-            bias: z,
-            res: z,
-            slope: z,
-        };
+        let o = BatchOffs::zero(&mut b);
         g.batches(&mut b, 0, o, &|b, o| {
             let mut c = full;
             if s.n - c >= 4 {
                 let n0 = b.index(c as i64);
-                g.rows(b, o, n0, Some(c), Cols::Vectors(1));
+                g.rows(b, o, n0, Cols::Vectors(1));
                 c += 4;
             }
             for col in c..s.n {
                 let n0 = b.index(col as i64);
-                g.rows(b, o, n0, Some(col), Cols::Scalar);
+                g.rows(b, o, n0, Cols::Scalar);
             }
         });
         out.push(b.finish());
@@ -534,8 +524,7 @@ pub fn lower(op: &Op, cx: &NodeCx) -> Result<Option<Vec<Lowered>>> {
         let st = broadcast_strides(shape, &full);
         st[..r - 2].to_vec()
     };
-    let (a_rows, a_cols) = (ash[ash.len() - 2] as i64, ash[ash.len() - 1] as i64);
-    let _ = a_rows;
+    let a_cols = ash[ash.len() - 1] as i64;
     let (b_rows, b_cols) = (bsh[bsh.len() - 2] as i64, bsh[bsh.len() - 1] as i64);
     let b_const = cx.const_f32(1).filter(|_| bsh.len() == 2);
     let mut args = vec![Arg::Operand(0)];
@@ -600,7 +589,7 @@ pub fn lower(op: &Op, cx: &NodeCx) -> Result<Option<Vec<Lowered>>> {
             buf: cbuf,
             rs: n as i64,
             cs: 1,
-            batch: broadcast_strides(&out, &out)[..r - 2].to_vec(),
+            batch: dense_strides(&out)[..r - 2].to_vec(),
         };
         let a = if pack_a {
             AOperand::Packed(abuf)
@@ -653,7 +642,7 @@ pub fn lower(op: &Op, cx: &NodeCx) -> Result<Option<Vec<Lowered>>> {
         let r = bsh.len();
         let mut dims = bsh.to_vec();
         dims.swap(r - 2, r - 1);
-        let src_st = super::elementwise::broadcast_strides(bsh, bsh);
+        let src_st = super::elementwise::dense_strides(bsh);
         let mut strides = src_st.clone();
         strides.swap(r - 2, r - 1);
         let src = super::elementwise::View {
@@ -666,7 +655,7 @@ pub fn lower(op: &Op, cx: &NodeCx) -> Result<Option<Vec<Lowered>>> {
             arg: Arg::Scratch(b_bytes),
             len: b_bytes / 4,
             off: 0,
-            strides: super::elementwise::broadcast_strides(&dims, &dims),
+            strides: super::elementwise::dense_strides(&dims),
         };
         lowered.push(super::elementwise::map_views(
             &format!("{}_bt", cx.name),
@@ -676,7 +665,7 @@ pub fn lower(op: &Op, cx: &NodeCx) -> Result<Option<Vec<Lowered>>> {
             &|_, v| v[0],
         ));
     }
-    for kernel in emit(&cx.name, &declare) {
+    for kernel in emit(&cx.name, n, &declare) {
         lowered.push(Lowered {
             kernel,
             args: args.clone(),

@@ -6,7 +6,7 @@
 //! epilogue (residual, activation) on the way — `act((conv + b) + Y)`, the reference's order.
 
 use super::conv::{Shape2, grouped};
-use super::elementwise::{View, broadcast_strides, map_views};
+use super::elementwise::{View, broadcast_strides, dense_strides, map_views};
 use super::{Arg, Lowered, NodeCx, act};
 use kiln_core::TensorType;
 use kiln_graph::ops::activation::{Activation, RESIDUAL, SLOPE};
@@ -35,7 +35,7 @@ pub(super) fn lower(conv: &Conv, cx: &NodeCx, s: &Shape2, w: &[f32]) -> Option<V
             arg: Arg::ScratchAt(0, x_bytes),
             len: n * c * h * wd,
             off: 0,
-            strides: broadcast_strides(&[n, c, h, wd], &[n, c, h, wd]),
+            strides: dense_strides(&[n, c, h, wd]),
         },
         &|_, v| v[0],
     );
@@ -107,7 +107,7 @@ pub(super) fn lower(conv: &Conv, cx: &NodeCx, s: &Shape2, w: &[f32]) -> Option<V
             arg: Arg::Result(0),
             len: n * oh * ow * m,
             off: 0,
-            strides: broadcast_strides(&out, &out),
+            strides: dense_strides(&out),
         },
         &move |b, v| {
             let mut x = v[0];

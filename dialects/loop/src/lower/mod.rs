@@ -70,22 +70,13 @@ impl NodeCx<'_> {
         let t = self.consts.get(k).copied().flatten()?;
         t.as_f32().ok().map(|a| a.iter().copied().collect())
     }
-
-    /// Whether every operand and result present is f32: the kernels below are f32 kernels;
-    /// integer and boolean tensors (shape arithmetic, masks) take the reference path.
-    pub fn all_f32(&self) -> bool {
-        self.ins
-            .iter()
-            .flatten()
-            .chain(self.outs.iter().collect::<Vec<_>>().iter())
-            .all(|t| t.dtype == kiln_core::DType::F32)
-    }
 }
 
 /// Lowers one op; `Ok(None)` means "no kernel: use the reference implementation".
 pub fn lower_op(op: &Op, cx: &NodeCx) -> Result<Option<Vec<Lowered>>> {
-    // lowerpool: begin — shape operands (a reduction's i64 axes) are compile-time constants,
-    // not data, so they do not make an f32 op take the any-dtype path.
+    // The kernels are f32 kernels: integer and boolean data (shape arithmetic, masks) takes
+    // the reference path. Shape operands (a reduction's i64 axes) are compile-time constants,
+    // not data, so they do not count.
     let shape_ops = op.shape_operands();
     let data_f32 = cx
         .ins
@@ -96,8 +87,7 @@ pub fn lower_op(op: &Op, cx: &NodeCx) -> Result<Option<Vec<Lowered>>> {
         .chain(cx.outs.iter())
         .all(|t| t.dtype == kiln_core::DType::F32);
     if !data_f32 {
-        // lowerpool: end
-        return Ok(copy::lower_any_dtype(op, cx));
+        return Ok(None);
     }
     if let Some(l) = elementwise::lower(op, cx)? {
         return Ok(Some(l));
