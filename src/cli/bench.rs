@@ -23,9 +23,11 @@ pub struct BenchArgs {
     /// Thread counts to measure, comma-separated (e.g. 1,2).
     #[arg(long, default_value = "1", value_delimiter = ',')]
     pub threads: Vec<usize>,
-    /// Precisions to measure (fp32; int8 arrives with the int8 kernels).
-    #[arg(long, default_value = "fp32", value_delimiter = ',')]
+    /// Precisions to measure, comma-separated: fp32, int8 (JIT engine only).
+    #[arg(long, default_value = "fp32,int8", value_delimiter = ',')]
     pub precision: Vec<String>,
+    #[command(flatten)]
+    pub quant: super::quantize::QuantArgs,
     /// Executor: the JIT-compiled kernels, or the reference interpreter.
     #[arg(long, default_value = "jit", value_parser = ["jit", "interp"])]
     pub engine: String,
@@ -48,8 +50,11 @@ fn median(mut t: Vec<f64>) -> f64 {
 
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     for p in &a.precision {
-        if p != "fp32" {
-            bail!("--precision {p}: only fp32 is available until the int8 kernels land");
+        if p != "fp32" && p != "int8" {
+            bail!("--precision {p}: expected fp32 or int8");
+        }
+        if p == "int8" && a.engine != "jit" {
+            bail!("--precision int8 runs on the JIT engine only (the interpreter is fp32)");
         }
     }
     let t0 = Instant::now();
@@ -59,60 +64,123 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     let inputs = model::inputs_for(&g, &Default::default())?;
     let flops = super::info::stats(&g).flops;
     let peak = kiln_loop::peak::fp32_peak_gflops()?;
+    let int8 = a.precision.iter().any(|p| p == "int8");
+    let peak8 = if int8 {
+        kiln_loop::peak::int8_peak_gops()?
+    } else {
+        f64::NAN
+    };
     println!("model      {}", a.model.display_name());
     println!("machine    128-bit fp32 FMA peak {peak:.1} GFLOP/s per core (measured now)");
-    println!("load       {prepare_ms:.1} ms (import, shape inference, graph-opt)");
-    println!("work       {:.1} MFLOP per run", flops as f64 / 1e6);
-    let mut results = Vec::new();
-    let mut outputs = None;
-    for &threads in &a.threads {
-        let (compile_ms, times, outs, reference_ops) = if a.engine == "jit" {
-            let t = Instant::now();
-            let mut c = kiln_loop::compile(&g, threads)?;
-            let compile_ms = t.elapsed().as_secs_f64() * 1e3;
-            let outs = c.run(&inputs)?; // warm-up
-            let mut times = Vec::new();
-            for _ in 0..a.runs.max(1) {
-                let t = Instant::now();
-                c.run(&inputs)?;
-                times.push(t.elapsed().as_secs_f64() * 1e3);
-            }
-            if a.profile && threads == a.threads[0] {
-                profile(&mut c, &inputs, a.runs.max(1))?;
-            }
-            (compile_ms, times, outs, c.program.reference_ops.len())
-        } else {
-            let interp = kiln_graph::interp::Interpreter::new(&g)?;
-            let outs = interp.run(&inputs)?;
-            let mut times = Vec::new();
-            for _ in 0..a.runs.max(1) {
-                let t = Instant::now();
-                interp.run(&inputs)?;
-                times.push(t.elapsed().as_secs_f64() * 1e3);
-            }
-            (0.0, times, outs, 0)
-        };
-        let med = median(times.clone());
-        let gops = flops as f64 / (med * 1e-3) / 1e9;
-        let frac = gops / (peak * threads as f64);
+    if int8 {
         println!(
-            "fp32 {threads:>2}T  latency {med:8.3} ms (median of {}, {:.3}..{:.3})  {gops:6.2} GFLOP/s  {:5.1} % of peak  compile {compile_ms:.1} ms{}",
-            times.len(),
-            times.iter().copied().fold(f64::MAX, f64::min),
-            times.iter().copied().fold(0.0, f64::max),
-            frac * 100.0,
-            if reference_ops > 0 {
-                format!("  ({reference_ops} ops on the reference path)")
+            "machine    128-bit int8 dot-product peak {peak8:.1} GOP/s per core (measured now, {})",
+            if kiln_loop::codegen::HostIsa::detect().avx_vnni {
+                "vpdpbusd"
             } else {
-                String::new()
+                "no VNNI: pmaddwd"
             }
         );
-        results.push(json!({
-            "precision": "fp32", "engine": a.engine, "threads": threads, "median_ms": med,
-            "gops": gops, "peak_fraction": frac, "compile_ms": compile_ms,
-            "reference_ops": reference_ops,
-        }));
-        outputs.get_or_insert(outs);
+    }
+    println!("load       {prepare_ms:.1} ms (import, shape inference, graph-opt)");
+    println!("work       {:.1} MFLOP per run", flops as f64 / 1e6);
+    let quantised = if int8 {
+        let t = Instant::now();
+        let q = super::quantize::quantize(g.clone(), &a.quant)?;
+        println!(
+            "quantise   {:.1} ms (calibration {}, platform {})",
+            t.elapsed().as_secs_f64() * 1e3,
+            a.quant.calib.join(","),
+            a.quant.platform
+        );
+        Some(q)
+    } else {
+        None
+    };
+    let mut results = Vec::new();
+    let mut outputs: Option<Vec<kiln_core::Tensor>> = None;
+    let mut fp32_ms = std::collections::HashMap::new();
+    for precision in &a.precision {
+        for &threads in &a.threads {
+            let (compile_ms, times, outs, reference_ops) = if a.engine == "jit" {
+                let t = Instant::now();
+                let mut c = match (precision.as_str(), &quantised) {
+                    ("int8", Some(q)) => kiln_loop::compile_int8(q, threads)?,
+                    _ => kiln_loop::compile(&g, threads)?,
+                };
+                let compile_ms = t.elapsed().as_secs_f64() * 1e3;
+                let outs = c.run(&inputs)?; // warm-up
+                let mut times = Vec::new();
+                for _ in 0..a.runs.max(1) {
+                    let t = Instant::now();
+                    c.run(&inputs)?;
+                    times.push(t.elapsed().as_secs_f64() * 1e3);
+                }
+                if a.profile && threads == a.threads[0] {
+                    profile(&mut c, &inputs, a.runs.max(1))?;
+                }
+                let fallback = c.program.reference_ops.len() + c.program.host_ops.len();
+                (compile_ms, times, outs, fallback)
+            } else {
+                let interp = kiln_graph::interp::Interpreter::new(&g)?;
+                let outs = interp.run(&inputs)?;
+                let mut times = Vec::new();
+                for _ in 0..a.runs.max(1) {
+                    let t = Instant::now();
+                    interp.run(&inputs)?;
+                    times.push(t.elapsed().as_secs_f64() * 1e3);
+                }
+                (0.0, times, outs, 0)
+            };
+            let med = median(times.clone());
+            let gops = flops as f64 / (med * 1e-3) / 1e9;
+            let pk = if precision == "int8" { peak8 } else { peak };
+            let frac = gops / (pk * threads as f64);
+            if precision == "fp32" {
+                fp32_ms.insert(threads, med);
+            }
+            let mut extra = String::new();
+            let mut accuracy = serde_json::Value::Null;
+            if precision == "int8" {
+                if let Some(f) = fp32_ms.get(&threads) {
+                    extra += &format!("  {:.2}× fp32", f / med);
+                }
+                if let Some(reference) = &outputs {
+                    let mut e = kiln_quant::analysis::ErrStats::default();
+                    for (r, t) in reference.iter().zip(&outs) {
+                        e.add(r, t);
+                    }
+                    extra += &format!("  SNR {:.1} dB vs fp32", e.snr_db());
+                    accuracy = json!({"snr_db": e.snr_db(), "cosine": e.cosine()});
+                }
+            }
+            if reference_ops > 0 {
+                extra += &format!(
+                    "  ({reference_ops} ops on the {} path)",
+                    if precision == "int8" {
+                        "simulator"
+                    } else {
+                        "reference"
+                    }
+                );
+            }
+            println!(
+                "{precision} {threads:>2}T  latency {med:8.3} ms (median of {}, {:.3}..{:.3})  {gops:6.2} G{}/s  {:5.1} % of peak  compile {compile_ms:.1} ms{extra}",
+                times.len(),
+                times.iter().copied().fold(f64::MAX, f64::min),
+                times.iter().copied().fold(0.0, f64::max),
+                if precision == "int8" { "OP" } else { "FLOP" },
+                frac * 100.0,
+            );
+            results.push(json!({
+                "precision": precision, "engine": a.engine, "threads": threads, "median_ms": med,
+                "gops": gops, "peak_fraction": frac, "compile_ms": compile_ms,
+                "reference_ops": reference_ops, "accuracy": accuracy,
+            }));
+            if precision == "fp32" {
+                outputs.get_or_insert(outs);
+            }
+        }
     }
     let mut ort = serde_json::Value::Null;
     if a.ort {
@@ -124,11 +192,15 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         let t = a.threads.first().copied().unwrap_or(1);
         let r = ort_fp32(path, &a.model.shapes, t, a.runs)?;
         let ms = r["median_ms"].as_f64().unwrap_or(f64::NAN);
-        let ours = results[0]["median_ms"].as_f64().unwrap_or(f64::NAN);
-        println!(
-            "onnxruntime fp32 {t}T {ms:.3} ms median: kiln takes {:.2}× ORT's time",
-            ours / ms
-        );
+        for r in &results {
+            let ours = r["median_ms"].as_f64().unwrap_or(f64::NAN);
+            println!(
+                "onnxruntime fp32 {t}T {ms:.3} ms median: kiln {} {}T takes {:.2}× ORT's time",
+                r["precision"].as_str().unwrap_or("?"),
+                r["threads"],
+                ours / ms
+            );
+        }
         ort = r;
     }
     if let Some(outs) = &outputs {
@@ -139,7 +211,11 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     if let Some(path) = &a.json {
         let j = json!({
             "model": a.model.display_name(),
-            "machine_peak": {"fp32_gflops_per_core": peak, "vector_bits": 128},
+            "machine_peak": {
+                "fp32_gflops_per_core": peak,
+                "int8_gops_per_core": if int8 { json!(peak8) } else { serde_json::Value::Null },
+                "vector_bits": 128,
+            },
             "flops": flops,
             "results": results,
             "onnxruntime": ort,
@@ -176,6 +252,7 @@ fn profile(
                 c.program.module.kernels[*kernel].name.clone()
             }
             kiln_loop::program::Step::Reference { .. } => "reference".to_string(),
+            kiln_loop::program::Step::Host { .. } => "simulator".to_string(),
         };
         println!(
             "{ms:9.4}  {:7.2}  {:<28} {} ({kind})",

@@ -7,6 +7,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 mod bench;
+// aot: begin
+mod compile;
+// aot: end
 mod info;
 mod opt;
 mod quantize; // quant
@@ -37,6 +40,10 @@ enum Command {
     /// Quantise a model to int8 and report the simulated error against fp32.
     Quantize(quantize::QuantizeArgs),
     // quant: end
+    // aot: begin
+    /// Compile a model ahead of time: an object file, a C header, optionally a shared library.
+    Compile(compile::CompileArgs),
+    // aot: end
 }
 
 /// Options every command that loads a model shares.
@@ -113,5 +120,6 @@ pub fn main() -> anyhow::Result<()> {
         Command::Info(a) => info::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Quantize(a) => quantize::run(a), // quant
+        Command::Compile(a) => compile::run(a),   // aot
     }
 }

@@ -53,6 +53,12 @@ pub struct QuantizeArgs {
     /// Write the error report as JSON.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// Write the quantised model as a QDQ ONNX file (QuantizeLinear/DequantizeLinear
+    /// pairs carrying kiln's parameters, opset 20). ONNX convolutions are channels first,
+    /// so with -o the default pipeline `graph-opt` runs without `graph.layout`
+    /// (`graph-opt-nchw`; the quantisation is the same).
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
     /// Print the quant IR after the flow.
     #[arg(long)]
     pub print_ir: bool,
@@ -188,9 +194,21 @@ pub fn eval_samples(g: &Graph, n: usize) -> anyhow::Result<Vec<Vec<Tensor>>> {
         .collect()
 }
 
+/// Runs `list` with the export registry (the graph passes plus `graph-opt-nchw`).
+pub fn run_pipeline(g: &mut Graph, list: &str) -> anyhow::Result<()> {
+    let mut pm = PassManager::new(crate::onnx::export::registry().parse(list)?);
+    pm.options.verify_each = true;
+    pm.run(g)?;
+    Ok(())
+}
+
 pub fn run(a: QuantizeArgs) -> anyhow::Result<()> {
     let mut g = a.model.load()?;
-    super::run_pipeline(&mut g, &a.pipeline, Default::default())?;
+    let pipeline = match (&a.output, a.pipeline.as_str()) {
+        (Some(_), "graph-opt") => crate::onnx::export::EXPORT_PIPELINE,
+        (_, p) => p,
+    };
+    run_pipeline(&mut g, pipeline)?;
     let q = quantize(g, &a.quant)?;
     if a.print_ir {
         print!("{}", kiln_core::Ir::print(&q));
@@ -240,6 +258,11 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<()> {
         std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
             .with_context(|| format!("cannot write {}", path.display()))?;
         println!("report -> {}", path.display());
+    }
+    if let Some(path) = &a.output {
+        crate::onnx::export::export_qdq(&q, path)
+            .with_context(|| format!("cannot export {}", path.display()))?;
+        println!("QDQ model -> {}", path.display());
     }
     Ok(())
 }

@@ -11,6 +11,9 @@ mod opset;
 pub mod proto;
 mod resize;
 mod tensor;
+// qdq: begin
+pub mod export;
+// qdq: end
 
 pub use import::{ImportOptions, OPSET_RANGE, import_model, load_model};
 

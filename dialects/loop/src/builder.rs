@@ -181,6 +181,21 @@ impl KernelBuilder {
         self.inst(Type::F32, InstKind::Call(h, args.to_vec()))
     }
 
+    /// `acc + dot(u8 a, s8 b)` per group of four bytes (see [`InstKind::DotU8S8`]).
+    pub fn dot_u8s8(&mut self, acc: Val, a: Val, b: Val) -> Val {
+        self.inst(Type::I32X4, InstKind::DotU8S8(acc, a, b))
+    }
+
+    /// Sixteen `i32` lanes saturated to `[0, 255]` as bytes (see [`InstKind::NarrowU8`]).
+    pub fn narrow_u8(&mut self, a: Val, b: Val, c: Val, d: Val) -> Val {
+        self.inst(Type::I8X16, InstKind::NarrowU8([a, b, c, d]))
+    }
+
+    /// Bytes `4·part ..` of an `i8x16`, zero-extended to `i32x4` (see [`InstKind::WidenU8`]).
+    pub fn widen_u8(&mut self, v: Val, part: u8) -> Val {
+        self.inst(Type::I32X4, InstKind::WidenU8(v, part))
+    }
+
     /// A loop without carried values.
     pub fn for_(&mut self, lo: i64, hi: i64, step: i64, body: impl FnOnce(&mut Self, Val)) {
         self.loop_(lo, hi, step, false, &[], |b, i, _| {

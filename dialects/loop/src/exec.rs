@@ -5,6 +5,7 @@
 //! thread takes the first chunk). A kernel's parallel range is cut into one contiguous chunk per
 //! thread (rounded to the loop step), which keeps each thread's writes disjoint.
 
+use crate::codegen::jit::HostIsa;
 use crate::codegen::{Jit, JitKernel};
 use crate::program::{ConstData, Loc, Program, Step, tensor_bytes, tensor_from_bytes};
 use kiln_core::{Result, Tensor, TensorType, bail, ensure};
@@ -35,8 +36,14 @@ unsafe impl Sync for Ptrs {}
 impl Compiled {
     /// JIT-compiles every kernel of `program`.
     pub fn new(program: Program, threads: usize) -> Result<Compiled> {
+        Compiled::with_isa(program, threads, HostIsa::detect())
+    }
+
+    /// Like [`Compiled::new`], using only the instruction-set features of `isa` (and of the
+    /// host): tests run the int8 fallback path on a VNNI machine this way.
+    pub fn with_isa(program: Program, threads: usize, isa: HostIsa) -> Result<Compiled> {
         let t0 = Instant::now();
-        let mut jit = Jit::new()?;
+        let mut jit = Jit::with_isa(isa)?;
         for k in &program.module.kernels {
             jit.add(k)?;
         }
@@ -116,16 +123,24 @@ impl Compiled {
                     );
                 }
                 Step::Reference {
-                    op,
-                    inputs,
-                    outputs,
+                    inputs, outputs, ..
+                }
+                | Step::Host {
+                    inputs, outputs, ..
                 } => {
                     let vals: Vec<Option<Tensor>> = inputs
                         .iter()
                         .map(|x| x.as_ref().map(|(l, ty)| read(addr(*l), ty)).transpose())
                         .collect::<Result<_>>()?;
-                    let refs: Vec<Option<&Tensor>> = vals.iter().map(|v| v.as_ref()).collect();
-                    let res = op.eval(&refs, outputs.len())?;
+                    let res = match step {
+                        Step::Host { run, .. } => (run.0)(&vals)?,
+                        Step::Reference { op, .. } => {
+                            let refs: Vec<Option<&Tensor>> =
+                                vals.iter().map(|v| v.as_ref()).collect();
+                            op.eval(&refs, outputs.len())?
+                        }
+                        Step::Kernel { .. } => unreachable!("matched above"),
+                    };
                     for ((l, ty), t) in outputs.iter().zip(res) {
                         if t.shape() != ty.shape.as_slice() || t.dtype() != ty.dtype {
                             bail!(

@@ -321,14 +321,30 @@ pub enum InstKind {
     /// range reductions in `exp` build powers of two from their exponent bits.
     Bitcast(Type, Val),
     Reduce(RedOp, Val),
-    /// Numeric conversion to the given type (int↔float rounds toward zero with saturation;
-    /// index↔int widens or wraps).
+    /// Numeric conversion to the given type: float→int truncates toward zero and saturates
+    /// to the target's range (NaN → 0); int→float rounds to nearest; int→int extends by the
+    /// source's signedness or WRAPS to a narrower width (`cast u8` of the i32 300 is 44), so
+    /// a saturating narrowing clamps first (or uses `narrow_u8` on vectors).
     Cast(Type, Val),
     /// Load a scalar or vector of the given type at element offset `off + disp` of a buffer.
     Load(Type, Buf, Val, i64),
     /// Store a value at element offset `off + disp`.
     Store(Buf, Val, i64, Val),
     Call(Helper, Vec<Val>),
+    /// `dot_u8s8 %acc, %a, %b`: the int8 dot-product step of a quantized GEMM (x86's
+    /// `vpdpbusd`). `acc: i32x4`, `a, b: i8x16`; the bytes of `a` are read as UNSIGNED
+    /// (u8 activations), those of `b` as SIGNED (s8 weights). Lane `i` of the `i32x4`
+    /// result is `acc[i] + Σ_{j<4} u8(a[4i+j]) · s8(b[4i+j])` in wrapping i32 arithmetic
+    /// (the non-saturating `vpdpbusd`, not `vpdpbusds`). Each product fits in i16 and a group
+    /// of four in i18, so only the accumulation can wrap.
+    DotU8S8(Val, Val, Val),
+    /// `narrow_u8 %a, %b, %c, %d`: sixteen `i32` lanes (those of `a`, then `b`, `c`, `d`)
+    /// each saturated to `[0, 255]` and packed into the bytes of an `i8x16` — the last step
+    /// of requantising to u8 (x86 `packssdw` + `packuswb`).
+    NarrowU8([Val; 4]),
+    /// `widen_u8 %v, PART`: bytes `4·PART .. 4·PART+3` of an `i8x16`, zero-extended to the
+    /// lanes of an `i32x4` (PART in 0..4): u8 data into the integer epilogue.
+    WidenU8(Val, u8),
     Loop(Box<Loop>),
     /// Ends a loop body, giving the carried values of the next iteration.
     Yield(Vec<Val>),

@@ -8,6 +8,7 @@
 pub mod builder;
 pub mod codegen;
 pub mod exec;
+pub mod int8;
 pub mod ir;
 pub mod lower;
 pub mod peak;
@@ -19,6 +20,14 @@ pub use ir::*;
 /// Lowers a shape-inferred graph and JIT-compiles it for `threads` threads.
 pub fn compile(g: &kiln_graph::Graph, threads: usize) -> kiln_core::Result<exec::Compiled> {
     exec::Compiled::new(program::build(g)?, threads)
+}
+
+/// Lowers a quantised unit to int8 kernels and JIT-compiles it for `threads` threads.
+pub fn compile_int8(
+    q: &kiln_quant::QuantGraph,
+    threads: usize,
+) -> kiln_core::Result<exec::Compiled> {
+    exec::Compiled::new(int8::build(q)?, threads)
 }
 
 // looptext: begin — text format, verifier, loop-level passes, reference evaluator

@@ -7,10 +7,10 @@
 //! lives past the arena's end, shared by all nodes since they run one after another.
 
 use crate::ir::{Kernel, Module};
-use crate::lower::{self, Arg, NodeCx};
+use crate::lower::{self, Arg, Lowered, NodeCx};
 use kiln_core::{DType, Result, Tensor, TensorType};
 use kiln_graph::ops::Op;
-use kiln_graph::{Graph, Value};
+use kiln_graph::{Graph, NodeId, Value};
 use std::collections::HashMap;
 
 /// Where a buffer lives at run time.
@@ -35,6 +35,26 @@ pub enum Step {
         inputs: Vec<Option<(Loc, TensorType)>>,
         outputs: Vec<(Loc, TensorType)>,
     },
+    /// Run host code on tensors (the int8 simulator's semantics for an op the int8
+    /// lowering has no kernel for).
+    Host {
+        run: HostFn,
+        inputs: Vec<Option<(Loc, TensorType)>>,
+        outputs: Vec<(Loc, TensorType)>,
+    },
+}
+
+/// The signature of host code: operand tensors in, result tensors out.
+pub type HostCode = dyn Fn(&[Option<Tensor>]) -> Result<Vec<Tensor>> + Send + Sync;
+
+/// Host code a [`Step::Host`] runs.
+#[derive(Clone)]
+pub struct HostFn(pub std::sync::Arc<HostCode>);
+
+impl std::fmt::Debug for HostFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HostFn")
+    }
 }
 
 /// Provenance of a step, for reports and profiles.
@@ -59,6 +79,8 @@ pub struct Program {
     pub arena_bytes: usize,
     /// Nodes that run through the reference implementation.
     pub reference_ops: Vec<String>,
+    /// Nodes that run host code ([`Step::Host`]).
+    pub host_ops: Vec<String>,
 }
 
 /// Constant bytes, kept 16-byte aligned for vector loads.
@@ -135,8 +157,55 @@ fn align(n: usize) -> usize {
     n.div_ceil(64) * 64
 }
 
-/// Lowers a shape-inferred graph to a program.
+/// What one node becomes: kernels, or the reference implementation of an op.
+#[derive(Debug, Clone)]
+pub enum Piece {
+    Kernel(Lowered),
+    /// Run `op`'s reference implementation reading `inputs` (operands, or copies of them
+    /// in scratch) and writing `outputs`.
+    Reference {
+        op: Op,
+        inputs: Vec<Option<Arg>>,
+        outputs: Vec<Arg>,
+    },
+    /// Run host code on the tensors at `inputs`, writing `outputs`.
+    Host {
+        run: HostFn,
+        inputs: Vec<Option<Arg>>,
+        outputs: Vec<Arg>,
+    },
+}
+
+impl Piece {
+    /// The reference implementation of `node`, on its own operands and results.
+    pub fn reference(node: &kiln_graph::Node) -> Piece {
+        Piece::Reference {
+            op: node.op.clone(),
+            inputs: (0..node.inputs().len())
+                .map(|k| node.input(k).map(|_| Arg::Operand(k)))
+                .collect(),
+            outputs: (0..node.outputs().len()).map(Arg::Result).collect(),
+        }
+    }
+}
+
+/// Lowers a shape-inferred graph to a program with the fp32 lowering ([`lower::lower_op`]).
 pub fn build(g: &Graph) -> Result<Program> {
+    build_with(g, &mut |n, cx| {
+        let node = g.node(n);
+        Ok(match lower::lower_op(&node.op, cx)? {
+            Some(kernels) => kernels.into_iter().map(Piece::Kernel).collect(),
+            None => vec![Piece::reference(node)],
+        })
+    })
+}
+
+/// Lowers a shape-inferred graph with `lower_node` deciding what each (non-constant) node
+/// becomes; storage, constants and the schedule are handled here.
+pub fn build_with(
+    g: &Graph,
+    lower_node: &mut dyn FnMut(NodeId, &NodeCx) -> Result<Vec<Piece>>,
+) -> Result<Program> {
     let plan = kiln_graph::memory::plan(g)?;
     let mut p = Program::default();
     let mut loc: HashMap<Value, Loc> = HashMap::new();
@@ -161,7 +230,7 @@ pub fn build(g: &Graph) -> Result<Program> {
     }
     let mut scratch = 0usize;
     // (step, argument, offset in scratch): resolved once the arena's end is known.
-    let mut patches: Vec<(usize, usize, usize)> = Vec::new();
+    let mut patches: Vec<(usize, Patch, usize)> = Vec::new();
     for &n in &plan.order {
         let node = g.node(n);
         if let Op::Const(c) = &node.op {
@@ -199,52 +268,49 @@ pub fn build(g: &Graph) -> Result<Program> {
             consts,
             outs: outs.clone(),
         };
-        let locate = |v: Value| -> Result<Loc> {
-            loc.get(&v).copied().ok_or_else(|| {
-                node.locate(kiln_core::err!(
-                    InvalidModel,
-                    "value {} has no storage",
-                    g.value(v).name
-                ))
-            })
-        };
         let flops = node.op.flops(&ins, &outs);
         let info = StepInfo {
             node: g.value(node.outputs()[0]).name.clone(),
             op: node.op.name(),
             flops,
         };
-        match lower::lower_op(&node.op, &cx).map_err(|e| node.locate(e))? {
-            Some(kernels) => {
-                for l in kernels {
+        let pieces = lower_node(n, &cx).map_err(|e| node.locate(e))?;
+        // Resolves one argument; scratch offsets are patched in once the arena is sized.
+        let mut resolve = |a: &Arg, at: Patch, p: &mut Program| -> Result<Loc> {
+            Ok(match a {
+                Arg::Operand(k) => {
+                    let v = node.input(*k).ok_or_else(|| {
+                        node.locate(kiln_core::err!(InvalidModel, "missing operand {k}"))
+                    })?;
+                    locate(&loc, g, node, v)?
+                }
+                Arg::Result(k) => locate(&loc, g, node, node.outputs()[*k])?,
+                Arg::Const(data) => {
+                    p.consts.push(ConstData::from_f32(data));
+                    Loc::Const(p.consts.len() - 1)
+                }
+                Arg::ConstBytes(data) => {
+                    p.consts.push(ConstData::from_bytes(data));
+                    Loc::Const(p.consts.len() - 1)
+                }
+                Arg::Scratch(bytes) => {
+                    scratch = scratch.max(align(*bytes));
+                    patches.push((p.steps.len(), at, 0));
+                    Loc::Arena(0)
+                }
+                Arg::ScratchAt(offset, bytes) => {
+                    scratch = scratch.max(align(offset + bytes));
+                    patches.push((p.steps.len(), at, *offset));
+                    Loc::Arena(0)
+                }
+            })
+        };
+        for piece in pieces {
+            match piece {
+                Piece::Kernel(l) => {
                     let mut args = Vec::with_capacity(l.args.len());
-                    for a in &l.args {
-                        args.push(match a {
-                            Arg::Operand(k) => {
-                                let v = node.input(*k).ok_or_else(|| {
-                                    node.locate(kiln_core::err!(
-                                        InvalidModel,
-                                        "missing operand {k}"
-                                    ))
-                                })?;
-                                locate(v)?
-                            }
-                            Arg::Result(k) => locate(node.outputs()[*k])?,
-                            Arg::Const(data) => {
-                                p.consts.push(ConstData::from_f32(data));
-                                Loc::Const(p.consts.len() - 1)
-                            }
-                            Arg::Scratch(bytes) => {
-                                scratch = scratch.max(align(*bytes));
-                                patches.push((p.steps.len(), args.len(), 0));
-                                Loc::Arena(0)
-                            }
-                            Arg::ScratchAt(offset, bytes) => {
-                                scratch = scratch.max(align(offset + bytes));
-                                patches.push((p.steps.len(), args.len(), *offset));
-                                Loc::Arena(0)
-                            }
-                        });
+                    for (i, a) in l.args.iter().enumerate() {
+                        args.push(resolve(a, Patch::Arg(i), &mut p)?);
                     }
                     p.module.kernels.push(l.kernel);
                     p.steps.push(Step::Kernel {
@@ -253,38 +319,54 @@ pub fn build(g: &Graph) -> Result<Program> {
                     });
                     p.info.push(info.clone());
                 }
-            }
-            None => {
-                let inputs = node
-                    .inputs()
-                    .iter()
-                    .zip(&ins)
-                    .map(|(v, t)| match (v, t) {
-                        (Some(v), Some(t)) => Ok(Some((locate(*v)?, (*t).clone()))),
-                        _ => Ok(None),
-                    })
-                    .collect::<Result<_>>()?;
-                let outputs = node
-                    .outputs()
-                    .iter()
-                    .zip(&outs)
-                    .map(|(&v, t)| Ok((locate(v)?, t.clone())))
-                    .collect::<Result<_>>()?;
-                p.reference_ops.push(format!("{} ({})", info.node, info.op));
-                p.steps.push(Step::Reference {
-                    op: node.op.clone(),
+                Piece::Reference {
+                    op,
                     inputs,
                     outputs,
-                });
-                p.info.push(info);
+                } => {
+                    let (inputs, outputs) =
+                        resolve_io(&inputs, &outputs, &ins, &outs, &mut resolve, &mut p)?;
+                    p.reference_ops.push(format!("{} ({})", info.node, info.op));
+                    p.steps.push(Step::Reference {
+                        op,
+                        inputs,
+                        outputs,
+                    });
+                    p.info.push(info.clone());
+                }
+                Piece::Host {
+                    run,
+                    inputs,
+                    outputs,
+                } => {
+                    let (inputs, outputs) =
+                        resolve_io(&inputs, &outputs, &ins, &outs, &mut resolve, &mut p)?;
+                    p.host_ops.push(format!("{} ({})", info.node, info.op));
+                    p.steps.push(Step::Host {
+                        run,
+                        inputs,
+                        outputs,
+                    });
+                    p.info.push(info.clone());
+                }
             }
         }
     }
     // Scratch sits after the planned tensors.
     let scratch_at = end;
-    for (step, arg, offset) in patches {
-        if let Step::Kernel { args, .. } = &mut p.steps[step] {
-            args[arg] = Loc::Arena(scratch_at + offset);
+    for (step, at, offset) in patches {
+        let l = Loc::Arena(scratch_at + offset);
+        match (&mut p.steps[step], at) {
+            (Step::Kernel { args, .. }, Patch::Arg(i)) => args[i] = l,
+            (Step::Reference { inputs, .. } | Step::Host { inputs, .. }, Patch::Input(k)) => {
+                if let Some((loc, _)) = &mut inputs[k] {
+                    *loc = l;
+                }
+            }
+            (Step::Reference { outputs, .. } | Step::Host { outputs, .. }, Patch::Output(k)) => {
+                outputs[k].0 = l
+            }
+            _ => {}
         }
     }
     p.arena_bytes = scratch_at + scratch;
@@ -295,6 +377,49 @@ pub fn build(g: &Graph) -> Result<Program> {
         p.outputs.push((l, g.ty(v)?.clone()));
     }
     Ok(p)
+}
+
+type IoLocs = (Vec<Option<(Loc, TensorType)>>, Vec<(Loc, TensorType)>);
+
+/// Locations of a host or reference step's tensors.
+fn resolve_io(
+    inputs: &[Option<Arg>],
+    outputs: &[Arg],
+    ins: &[Option<&TensorType>],
+    outs: &[TensorType],
+    resolve: &mut dyn FnMut(&Arg, Patch, &mut Program) -> Result<Loc>,
+    p: &mut Program,
+) -> Result<IoLocs> {
+    let mut rin = Vec::with_capacity(inputs.len());
+    for (k, a) in inputs.iter().enumerate() {
+        rin.push(match (a, ins.get(k).copied().flatten()) {
+            (Some(a), Some(t)) => Some((resolve(a, Patch::Input(k), p)?, t.clone())),
+            _ => None,
+        });
+    }
+    let mut rout = Vec::with_capacity(outputs.len());
+    for (k, a) in outputs.iter().enumerate() {
+        rout.push((resolve(a, Patch::Output(k), p)?, outs[k].clone()));
+    }
+    Ok((rin, rout))
+}
+
+/// Which slot of a step a scratch location fills.
+#[derive(Debug, Clone, Copy)]
+enum Patch {
+    Arg(usize),
+    Input(usize),
+    Output(usize),
+}
+
+fn locate(loc: &HashMap<Value, Loc>, g: &Graph, node: &kiln_graph::Node, v: Value) -> Result<Loc> {
+    loc.get(&v).copied().ok_or_else(|| {
+        node.locate(kiln_core::err!(
+            InvalidModel,
+            "value {} has no storage",
+            g.value(v).name
+        ))
+    })
 }
 
 impl Program {

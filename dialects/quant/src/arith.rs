@@ -21,8 +21,9 @@
 //!    quantise(a))`, `hi = min(qmax, quantise(b))`: exact, because quantisation is monotone.
 //!    Every other fused activation, a residual operand or a PRelu slope use the **f32
 //!    epilogue**: `v = f32(acc) · f32(f64(s_x)·f64(s_w[c]))` (same f32 conversions),
-//!    `v = v + x̂_residual` (f32 add), `v = f32(act(f64(v)))` (the graph dialect's scalar
-//!    activation in f64), then `q_y = quantise(v)`.
+//!    `v = v + x̂_residual` (f32 add), `v = act(v)` in f32 exactly as [`activation`]
+//!    writes it (operation by operation, libm's f32 `exp`/`tanh`/`erf`), then
+//!    `q_y = quantise(v)`.
 //!
 //! 5. a result the platform leaves in f32 (kiln-x86's graph outputs: their TQC is FP32)
 //!    is the f32 epilogue's `v` itself, not quantised.
@@ -51,6 +52,43 @@
 //! never uses the TQC's rounding.
 
 use crate::rounding::Rounding;
+use kiln_graph::ops::Activation;
+
+/// The fused activation of the f32 epilogue, in f32, one operation at a time in this
+/// order (kernels mirror it; no contraction into fused multiply-adds). `slope` is PRelu's.
+pub fn activation(act: &Activation, v: f32, slope: f32) -> f32 {
+    match *act {
+        Activation::None => v,
+        Activation::PRelu => {
+            if v < 0.0 {
+                v * slope
+            } else {
+                v
+            }
+        }
+        Activation::Relu => v.max(0.0),
+        Activation::Clip { min, max } => v.max(min).min(max),
+        Activation::LeakyRelu { alpha } => {
+            if v >= 0.0 {
+                v
+            } else {
+                alpha * v
+            }
+        }
+        Activation::HardSigmoid { alpha, beta } => (alpha * v + beta).clamp(0.0, 1.0),
+        Activation::HardSwish => v * (v / 6.0 + 0.5).clamp(0.0, 1.0),
+        Activation::Sigmoid => 1.0 / (1.0 + (-v).exp()),
+        Activation::Swish => v / (1.0 + (-v).exp()),
+        Activation::Tanh => v.tanh(),
+        Activation::Gelu { tanh: false } => {
+            0.5 * v * (1.0 + libm::erff(v / std::f32::consts::SQRT_2))
+        }
+        Activation::Gelu { tanh: true } => {
+            let c = (2.0 / std::f64::consts::PI).sqrt() as f32;
+            0.5 * v * (1.0 + (c * (v + 0.044715 * v * v * v)).tanh())
+        }
+    }
+}
 
 /// Per-tensor or per-channel quantisation parameters in the form kernels use.
 #[derive(Debug, Clone, PartialEq)]

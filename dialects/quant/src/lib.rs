@@ -11,7 +11,8 @@
 //! config itself; [`platform`] schemes as data and the per-op dispatcher; [`ir`] the unit,
 //! its construction and verifier; [`text`] printer and parser; [`passes`] one file per
 //! pass; [`observer`] calibration statistics; [`calib`] the calibration driver;
-//! [`arith`] THE int8 arithmetic contract; [`sim`] the simulator; [`analysis`] SNR/cosine.
+//! [`arith`] THE int8 arithmetic contract; [`plan`] which ops run in integers and with
+//! which parameters; [`sim`] the simulator; [`analysis`] SNR/cosine.
 
 pub mod analysis;
 pub mod arith;
@@ -19,6 +20,7 @@ pub mod calib;
 pub mod ir;
 pub mod observer;
 pub mod passes;
+pub mod plan;
 pub mod platform;
 pub mod rounding;
 pub mod sim;

@@ -21,12 +21,11 @@
 
 use crate::arith::{self, QParams};
 use crate::ir::{QuantGraph, Site, TqcId};
+use crate::plan::{self, ComputePlan, Epilogue, IntPlan};
 use crate::platform::{self, Dispatch};
-use crate::tqc::{State, Tqc};
+use crate::tqc::Tqc;
 use kiln_core::{DType, Error, ErrorKind, Result, Tensor, bail};
-use kiln_graph::ops::{
-    Activation, BinaryKind, GlobalPoolKind, activation::RESIDUAL, activation::SLOPE,
-};
+use kiln_graph::ops::{Activation, BinaryKind, activation::RESIDUAL, activation::SLOPE};
 use kiln_graph::{NodeId, Op, Value};
 use ndarray::{ArrayD, IxDyn};
 
@@ -130,57 +129,6 @@ impl<'q> Simulator<'q> {
         self.integer.borrow().clone()
     }
 
-    /// Effective parameters of a TQC, when it has them.
-    fn params(&self, id: TqcId) -> Option<QParams> {
-        QParams::from_tqc(self.q.effective(id))
-    }
-
-    fn quantises(&self, id: Option<TqcId>) -> Option<QParams> {
-        let id = id?;
-        if self.q.tqc(id).state.quantises() {
-            self.params(id)
-        } else {
-            None
-        }
-    }
-
-    /// Parameters an operand is held in for the integer path.
-    fn operand_params(&self, n: NodeId, k: usize) -> Option<QParams> {
-        let id = self.q.in_tqc(n, k)?;
-        match self.q.tqc(id).state {
-            State::Activated
-            | State::Slave
-            | State::Overlapped
-            | State::Baked
-            | State::Passive
-            | State::PassiveBaked => self.params(id),
-            _ => None,
-        }
-    }
-
-    /// Output parameters of a result (see the module docs).
-    fn output_params(&self, v: Value) -> Option<QParams> {
-        let q = self.q;
-        let id = q.out_tqc(v)?;
-        match q.tqc(id).state {
-            State::Activated | State::Slave => self.params(id),
-            State::Overlapped => {
-                if q.graph.outputs().contains(&v) {
-                    return None;
-                }
-                let uses = q.graph.uses(v);
-                let root = q.root(id);
-                let all = !uses.is_empty()
-                    && uses.iter().all(|&(m, k)| {
-                        q.in_tqc(m, k)
-                            .is_some_and(|i| q.tqc(i).state.quantises() && q.root(i) == root)
-                    });
-                if all { self.params(id) } else { None }
-            }
-            _ => None,
-        }
-    }
-
     /// Runs the unit; `observe(value, tensor)` sees every op result as simulated.
     pub fn run_observed(
         &self,
@@ -200,13 +148,7 @@ impl<'q> Simulator<'q> {
         let mut vals: Vec<Option<Tensor>> = vec![None; g.num_values()];
         self.integer.borrow_mut().clear();
         for (&v, t) in g.inputs().iter().zip(inputs) {
-            let t = match self.quantises(q.out_tqc(v)) {
-                Some(p) if t.dtype().is_float() => {
-                    dequantize_tensor(&quantize_tensor(t, &p)?, &p, t.dtype())
-                }
-                _ => t.clone(),
-            };
-            vals[v.index()] = Some(t);
+            vals[v.index()] = Some(input_value(q, v, t)?);
         }
         for &n in &self.order {
             let node = g.node(n);
@@ -214,7 +156,7 @@ impl<'q> Simulator<'q> {
                 vec![c.tensor().map_err(|e| node.locate(e))?.clone()]
             } else {
                 let mut ins: Vec<Option<Tensor>> = Vec::with_capacity(node.inputs().len());
-                for (k, v) in node.inputs().iter().enumerate() {
+                for v in node.inputs() {
                     let Some(v) = v else {
                         ins.push(None);
                         continue;
@@ -225,39 +167,15 @@ impl<'q> Simulator<'q> {
                             format!("operand '%{}' was not computed", g.value(*v).name),
                         ))
                     })?;
-                    let t = match self.quantises(q.in_tqc(n, k)) {
-                        Some(p) if t.dtype().is_float() => {
-                            fake_quant_p(t, &p).map_err(|e| node.locate(e))?
-                        }
-                        _ => t.clone(),
-                    };
-                    ins.push(Some(t));
+                    ins.push(Some(t.clone()));
                 }
-                let int = if platform::dispatch(&node.op) == Dispatch::Int8 {
-                    self.int_path(n, &ins).map_err(|e| node.locate(e))?
-                } else {
-                    None
-                };
-                match int {
-                    Some(t) => {
-                        self.integer.borrow_mut().push(n);
-                        vec![t]
-                    }
-                    None => {
-                        let refs: Vec<Option<&Tensor>> = ins.iter().map(|t| t.as_ref()).collect();
-                        node.op
-                            .eval(&refs, node.outputs().len())
-                            .map_err(|e| node.locate(e))?
-                    }
+                let (outs, int) = eval_node(q, n, &ins)?;
+                if int {
+                    self.integer.borrow_mut().push(n);
                 }
+                outs
             };
             for (&v, t) in node.outputs().iter().zip(outs) {
-                let t = match self.quantises(q.out_tqc(v)) {
-                    Some(p) if t.dtype().is_float() => {
-                        fake_quant_p(&t, &p).map_err(|e| node.locate(e))?
-                    }
-                    _ => t,
-                };
                 observe(v, &t);
                 vals[v.index()] = Some(t);
             }
@@ -278,315 +196,216 @@ impl<'q> Simulator<'q> {
     pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
         self.run_observed(inputs, |_, _| {})
     }
+}
 
-    /// The integer path of an int8 op, or `None` when its conditions do not hold.
-    fn int_path(&self, n: NodeId, ins: &[Option<Tensor>]) -> Result<Option<Tensor>> {
-        let node = self.q.graph.node(n);
-        if node.outputs().len() != 1 || ins.iter().flatten().any(|t| t.dtype() != DType::F32) {
-            return Ok(None);
-        }
-        let v = node.outputs()[0];
-        let Some(out) = self.output_params(v) else {
-            // A compute op whose result the platform leaves in f32 (a graph output on
-            // kiln-x86) still accumulates in integers: the f32 epilogue, unquantised.
-            let float_out = platform::is_compute(&node.op)
-                && self
-                    .q
-                    .out_tqc(v)
-                    .is_some_and(|t| self.q.tqc(t).state == State::Fp32);
-            return if float_out {
-                self.compute(n, ins, None)
-            } else {
-                Ok(None)
-            };
-        };
-        if out.axis.is_some() {
-            return Ok(None);
-        }
-        match &node.op {
-            Op::Conv(_) | Op::Gemm(_) | Op::MatMul(_) => self.compute(n, ins, Some(&out)),
-            Op::Binary(b)
-                if matches!(b.kind, BinaryKind::Add | BinaryKind::Sub | BinaryKind::Mul) =>
-            {
-                self.binary(n, b.kind, ins, &out)
+/// A graph input as the unit sees it: fake-quantised when its TQC quantises.
+pub fn input_value(q: &QuantGraph, v: Value, t: &Tensor) -> Result<Tensor> {
+    Ok(match plan::quantises(q, q.out_tqc(v)) {
+        Some(p) if t.dtype().is_float() => fake_quant_params(t, &p)?,
+        _ => t.clone(),
+    })
+}
+
+/// Runs node `n` on its operands as stored (before its input TQCs act): input TQCs that
+/// quantise fake-quantise, the integer path or the fp32 op computes, output TQCs that
+/// quantise fake-quantise. Returns the results and whether the integer path ran.
+/// The int8 JIT calls this too, for ops it has no kernel for.
+pub fn eval_node(
+    q: &QuantGraph,
+    n: NodeId,
+    operands: &[Option<Tensor>],
+) -> Result<(Vec<Tensor>, bool)> {
+    let node = q.graph.node(n);
+    let mut ins: Vec<Option<Tensor>> = Vec::with_capacity(operands.len());
+    for (k, t) in operands.iter().enumerate() {
+        ins.push(match (t, plan::quantises(q, q.in_tqc(n, k))) {
+            (Some(t), Some(p)) if t.dtype().is_float() => {
+                Some(fake_quant_params(t, &p).map_err(|e| node.locate(e))?)
             }
-            Op::GlobalPool(p) if p.kind == GlobalPoolKind::Average => self.global_avg(n, ins, &out),
-            Op::Unary(_) | Op::LeakyRelu(_) | Op::HardSigmoid(_) | Op::Gelu(_)
-                if ins.len() == 1 =>
-            {
-                self.lut(n, ins, &out)
-            }
-            _ => Ok(None),
-        }
+            (t, _) => t.clone(),
+        });
     }
+    let int = if platform::dispatch(&node.op) == Dispatch::Int8 {
+        int_path(q, n, &ins).map_err(|e| node.locate(e))?
+    } else {
+        None
+    };
+    let (outs, is_int) = match int {
+        Some(t) => (vec![t], true),
+        None => {
+            let refs: Vec<Option<&Tensor>> = ins.iter().map(|t| t.as_ref()).collect();
+            let outs = node
+                .op
+                .eval(&refs, node.outputs().len())
+                .map_err(|e| node.locate(e))?;
+            (outs, false)
+        }
+    };
+    let outs = node
+        .outputs()
+        .iter()
+        .zip(outs)
+        .map(|(&v, t)| match plan::quantises(q, q.out_tqc(v)) {
+            Some(p) if t.dtype().is_float() => {
+                fake_quant_params(&t, &p).map_err(|e| node.locate(e))
+            }
+            _ => Ok(t),
+        })
+        .collect::<Result<_>>()?;
+    Ok((outs, is_int))
+}
 
-    /// Codes and parameters of operand `k`.
-    fn codes(
-        &self,
-        n: NodeId,
-        k: usize,
-        ins: &[Option<Tensor>],
-    ) -> Result<Option<(ArrayD<i32>, QParams)>> {
-        let (Some(t), Some(p)) = (
-            ins.get(k).and_then(|t| t.as_ref()),
-            self.operand_params(n, k),
-        ) else {
-            return Ok(None);
-        };
-        Ok(Some((recover_tensor(t, &p)?, p)))
-    }
-
-    /// The compute-op contract; `out` is `None` for a result left in f32.
-    fn compute(
-        &self,
-        n: NodeId,
-        ins: &[Option<Tensor>],
-        out: Option<&QParams>,
-    ) -> Result<Option<Tensor>> {
-        let node = self.q.graph.node(n);
-        let (mut op, act) = match &node.op {
-            Op::Conv(c) => (Op::Conv(c.clone()), c.act),
-            Op::Gemm(g) if g.alpha == 1.0 && g.beta == 1.0 && !g.trans_a => (Op::Gemm(*g), g.act),
-            Op::MatMul(m) if !m.trans_a => (Op::MatMul(*m), m.act),
-            _ => return Ok(None),
-        };
-        match &mut op {
-            Op::Conv(c) => c.act = Activation::None,
-            Op::Gemm(g) => g.act = Activation::None,
-            Op::MatMul(m) => m.act = Activation::None,
-            _ => {}
-        }
-        let (Some((xq, xp)), Some((wq, wp))) = (self.codes(n, 0, ins)?, self.codes(n, 1, ins)?)
-        else {
-            return Ok(None);
-        };
-        if xp.axis.is_some() {
-            return Ok(None);
-        }
-        // The weight's channel axis must be the result's channel axis.
-        let wshape = wq.shape().to_vec();
-        let out_axis_ok = match (&node.op, wp.axis) {
-            (_, None) => true,
-            (Op::Conv(_), Some(0)) => true,
-            (Op::Gemm(g), Some(a)) => a == if g.trans_b { 0 } else { 1 },
-            (Op::MatMul(m), Some(a)) => {
-                wshape.len() >= 2
-                    && a == if m.trans_b {
-                        wshape.len() - 2
-                    } else {
-                        wshape.len() - 1
-                    }
-            }
-            _ => false,
-        };
-        if !out_axis_ok {
-            return Ok(None);
-        }
-        let channels = wp.scale.len();
-        let ws = |c: usize| wp.scale[if channels == 1 { 0 } else { c }];
-        // The bias: i32 codes at scale s_x·s_w[c] exactly.
-        let bias = match ins.get(2).and_then(|t| t.as_ref()) {
-            None => None,
-            Some(b) => {
-                let Some(bp) = self.operand_params(n, 2) else {
-                    return Ok(None);
-                };
-                let cn = b.len();
-                let scale_ok = b.shape().len() == 1
-                    && bp.scale.len() == if bp.axis.is_some() { cn } else { 1 }
-                    && (0..cn).all(|c| {
-                        bp.scale[if bp.axis.is_some() { c } else { 0 }]
-                            == arith::product_scale(xp.s(), ws(if channels == 1 { 0 } else { c }))
-                    });
-                if !scale_ok {
-                    return Ok(None);
-                }
-                // A baked bias is on its grid; a PASSIVE one is quantised here.
-                let baked = self
-                    .q
-                    .in_tqc(n, 2)
-                    .is_some_and(|i| self.q.tqc(i).state == State::PassiveBaked);
-                let bq = if baked {
-                    recover_tensor(b, &bp)?
-                } else {
-                    quantize_tensor(b, &bp)?
-                };
-                Some(Tensor::F64(bq.mapv(|v| v as f64)))
-            }
-        };
-        let xc = centered(&xq, &xp);
-        let wc = centered(&wq, &wp);
-        // The reduction length K and the largest centred magnitudes bound the accumulator.
-        let k_len = match &node.op {
-            Op::Conv(_) => wq.len() / wshape[0].max(1),
-            Op::Gemm(g) => wshape[if g.trans_b { 1 } else { 0 }],
-            Op::MatMul(m) if wshape.len() >= 2 => {
-                wshape[wshape.len() - if m.trans_b { 1 } else { 2 }]
-            }
-            _ => wshape.first().copied().unwrap_or(1),
-        };
-        let span = |p: &QParams| {
-            p.zero
-                .iter()
-                .map(|&z| (p.qmax - z).max(z - p.qmin) as i64)
-                .max()
-                .unwrap_or(0)
-        };
-        if !arith::acc_fits_i32(k_len, span(&xp), span(&wp), i32::MAX as i64 / 2) {
-            // Larger reductions would need an overflow analysis kernels do not have yet.
-            return Ok(None);
-        }
-        let acc = op
-            .eval(&[Some(&xc), Some(&wc), bias.as_ref()], 1)?
-            .remove(0);
-        let acc = acc.as_array::<f64>()?.as_standard_layout().into_owned();
-        let oshape = acc.shape().to_vec();
-        let caxis = match &node.op {
-            Op::Conv(c) if !c.layout.is_nhwc() => 1,
-            _ => oshape.len() - 1,
-        };
-        let ch = channel_of(&oshape, if channels == 1 { None } else { Some(caxis) });
-        let residual = ins.get(RESIDUAL).and_then(|t| t.as_ref());
-        let slope = ins.get(SLOPE).and_then(|t| t.as_ref());
-        let clamp_only = out.is_some()
-            && residual.is_none()
-            && matches!(
-                act,
-                Activation::None | Activation::Relu | Activation::Clip { .. }
+/// The integer path of an int8 op, or `None` when it runs in fp32 ([`plan::int_plan`]
+/// decides; this executes the plan with [`arith`]'s arithmetic).
+fn int_path(q: &QuantGraph, n: NodeId, ins: &[Option<Tensor>]) -> Result<Option<Tensor>> {
+    let Some(p) = plan::int_plan(q, n)? else {
+        return Ok(None);
+    };
+    let operand = |k: usize| {
+        ins.get(k)
+            .and_then(|t| t.as_ref())
+            .ok_or_else(|| Error::new(ErrorKind::Eval, format!("operand {k} is missing")))
+    };
+    let node = q.graph.node(n);
+    Ok(Some(match p {
+        IntPlan::Compute(c) => compute(q, n, &c, ins)?,
+        IntPlan::Binary(b) => {
+            let aq = recover_tensor(operand(0)?, &b.a)?;
+            let bq = recover_tensor(operand(1)?, &b.b)?;
+            let shape = kiln_graph::ops::util::broadcast_shapes(aq.shape(), bq.shape())?;
+            let (x, y) = (
+                aq.broadcast(IxDyn(&shape)).expect("broadcastable"),
+                bq.broadcast(IxDyn(&shape)).expect("broadcastable"),
             );
-        let to_i32 = |a: f64| a.clamp(i32::MIN as f64, i32::MAX as f64) as i32;
-        let codes: Vec<i32> = if let (true, Some(out)) = (clamp_only, out) {
-            let (mut lo, mut hi) = (out.qmin, out.qmax);
-            match act {
-                Activation::Relu => lo = lo.max(out.z()),
-                Activation::Clip { min, max } => {
-                    lo = lo.max(out.quantize(min, 0));
-                    hi = hi.min(out.quantize(max, 0));
-                }
-                _ => {}
-            }
-            let m: Vec<f32> = (0..channels)
-                .map(|c| arith::multiplier(xp.s(), ws(c), out.s()))
+            let (za, zb) = (b.a.z(), b.b.z());
+            let sub = b.kind == BinaryKind::Sub;
+            let data: Vec<i32> = x
+                .iter()
+                .zip(y.iter())
+                .map(|(&u, &v)| match b.kind {
+                    BinaryKind::Mul => arith::mul(u, za, v, zb, b.m.0, &b.out),
+                    _ => arith::add(u, za, b.m.0, v, zb, b.m.1, sub, &b.out),
+                })
                 .collect();
+            let codes = ArrayD::from_shape_vec(IxDyn(&shape), data).expect("shape");
+            dequantize_tensor(&codes, &b.out, DType::F32)
+        }
+        IntPlan::GlobalAvg { x, out, m } => {
+            let xq = recover_tensor(operand(0)?, &x)?;
+            // The op's own reduction over centred codes, in f64: avg·count recovers
+            // the exact integer sum (|sum| < 2^31 is far inside f64's exact range).
+            let avg = node.op.eval(&[Some(&centered(&xq, &x))], 1)?.remove(0);
+            let avg = avg.as_array::<f64>()?;
+            let count = (xq.len() / avg.len().max(1)) as f64;
+            let codes = avg.mapv(|a| {
+                let sum = (a * count).round() as i32;
+                arith::requantize(sum, m, out.z(), out.qmin, out.qmax, out.rounding)
+            });
+            dequantize_tensor(&codes, &out, DType::F32)
+        }
+        IntPlan::Lut { x, out, table } => {
+            let xq = recover_tensor(operand(0)?, &x)?;
+            let codes = xq.mapv(|c| table[(c - x.qmin) as usize]);
+            dequantize_tensor(&codes, &out, DType::F32)
+        }
+    }))
+}
+
+/// The compute-op contract.
+fn compute(q: &QuantGraph, n: NodeId, p: &ComputePlan, ins: &[Option<Tensor>]) -> Result<Tensor> {
+    let node = q.graph.node(n);
+    let mut op = node.op.clone();
+    match &mut op {
+        Op::Conv(c) => c.act = Activation::None,
+        Op::Gemm(g) => g.act = Activation::None,
+        Op::MatMul(m) => m.act = Activation::None,
+        _ => {}
+    }
+    let operand = |k: usize| {
+        ins.get(k)
+            .and_then(|t| t.as_ref())
+            .ok_or_else(|| Error::new(ErrorKind::Eval, format!("operand {k} is missing")))
+    };
+    let xq = recover_tensor(operand(0)?, &p.x)?;
+    let wq = match &p.w_codes {
+        Some(w) => w.clone(),
+        None => recover_tensor(operand(1)?, &p.w)?,
+    };
+    let bias = p.bias.as_ref().map(|b| {
+        Tensor::F64(
+            ArrayD::from_shape_vec(IxDyn(&[b.len()]), b.iter().map(|&v| v as f64).collect())
+                .expect("1-D"),
+        )
+    });
+    let acc = op
+        .eval(
+            &[
+                Some(&centered(&xq, &p.x)),
+                Some(&centered(&wq, &p.w)),
+                bias.as_ref(),
+            ],
+            1,
+        )?
+        .remove(0);
+    let acc = acc.as_array::<f64>()?.as_standard_layout().into_owned();
+    let oshape = acc.shape().to_vec();
+    let channels = p.w.scale.len();
+    let ch = channel_of(&oshape, (channels > 1).then_some(p.channel_axis));
+    let to_i32 = |a: f64| a.clamp(i32::MIN as f64, i32::MAX as f64) as i32;
+    let (codes, out) = match &p.epilogue {
+        Epilogue::Requant { out, m, lo, hi } => (
             acc.iter()
                 .enumerate()
                 .map(|(i, &a)| {
-                    arith::requantize(to_i32(a), m[ch(i)], out.z(), lo, hi, out.rounding)
+                    arith::requantize(to_i32(a), m[ch(i)], out.z(), *lo, *hi, out.rounding)
                 })
-                .collect()
-        } else {
-            // The f32 epilogue.
-            let sc: Vec<f32> = (0..channels)
-                .map(|c| arith::product_scale(xp.s(), ws(c)))
-                .collect();
+                .collect::<Vec<i32>>(),
+            out,
+        ),
+        Epilogue::Float {
+            out,
+            sc,
+            act,
+            residual,
+            slope,
+        } => {
             let mut v: Vec<f32> = acc
                 .iter()
                 .enumerate()
                 .map(|(i, &a)| to_i32(a) as f32 * sc[ch(i)])
                 .collect();
-            if let Some(y) = residual {
-                let y = y
-                    .as_f32()?
-                    .broadcast(IxDyn(&oshape))
-                    .ok_or_else(|| Error::new(ErrorKind::Shape, "residual does not broadcast"))?;
-                for (d, r) in v.iter_mut().zip(y.iter()) {
-                    *d += *r;
+            let full = |k: usize| -> Result<Vec<f32>> {
+                let t = operand(k)?.as_f32()?;
+                let b = t.broadcast(IxDyn(&oshape)).ok_or_else(|| {
+                    Error::new(ErrorKind::Shape, format!("operand {k} does not broadcast"))
+                })?;
+                Ok(b.iter().copied().collect())
+            };
+            if *residual {
+                for (d, r) in v.iter_mut().zip(full(RESIDUAL)?) {
+                    *d += r;
                 }
             }
-            let t = Tensor::F32(ArrayD::from_shape_vec(IxDyn(&oshape), v).expect("shape"));
-            let t = kiln_graph::ops::activation::apply_epilogue(&act, t, None, slope)?;
-            let Some(out) = out else {
-                return Ok(Some(t));
-            };
-            let t = t.as_f32()?;
-            t.iter().map(|&x| out.quantize(x, 0)).collect()
-        };
-        let codes = ArrayD::from_shape_vec(IxDyn(&oshape), codes).expect("shape");
-        let out = out.expect("quantised paths have output parameters");
-        Ok(Some(dequantize_tensor(&codes, out, DType::F32)))
-    }
-
-    fn binary(
-        &self,
-        n: NodeId,
-        kind: BinaryKind,
-        ins: &[Option<Tensor>],
-        out: &QParams,
-    ) -> Result<Option<Tensor>> {
-        let (Some((aq, ap)), Some((bq, bp))) = (self.codes(n, 0, ins)?, self.codes(n, 1, ins)?)
-        else {
-            return Ok(None);
-        };
-        if ap.axis.is_some() || bp.axis.is_some() {
-            return Ok(None);
-        }
-        let shape = kiln_graph::ops::util::broadcast_shapes(aq.shape(), bq.shape())?;
-        let (a, b) = (
-            aq.broadcast(IxDyn(&shape)).expect("broadcastable"),
-            bq.broadcast(IxDyn(&shape)).expect("broadcastable"),
-        );
-        let data: Vec<i32> = match kind {
-            BinaryKind::Mul => {
-                let m = arith::multiplier(ap.s(), bp.s(), out.s());
-                a.iter()
-                    .zip(b.iter())
-                    .map(|(&x, &y)| arith::mul(x, ap.z(), y, bp.z(), m, out))
-                    .collect()
+            let slopes = if *slope { Some(full(SLOPE)?) } else { None };
+            for (i, d) in v.iter_mut().enumerate() {
+                *d = arith::activation(act, *d, slopes.as_ref().map_or(0.0, |s| s[i]));
             }
-            _ => {
-                let (ma, mb) = (
-                    arith::multiplier(ap.s(), 1.0, out.s()),
-                    arith::multiplier(bp.s(), 1.0, out.s()),
-                );
-                let sub = kind == BinaryKind::Sub;
-                a.iter()
-                    .zip(b.iter())
-                    .map(|(&x, &y)| arith::add(x, ap.z(), ma, y, bp.z(), mb, sub, out))
-                    .collect()
+            match out {
+                None => {
+                    return Ok(Tensor::F32(
+                        ArrayD::from_shape_vec(IxDyn(&oshape), v).expect("shape"),
+                    ));
+                }
+                Some(out) => (v.iter().map(|&x| out.quantize(x, 0)).collect(), out),
             }
-        };
-        let codes = ArrayD::from_shape_vec(IxDyn(&shape), data).expect("shape");
-        Ok(Some(dequantize_tensor(&codes, out, DType::F32)))
-    }
-
-    fn global_avg(
-        &self,
-        n: NodeId,
-        ins: &[Option<Tensor>],
-        out: &QParams,
-    ) -> Result<Option<Tensor>> {
-        let Some((xq, xp)) = self.codes(n, 0, ins)? else {
-            return Ok(None);
-        };
-        let node = self.q.graph.node(n);
-        // The op's own reduction over centred codes, in f64: avg·count recovers the exact
-        // integer sum (|sum| < 2^31 is far inside f64's exact range).
-        let avg = node.op.eval(&[Some(&centered(&xq, &xp))], 1)?.remove(0);
-        let avg = avg.as_array::<f64>()?;
-        let count = (xq.len() / avg.len().max(1)) as f64;
-        // M = f32(f64(s_x) / (f64(s_y)·n)).
-        let m = (xp.s() as f64 / (out.s() as f64 * count.max(1.0))) as f32;
-        let codes = avg.mapv(|a| {
-            let sum = (a * count).round() as i32;
-            arith::requantize(sum, m, out.z(), out.qmin, out.qmax, out.rounding)
-        });
-        Ok(Some(dequantize_tensor(&codes, out, DType::F32)))
-    }
-
-    fn lut(&self, n: NodeId, ins: &[Option<Tensor>], out: &QParams) -> Result<Option<Tensor>> {
-        let Some((xq, xp)) = self.codes(n, 0, ins)? else {
-            return Ok(None);
-        };
-        if xp.axis.is_some() || xp.qmax - xp.qmin > 65535 {
-            return Ok(None);
         }
-        let table = lookup_table(&self.q.graph.node(n).op, &xp, out)?;
-        let codes = xq.mapv(|c| table[(c - xp.qmin) as usize]);
-        Ok(Some(dequantize_tensor(&codes, out, DType::F32)))
-    }
+    };
+    let codes = ArrayD::from_shape_vec(IxDyn(&oshape), codes).expect("shape");
+    Ok(dequantize_tensor(&codes, out, DType::F32))
 }
 
-fn fake_quant_p(t: &Tensor, p: &QParams) -> Result<Tensor> {
+/// Fake-quantises `t` with parameters `p` (codes, then their values).
+pub fn fake_quant_params(t: &Tensor, p: &QParams) -> Result<Tensor> {
     Ok(dequantize_tensor(&quantize_tensor(t, p)?, p, t.dtype()))
 }
 

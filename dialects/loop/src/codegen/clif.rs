@@ -17,6 +17,8 @@ use cranelift_codegen::ir::{
 use cranelift_frontend::FunctionBuilder;
 use kiln_core::{Result, bail};
 
+mod int8;
+
 /// The Cranelift type that holds a loop-dialect type.
 pub fn clif_type(t: Type) -> types::Type {
     match t {
@@ -55,6 +57,10 @@ pub struct Features {
     /// The host has FMA3: `fma` becomes `vfmadd`; without it, a multiply and an add (Cranelift
     /// would otherwise call `fmaf`, which is both slow and unresolved in the JIT).
     pub fma: bool,
+    /// The host has AVX-VNNI (or AVX512-VNNI with AVX512VL) and Cranelift may use it:
+    /// `dot_u8s8` is emitted as the tree Cranelift folds into one `vpdpbusd`; without it, as
+    /// an exact widening to i16 and `pmaddwd` (see `clif/int8.rs`).
+    pub vnni: bool,
 }
 
 pub struct Translator<'a, 'b> {
@@ -206,6 +212,9 @@ impl<'a, 'b> Translator<'a, 'b> {
                 let call = self.b.ins().call(f, &args);
                 self.b.inst_results(call)[0]
             }
+            InstKind::DotU8S8(acc, a, b) => self.dot_u8s8(*acc, *a, *b)?,
+            InstKind::NarrowU8(vs) => self.narrow_u8(*vs)?,
+            InstKind::WidenU8(v, part) => self.widen_u8(*v, *part)?,
             InstKind::Loop(l) => {
                 let results = self.emit_loop(l)?;
                 for (r, x) in inst.results.iter().zip(results) {
@@ -361,29 +370,57 @@ impl<'a, 'b> Translator<'a, 'b> {
         Ok(acc)
     }
 
+    /// Numeric conversions, with the evaluator's semantics: float→int truncates and
+    /// saturates to the target's range (Cranelift saturates to i32/i64 only, so narrower
+    /// targets are clamped before the `ireduce`); int→int extends by the source's signedness
+    /// or wraps; int→float rounds to nearest from the value widened to at least i32.
     fn cast(&mut self, to: Type, a: Val) -> Result<Value> {
+        use Type::*;
         let from = self.ty(a);
         let x = self.v(a)?;
+        if from == to {
+            return Ok(x);
+        }
         let ct = clif_type(to);
-        let ins = self.b.ins();
-        use Type::*;
+        let signed = |t: Type| matches!(t, I8 | I16 | I32 | Index);
+        let int = |t: Type| matches!(t, Index | Bool | I32 | I16 | I8 | U8);
         Ok(match (from, to) {
-            (Index | I32 | I16 | I8, F32) | (I32X4, F32X4) => ins.fcvt_from_sint(ct, x),
-            (U8, F32) => {
-                let w = ins.uextend(types::I32, x);
+            (I32X4, F32X4) => self.b.ins().fcvt_from_sint(ct, x),
+            (F32X4, I32X4) => self.b.ins().fcvt_to_sint_sat(ct, x),
+            (f, F32) if int(f) => {
+                let w = match f {
+                    I8 | I16 => self.b.ins().sextend(types::I32, x),
+                    U8 | Bool => self.b.ins().uextend(types::I32, x),
+                    _ => x,
+                };
                 self.b.ins().fcvt_from_sint(ct, w)
             }
-            (F32, Index | I32) | (F32X4, I32X4) => ins.fcvt_to_sint_sat(ct, x),
+            (F32, Index | I32) => self.b.ins().fcvt_to_sint_sat(ct, x),
             (F32, I16 | I8 | U8) => {
-                let w = ins.fcvt_to_sint_sat(types::I32, x);
+                let (lo, hi) = match to {
+                    I16 => (i16::MIN.into(), i16::MAX.into()),
+                    I8 => (i8::MIN.into(), i8::MAX.into()),
+                    _ => (0, 255),
+                };
+                let w = self.b.ins().fcvt_to_sint_sat(types::I32, x);
+                let lo = self.b.ins().iconst(types::I32, lo);
+                let hi = self.b.ins().iconst(types::I32, hi);
+                let w = self.b.ins().smax(w, lo);
+                let w = self.b.ins().smin(w, hi);
                 self.b.ins().ireduce(ct, w)
             }
-            (U8 | Bool, I32 | Index | I16) => ins.uextend(ct, x),
-            (I8 | I16, I32 | Index) | (I32, Index) => ins.sextend(ct, x),
-            (Index, I32 | I16 | I8 | U8) | (I32, I16 | I8 | U8) | (I16, I8 | U8) => {
-                ins.ireduce(ct, x)
+            (f, t) if int(f) && int(t) => {
+                let (fb, tb) = (clif_type(f).bits(), ct.bits());
+                if tb > fb && signed(f) {
+                    self.b.ins().sextend(ct, x)
+                } else if tb > fb {
+                    self.b.ins().uextend(ct, x)
+                } else if tb < fb {
+                    self.b.ins().ireduce(ct, x)
+                } else {
+                    x
+                }
             }
-            (I8, U8) | (U8, I8) => x,
             _ => bail!(
                 Verify,
                 "kernel @{}: no conversion from {from} to {to}",

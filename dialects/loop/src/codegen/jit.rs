@@ -24,14 +24,40 @@ pub struct JitKernel {
 }
 
 /// Which instruction-set features the generated code may use.
+///
+/// A `Jit` made with [`Jit::with_isa`] uses at most the features set here (and never one the
+/// host lacks), which is how tests and benchmarks force the code paths of a smaller machine:
+/// `HostIsa { avx_vnni: false, ..HostIsa::detect() }` compiles `dot_u8s8` without
+/// `vpdpbusd`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HostIsa {
     pub fma: bool,
+    /// AVX-VNNI, or AVX512-VNNI with AVX512VL: `vpdpbusd` on 128-bit vectors.
     pub avx_vnni: bool,
 }
 
+/// Setting this environment variable to anything but `0` or the empty string makes
+/// [`HostIsa::detect`] report no VNNI, so `kiln` and scripts can run and measure the int8
+/// fallback path on a VNNI machine (`KILN_NO_VNNI=1 kiln bench …`).
+pub const NO_VNNI_ENV: &str = "KILN_NO_VNNI";
+
 impl HostIsa {
+    /// The features of the machine, honouring [`NO_VNNI_ENV`]. What `Jit::new` compiles for.
     pub fn detect() -> HostIsa {
+        HostIsa::native().with_no_vnni_env(std::env::var_os(NO_VNNI_ENV).as_deref())
+    }
+
+    /// `self` as [`NO_VNNI_ENV`] set to `value` leaves it (`None`: unset).
+    pub fn with_no_vnni_env(self, value: Option<&std::ffi::OsStr>) -> HostIsa {
+        let off = value.is_some_and(|v| !v.is_empty() && v != "0");
+        HostIsa {
+            avx_vnni: self.avx_vnni && !off,
+            ..self
+        }
+    }
+
+    /// The features the CPU has, whatever the environment says.
+    pub fn native() -> HostIsa {
         #[cfg(target_arch = "x86_64")]
         {
             HostIsa {
@@ -49,26 +75,46 @@ impl HostIsa {
             }
         }
     }
+
+    /// The features both `self` and `other` have.
+    pub fn intersect(self, other: HostIsa) -> HostIsa {
+        HostIsa {
+            fma: self.fma && other.fma,
+            avx_vnni: self.avx_vnni && other.avx_vnni,
+        }
+    }
 }
 
-fn host_isa() -> Result<OwnedTargetIsa> {
+/// The host's Cranelift ISA with the features `isa` leaves out switched off, so Cranelift's
+/// own pattern rules (the `vpdpbusd` fold, `vfmadd`) cannot use them either.
+fn host_isa(isa: HostIsa) -> Result<OwnedTargetIsa> {
     let mut flags = settings::builder();
     // Measured: for generated kernels `none` beats `speed` (the egraph pass re-places pure ops
     // at their uses and spills register blocks); the loop dialect does the scheduling.
-    let set = |f: &mut settings::Builder, k: &str, v: &str| {
+    let set = |f: &mut dyn Configurable, k: &str, v: &str| {
         f.set(k, v)
             .map_err(|e| err!(Unsupported, "cranelift setting {k}={v}: {e}"))
     };
     set(&mut flags, "opt_level", "none")?;
     set(&mut flags, "is_pic", "false")?;
     set(&mut flags, "use_colocated_libcalls", "false")?;
-    let isa = cranelift_native::builder().map_err(|e| {
+    let mut builder = cranelift_native::builder().map_err(|e| {
         err!(
             Unsupported,
             "host machine is not supported by Cranelift: {e}"
         )
     })?;
-    isa.finish(settings::Flags::new(flags))
+    if cfg!(target_arch = "x86_64") {
+        if !isa.avx_vnni {
+            set(&mut builder, "has_avx_vnni", "false")?;
+            set(&mut builder, "has_avx512vnni", "false")?;
+        }
+        if !isa.fma {
+            set(&mut builder, "has_fma", "false")?;
+        }
+    }
+    builder
+        .finish(settings::Flags::new(flags))
         .map_err(|e| err!(Unsupported, "cranelift ISA: {e}"))
 }
 
@@ -79,6 +125,7 @@ pub struct Jit {
     fctx: FunctionBuilderContext,
     helper_ids: HashMap<Helper, FuncId>,
     features: Features,
+    isa: HostIsa,
     pending: Vec<(FuncId, usize)>,
     /// Keep CLIF text of each compiled kernel (for `--emit clif`).
     pub keep_clif: bool,
@@ -89,26 +136,41 @@ pub struct Jit {
 }
 
 impl Jit {
+    /// A JIT for the features of this machine ([`HostIsa::detect`]).
     pub fn new() -> Result<Jit> {
-        let isa = host_isa()?;
+        Jit::with_isa(HostIsa::detect())
+    }
+
+    /// A JIT that uses only the features of `isa` that this machine also has.
+    pub fn with_isa(isa: HostIsa) -> Result<Jit> {
+        let host = isa.intersect(HostIsa::native());
+        let isa = host_isa(host)?;
         let mut builder = JITBuilder::with_isa(isa, default_libcall_names());
         for h in Helper::ALL {
             builder.symbol(helpers::symbol(h), helpers::address(h));
         }
         let module = JITModule::new(builder);
-        let host = HostIsa::detect();
         Ok(Jit {
             ctx: module.make_context(),
             module,
             fctx: FunctionBuilderContext::new(),
             helper_ids: HashMap::new(),
-            features: Features { fma: host.fma },
+            features: Features {
+                fma: host.fma,
+                vnni: host.avx_vnni,
+            },
+            isa: host,
             pending: Vec::new(),
             keep_clif: false,
             clif: Vec::new(),
             keep_asm: false,
             asm: Vec::new(),
         })
+    }
+
+    /// The features the compiled code uses.
+    pub fn isa(&self) -> HostIsa {
+        self.isa
     }
 
     fn helper_id(&mut self, h: Helper) -> Result<FuncId> {
@@ -141,22 +203,16 @@ impl Jit {
             .collect::<Result<_>>()?;
         self.ctx.func.signature = sig;
         self.ctx.func.name = UserFuncName::user(0, id.as_u32());
-        let config = self.module.target_config();
-        {
-            let mut b = FunctionBuilder::new(&mut self.ctx.func, &mut self.fctx);
-            let refs: Vec<_> = helper_ids
-                .iter()
-                .map(|&(h, hid)| (h, self.module.declare_func_in_func(hid, b.func)))
-                .collect();
-            let lookup = move |h: Helper| {
-                refs.iter()
-                    .find(|(k, _)| *k == h)
-                    .map(|(_, f)| *f)
-                    .expect("helpers are declared before translation")
-            };
-            Translator::translate(&mut b, kernel, &lookup, self.features)?;
-            b.finalize(config);
-        }
+        // aot: begin (the body moved to `translate_kernel`, shared with the object writer)
+        translate_kernel(
+            &mut self.module,
+            &mut self.ctx,
+            &mut self.fctx,
+            kernel,
+            &helper_ids,
+            self.features,
+        )?;
+        // aot: end
         if self.keep_clif {
             self.clif.push(format!(
                 "; kernel @{}\n{}",
@@ -204,6 +260,45 @@ impl Jit {
             .collect())
     }
 }
+
+// aot: begin
+/// Translates `kernel` into `ctx.func` (whose signature and name the caller has set), calling
+/// each math helper through its id in `helpers`, and finalizes the function. The JIT and the
+/// object writer (`codegen::object`) both go through here, so a kernel becomes the same
+/// Cranelift function in either; only the module (and its ISA flags) differ.
+pub fn translate_kernel<M: Module>(
+    module: &mut M,
+    ctx: &mut Context,
+    fctx: &mut FunctionBuilderContext,
+    kernel: &Kernel,
+    helpers: &[(Helper, FuncId)],
+    features: Features,
+) -> Result<()> {
+    let config = module.target_config();
+    let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
+    let refs: Vec<_> = helpers
+        .iter()
+        .map(|&(h, hid)| (h, module.declare_func_in_func(hid, b.func)))
+        .collect();
+    let lookup = move |h: Helper| {
+        refs.iter()
+            .find(|(k, _)| *k == h)
+            .map(|(_, f)| *f)
+            .expect("helpers are declared before translation")
+    };
+    Translator::translate(&mut b, kernel, &lookup, features)?;
+    b.finalize(config);
+    Ok(())
+}
+
+/// The math helpers `kernel` calls, in [`Helper::ALL`] order.
+pub fn helpers_used(kernel: &Kernel) -> Vec<Helper> {
+    Helper::ALL
+        .into_iter()
+        .filter(|h| uses_helper(kernel, *h))
+        .collect()
+}
+// aot: end
 
 fn uses_helper(k: &Kernel, h: Helper) -> bool {
     fn walk(r: &crate::ir::Region, h: Helper) -> bool {

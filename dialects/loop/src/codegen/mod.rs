@@ -7,5 +7,11 @@
 pub mod clif;
 pub mod helpers;
 pub mod jit;
+// aot: begin (ahead-of-time object files + C header)
+pub mod object;
+// aot: end
 
 pub use jit::{Jit, JitKernel, KernelFn};
+// dot: begin
+pub use jit::HostIsa;
+// dot: end

@@ -10,14 +10,22 @@
 //!   division that overflows (`MIN / -1`), are errors (Cranelift traps); `MIN rem -1` is 0.
 //! - Float `min`/`max` propagate NaN and order -0.0 below +0.0 (Cranelift's `fmin`/`fmax`).
 //!   `nearest` rounds half to even. `reduce add` sums lanes left to right.
-//! - Casts: int→float rounds to nearest; float→int truncates and saturates (NaN → 0);
-//!   int→int wraps or extends; bool→int is 0 or 1.
+//! - Casts: int→float rounds to nearest; float→int truncates and saturates to the target's
+//!   range (NaN → 0; `cast u8` of 300.5 is 255); int→int extends (sign for i8/i16/i32,
+//!   zero for u8/bool) or WRAPS to the narrower width (`cast u8` of the i32 300 is 44, of -1
+//!   is 255): a saturating integer narrowing is a `max`/`min` clamp before the cast, or
+//!   `narrow_u8` for vectors; bool→int is 0 or 1.
+//! - int8 (`eval/int8.rs`): `dot_u8s8` reads `a`'s bytes unsigned and `b`'s signed and
+//!   wraps the i32 sums; `narrow_u8` saturates each i32 to `[0, 255]`; `widen_u8`
+//!   zero-extends bytes.
 //! - Comparisons give `bool` (0/1) for scalars and lane masks (all ones / zero) for vectors;
 //!   `select` takes a lane where the mask lane is non-zero.
 //! - Loops run `for (i = lo; i < hi; i += step)`; the parallel loop runs sequentially.
 
+mod int8;
 mod scalar;
 
+pub use int8::*;
 pub use scalar::*;
 
 use crate::ir::*;
@@ -286,6 +294,15 @@ impl Eval<'_> {
                 let a: Vec<f32> = args.iter().map(|&a| get(&self.env, a)[0].float()).collect();
                 out[0] = Scalar::F(call(*h, &a));
             }
+            InstKind::DotU8S8(acc, a, b) => {
+                let env = &self.env;
+                out = dot_u8s8(&get(env, *acc), &get(env, *a), &get(env, *b));
+            }
+            InstKind::NarrowU8(vs) => {
+                let e = &self.env;
+                out = narrow_u8(vs.map(|v| &e[v.index()]));
+            }
+            InstKind::WidenU8(v, part) => out = widen_u8(&get(&self.env, *v), *part),
             InstKind::Loop(l) => return self.loop_(inst, l),
             InstKind::Yield(_) => {}
         }

@@ -29,6 +29,8 @@ pub enum Arg {
     Result(usize),
     /// Constant data created at compile time (packed weights, folded bias).
     Const(Vec<f32>),
+    /// Constant bytes (int8 weights packed for a kernel).
+    ConstBytes(Vec<u8>),
     /// Temporary storage of this many bytes, valid for the node's kernels only.
     Scratch(usize),
     /// Temporary storage at a byte offset (a multiple of 64) into the node's scratch.

@@ -103,7 +103,9 @@ pub(crate) fn map_operands(kind: &mut InstKind, mut f: impl FnMut(Val) -> Val) {
         | InstKind::Cast(_, a)
         | InstKind::Bitcast(_, a)
         | InstKind::Load(_, _, a, _) => *a = f(*a),
-        InstKind::Fma(a, b, c) | InstKind::Select(a, b, c) => {
+        InstKind::NarrowU8(vs) => vs.iter_mut().for_each(|v| *v = f(*v)),
+        InstKind::WidenU8(a, _) => *a = f(*a),
+        InstKind::Fma(a, b, c) | InstKind::Select(a, b, c) | InstKind::DotU8S8(a, b, c) => {
             *a = f(*a);
             *b = f(*b);
             *c = f(*c);

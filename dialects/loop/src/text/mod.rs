@@ -33,13 +33,17 @@
 //!           | 'bitcast' TYPE %x | 'reduce' REDOP %v ':' TYPE
 //!           | 'load' TYPE addr | 'store' addr ',' %v
 //!           | 'call' HELPER '(' (%a (',' %a)*)? ')' ':' TYPE
+//!           | 'dot_u8s8' %acc ',' %a ',' %b          (result i32x4)
+//!           | 'narrow_u8' %a ',' %b ',' %c ',' %d     (result i8x16)
+//!           | 'widen_u8' %v ',' PART                  (result i32x4, PART in 0..4)
 //!           | ('for' | 'parallel') %i '=' INT 'to' INT 'step' INT
 //!                 ('iter' '(' %a '=' %init (',' %a '=' %init)* ')')? '{' inst* '}'
 //!           | 'yield' (%v (',' %v)*)?
 //! addr     := @buf '[' %off ('+N' | '-N')? ']'
 //! ```
 //!
-//! The type after `:` (and after `iconst`, `splat`, `cast`, `load`) is the result's type; the
+//! The type after `:` (and after `iconst`, `splat`, `cast`, `load`) is the result's type
+//! (`fconst` and the int8 instructions have a single result type and write none); the
 //! parser takes it as written and the verifier checks it against the operands, so a
 //! mistyped file fails with a verifier message that names the instruction, not a parse
 //! error. Loop results, induction variable and carried values take their types from the

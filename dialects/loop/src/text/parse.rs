@@ -318,6 +318,32 @@ impl<'c> Parser<'c> {
                 let (b, off, disp) = self.addr()?;
                 (InstKind::Load(t, b, off, disp), t)
             }
+            // The int8 instructions have one result type each, so the text names none.
+            "dot_u8s8" => {
+                let acc = self.use_val()?;
+                self.c.expect_punct(',')?;
+                let a = self.use_val()?;
+                self.c.expect_punct(',')?;
+                let b = self.use_val()?;
+                (InstKind::DotU8S8(acc, a, b), Type::I32X4)
+            }
+            "narrow_u8" => {
+                let pos = self.c.pos();
+                let vs = self.use_list()?;
+                let vs: [Val; 4] = vs.try_into().map_err(|vs: Vec<Val>| {
+                    perr(
+                        pos,
+                        format!("narrow_u8 takes 4 operands, given {}", vs.len()),
+                    )
+                })?;
+                (InstKind::NarrowU8(vs), Type::I8X16)
+            }
+            "widen_u8" => {
+                let x = self.use_val()?;
+                self.c.expect_punct(',')?;
+                let part = self.lane()?;
+                (InstKind::WidenU8(x, part), Type::I32X4)
+            }
             "call" => {
                 let pos = self.c.pos();
                 let w = self.c.ident()?;

@@ -134,6 +134,9 @@ pub fn inst_text(k: &Kernel, names: &Names, inst: &Inst) -> String {
         InstKind::Load(t, b, off, d) => format!("load {t} {}", addr(names, *b, *off, *d)),
         InstKind::Store(b, off, d, x) => format!("store {}, {}", addr(names, *b, *off, *d), v(*x)),
         InstKind::Call(h, args) => format!("call {}({}) : {rty}", h.name(), names.list(args)),
+        InstKind::DotU8S8(acc, a, b) => format!("dot_u8s8 {}, {}, {}", v(*acc), v(*a), v(*b)),
+        InstKind::NarrowU8(vs) => format!("narrow_u8 {}", names.list(vs)),
+        InstKind::WidenU8(x, part) => format!("widen_u8 {}, {part}", v(*x)),
         InstKind::Yield(vs) if vs.is_empty() => "yield".to_string(),
         InstKind::Yield(vs) => format!("yield {}", names.list(vs)),
         InstKind::Loop(l) => {

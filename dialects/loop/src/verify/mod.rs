@@ -82,6 +82,8 @@ macro_rules! check {
     };
 }
 
+mod int8;
+
 impl<'k> Verifier<'k> {
     /// `kernel @k: `inst``, the start of every message.
     fn message_for(k: &Kernel, names: &Names, inst: &Inst) -> String {
@@ -525,6 +527,9 @@ impl<'k> Verifier<'k> {
                 }
                 same("f32", Type::F32)?;
             }
+            InstKind::DotU8S8(..) | InstKind::NarrowU8(_) | InstKind::WidenU8(..) => {
+                self.int8_types(inst, rt)?
+            }
             InstKind::Yield(_) | InstKind::Loop(_) => {}
         }
         Ok(())
@@ -579,7 +584,11 @@ pub fn operands(k: &InstKind) -> Vec<Val> {
         | InstKind::Cast(_, a)
         | InstKind::Bitcast(_, a)
         | InstKind::Load(_, _, a, _) => vec![*a],
-        InstKind::Fma(a, b, c) | InstKind::Select(a, b, c) => vec![*a, *b, *c],
+        InstKind::Fma(a, b, c) | InstKind::Select(a, b, c) | InstKind::DotU8S8(a, b, c) => {
+            vec![*a, *b, *c]
+        }
+        InstKind::NarrowU8(vs) => vs.to_vec(),
+        InstKind::WidenU8(a, _) => vec![*a],
         InstKind::Store(_, off, _, v) => vec![*off, *v],
         InstKind::Call(_, args) | InstKind::Yield(args) => args.clone(),
         InstKind::Loop(l) => l.inits.clone(),

@@ -1,0 +1,309 @@
+//! Conv, Gemm and MatMul on their integer path: operand → u8 codes (padded, im2col'd) →
+//! the `vpdpbusd` GEMM with the plan's epilogue.
+//!
+//! Supported here: constant s8 weights with zero offset (kiln-x86's symmetric weights),
+//! u8 activation codes, 2-D convolutions with one group in either layout, Gemm without
+//! transA, MatMul with a 2-D constant B. Anything else returns `None` and the node runs
+//! the simulator's code instead (a host step, still exact).
+
+use super::codes::{self, CodeSpec, Im2col, RowMap};
+use super::gemm::{self, OutLayout, QGemm};
+use super::quantize;
+use super::{Cx, Scratch};
+use crate::lower::{Arg, Lowered, NodeCx};
+use crate::program::Piece;
+use kiln_core::Result;
+use kiln_graph::NodeId;
+use kiln_graph::ops::activation::RESIDUAL;
+use kiln_graph::ops::spatial::Geometry;
+use kiln_graph::ops::{Layout, Op};
+use kiln_quant::Rounding;
+use kiln_quant::plan::{ComputePlan, Epilogue, quantises};
+
+/// The weight as a matrix `w(channel, k)` over the panel's k order.
+type WeightFn<'a> = Box<dyn Fn(usize, usize) -> i32 + 'a>;
+
+pub(super) fn lower(
+    cx: &Cx,
+    n: NodeId,
+    ncx: &NodeCx,
+    p: &ComputePlan,
+) -> Result<Option<Vec<Piece>>> {
+    let q = &cx.q;
+    let node = q.graph.node(n);
+    let Some(w) = p.w_codes.as_ref() else {
+        return Ok(None);
+    };
+    let weights_ok =
+        p.w.zero.iter().all(|&z| z == 0) && w.iter().all(|&c| (-128..=127).contains(&c));
+    let slope = matches!(p.epilogue, Epilogue::Float { slope: true, .. });
+    if !quantize::u8_codes(&p.x) || !weights_ok || slope {
+        return Ok(None);
+    }
+    if let Epilogue::Requant { out, .. } | Epilogue::Float { out: Some(out), .. } = &p.epilogue
+        && !quantize::kernel_params(out)
+    {
+        return Ok(None);
+    }
+    let out_shape = ncx.out_shape(0).to_vec();
+    if let Epilogue::Float { residual: true, .. } = p.epilogue
+        && ncx.in_shape(RESIDUAL) != Some(out_shape.as_slice())
+    {
+        return Ok(None);
+    }
+    // How operand 0 becomes codes: the simulator fake-quantises a raw graph input, then
+    // quantises with the operand TQC's rounding when that TQC quantises, else recovers
+    // (round half to even).
+    let mut pre = cx
+        .pending
+        .get(&node.input(0).expect("operand 0"))
+        .cloned()
+        .into_iter()
+        .collect::<Vec<_>>();
+    let r = match quantises(q, q.in_tqc(n, 0)) {
+        Some(pin) => pin.rounding,
+        None => Rounding::HalfEven,
+    };
+    if !pre.iter().all(quantize::kernel_params) {
+        return Ok(None);
+    }
+    let spec = CodeSpec {
+        pre: std::mem::take(&mut pre),
+        p: p.x.clone(),
+        r,
+    };
+    let mut scratch = Scratch::default();
+    let mut pieces = Vec::new();
+    let name = &ncx.name;
+    let x_shape = ncx.in_shape(0).unwrap_or_default().to_vec();
+    let x_len: usize = x_shape.iter().product();
+    let z = p.x.z() as u8;
+    let (panel, rows, k_len, kp, nout, out, wfn): (
+        Arg,
+        usize,
+        usize,
+        usize,
+        usize,
+        OutLayout,
+        WeightFn,
+    ) = match &node.op {
+        Op::Conv(c) => {
+            if c.group != 1 && c.layout == Layout::Nhwc {
+                return super::depthwise::lower(cx, n, ncx, c, p, w, spec.clone());
+            }
+            if c.group != 1 || x_shape.len() != 4 || w.ndim() != 4 {
+                return Ok(None);
+            }
+            let nhwc = c.layout == Layout::Nhwc;
+            let (bn, ch, h, wd) = if nhwc {
+                (x_shape[0], x_shape[3], x_shape[1], x_shape[2])
+            } else {
+                (x_shape[0], x_shape[1], x_shape[2], x_shape[3])
+            };
+            let ws = w.shape().to_vec();
+            let geo = Geometry::forward(&c.window, "conv", &[h, wd], Some(&ws[2..]), false)?;
+            let (pt, pl) = (geo.pad_begin[0] as usize, geo.pad_begin[1] as usize);
+            let (pb, pr) = (geo.pad_end[0] as usize, geo.pad_end[1] as usize);
+            let (hp, wp) = (h + pt + pb, wd + pl + pr);
+            let (oh, ow) = (geo.output[0], geo.output[1]);
+            let (kh, kw) = (geo.kernel[0], geo.kernel[1]);
+            let k_len = ch * kh * kw;
+            let kp = k_len.div_ceil(4) * 4;
+            let rows = bn * oh * ow;
+            let direct = nhwc
+                && kh == 1
+                && kw == 1
+                && geo.strides == [1, 1]
+                && pt + pl + pb + pr == 0
+                && ch % 4 == 0;
+            let panel = if direct {
+                let panel = scratch.alloc(rows * kp);
+                let k = codes::quantize_rows(
+                    &format!("{name}_codes"),
+                    x_len,
+                    &RowMap::dense(bn * h, wd * ch, wd * ch),
+                    &spec,
+                );
+                pieces.push(kernel(k, vec![Arg::Operand(0), panel.clone()]));
+                panel
+            } else {
+                let image_len = bn * hp * wp * ch;
+                let image = scratch.alloc(image_len);
+                if image_len != bn * h * wd * ch {
+                    let k = codes::fill(&format!("{name}_pad"), image_len, z);
+                    pieces.push(kernel(k, vec![image.clone()]));
+                }
+                let map = RowMap {
+                    rows: bn * h,
+                    len: wd * ch,
+                    src_stride: wd * ch,
+                    per_group: h,
+                    gstride: hp * wp * ch,
+                    rstride: wp * ch,
+                    base: (pt * wp + pl) * ch,
+                    dst_len: image_len,
+                };
+                let k = if nhwc {
+                    codes::quantize_rows(&format!("{name}_codes"), x_len, &map, &spec)
+                } else {
+                    codes::quantize_nchw(&format!("{name}_codes"), [bn, ch, h, wd], &map, &spec)
+                };
+                pieces.push(kernel(k, vec![Arg::Operand(0), image.clone()]));
+                let panel = scratch.alloc(rows * kp);
+                let g = Im2col {
+                    n: bn,
+                    hp,
+                    wp,
+                    c: ch,
+                    oh,
+                    ow,
+                    kh,
+                    kw,
+                    stride: [geo.strides[0], geo.strides[1]],
+                    dilation: [geo.dilations[0], geo.dilations[1]],
+                    kp,
+                };
+                let k = codes::im2col(&format!("{name}_im2col"), &g);
+                pieces.push(kernel(k, vec![image, panel.clone()]));
+                panel
+            };
+            let co = ws[0];
+            let out = if nhwc {
+                OutLayout {
+                    per_batch: 0,
+                    bs: 0,
+                    rs: co,
+                    cs: 1,
+                    len: rows * co,
+                }
+            } else {
+                OutLayout {
+                    per_batch: oh * ow,
+                    bs: co * oh * ow,
+                    rs: 1,
+                    cs: oh * ow,
+                    len: rows * co,
+                }
+            };
+            let wfn: WeightFn = Box::new(move |o, k| {
+                let (tap, cc) = (k / ch, k % ch);
+                w[[o, cc, tap / kw, tap % kw]]
+            });
+            (panel, rows, k_len, kp, co, out, wfn)
+        }
+        Op::Gemm(_) | Op::MatMul(_) => {
+            let trans_b = match &node.op {
+                Op::Gemm(gm) => gm.trans_b,
+                Op::MatMul(m) => m.trans_b,
+                _ => false,
+            };
+            if w.ndim() != 2 || x_shape.len() < 2 {
+                return Ok(None);
+            }
+            let k_len = *x_shape.last().expect("rank >= 2");
+            let rows = x_len / k_len.max(1);
+            let nout = w.shape()[if trans_b { 0 } else { 1 }];
+            let kp = k_len.div_ceil(4) * 4;
+            let panel = scratch.alloc(rows * kp);
+            let k = codes::quantize_rows(
+                &format!("{name}_codes"),
+                x_len,
+                &RowMap::dense(rows, k_len, kp),
+                &spec,
+            );
+            pieces.push(kernel(k, vec![Arg::Operand(0), panel.clone()]));
+            let out = OutLayout {
+                per_batch: 0,
+                bs: 0,
+                rs: nout,
+                cs: 1,
+                len: rows * nout,
+            };
+            let wfn: WeightFn = Box::new(move |o, k| if trans_b { w[[o, k]] } else { w[[k, o]] });
+            (panel, rows, k_len, kp, nout, out, wfn)
+        }
+        _ => return Ok(None),
+    };
+    let g = QGemm {
+        rows,
+        n: nout,
+        kp,
+        out,
+        epilogue: p.epilogue.clone(),
+    };
+    let np = g.np();
+    // Folded bias: b[c] − z_x·Σ_k w(c, k), in wrapping i32.
+    let zx = p.x.z() as i64;
+    let mut bias = vec![0i32; np];
+    for (c, b) in bias.iter_mut().enumerate().take(nout) {
+        let b0 = p
+            .bias
+            .as_ref()
+            .map_or(0, |v| v[if v.len() == 1 { 0 } else { c }] as i64);
+        let sum: i64 = (0..k_len).map(|k| wfn(c, k) as i64).sum();
+        *b = (b0 - zx * sum) as i32;
+    }
+    let per = |v: &[f32]| -> Vec<f32> {
+        (0..np)
+            .map(|c| {
+                if c < nout {
+                    v[if v.len() == 1 { 0 } else { c }]
+                } else {
+                    0.0
+                }
+            })
+            .collect()
+    };
+    let scales = match &p.epilogue {
+        Epilogue::Requant { m, .. } => per(m),
+        Epilogue::Float { sc, .. } => per(sc),
+    };
+    let packed = gemm::pack_weights(nout, k_len, kp, &*wfn);
+    let bias_bytes: Vec<u8> = bias.iter().flat_map(|b| b.to_le_bytes()).collect();
+    for k in gemm::kernels(&format!("{name}_gemm"), &g) {
+        let mut args = vec![
+            panel.clone(),
+            Arg::ConstBytes(packed.clone()),
+            Arg::ConstBytes(bias_bytes.clone()),
+            Arg::Const(scales.clone()),
+        ];
+        if gemm::kernel_args_residual(&g) {
+            args.push(Arg::Operand(RESIDUAL));
+        }
+        args.push(Arg::Result(0));
+        pieces.push(kernel(k, args));
+    }
+    // The residual operand as the simulator sees it (its TQC may fake-quantise it).
+    if gemm::kernel_args_residual(&g) {
+        let mut extra = Vec::new();
+        let Some(res) = cx.operand_f32(n, RESIDUAL, ncx, &mut scratch, &mut extra) else {
+            return Ok(None);
+        };
+        if res != Arg::Operand(RESIDUAL) {
+            for piece in &mut pieces {
+                if let Piece::Kernel(l) = piece {
+                    for a in &mut l.args {
+                        if *a == Arg::Operand(RESIDUAL) {
+                            *a = res.clone();
+                        }
+                    }
+                }
+            }
+            extra.append(&mut pieces);
+            pieces = extra;
+        }
+    }
+    let on = match &p.epilogue {
+        Epilogue::Requant { out, .. } | Epilogue::Float { out: Some(out), .. } => Some(out),
+        Epilogue::Float { out: None, .. } => None,
+    };
+    let Some(fq) = cx.result_fq(n, ncx, on) else {
+        return Ok(None);
+    };
+    pieces.extend(fq);
+    Ok(Some(pieces))
+}
+
+fn kernel(kernel: crate::ir::Kernel, args: Vec<Arg>) -> Piece {
+    Piece::Kernel(Lowered { kernel, args })
+}

@@ -1,0 +1,391 @@
+//! The int8 GEMM: u8 activation panels × s8 weights packed at compile time, i32 accumulators
+//! updated by `dot_u8s8` (one `vpdpbusd` on VNNI hosts), and the epilogue of kiln-quant's
+//! contract applied in registers before the single store.
+//!
+//! Register tile: up to 4 rows × 3 vectors of 4 output channels — twelve `i32x4`
+//! accumulators, three weight vectors and one broadcast fit the 16 xmm registers. Per k step
+//! of 4 bytes a tile loads 3 weight vectors and broadcasts 4 activation words (one
+//! `vbroadcastss` each, as ARCHITECTURE.md measured), then issues 12 dot products.
+//!
+//! The activation zero point is folded into the bias at compile time:
+//! `Σ (a − z)·w = Σ a·w − z·Σ w`, so the k loop works on raw u8 codes; i32 arithmetic wraps,
+//! and the exact result fits i32 (the plan checked the bound), so wrapping partial sums are
+//! harmless.
+
+use super::quantize::{self, clamp_codes, round};
+use crate::builder::KernelBuilder;
+use crate::ir::{Buf, CmpOp, Helper, Kernel, Type, Val};
+use crate::lower::act::per_lane;
+use kiln_graph::ops::Activation;
+use kiln_quant::plan::Epilogue;
+
+/// Rows of the register tile.
+pub const MR: usize = 4;
+/// Vectors (of 4 channels) of the register tile.
+pub const NV: usize = 3;
+
+/// Where result `(row r, channel n)` goes: `(r / per_batch)·bs + (r mod per_batch)·rs + n·cs`.
+#[derive(Debug, Clone, Copy)]
+pub struct OutLayout {
+    pub per_batch: usize,
+    pub bs: usize,
+    pub rs: usize,
+    pub cs: usize,
+    pub len: usize,
+}
+
+/// One int8 GEMM: `rows × n`, reduction over `kp` panel bytes (a multiple of 4).
+#[derive(Debug, Clone)]
+pub struct QGemm {
+    pub rows: usize,
+    pub n: usize,
+    pub kp: usize,
+    pub out: OutLayout,
+    pub epilogue: Epilogue,
+}
+
+impl QGemm {
+    /// Channels rounded up to whole vectors.
+    pub fn np(&self) -> usize {
+        self.n.div_ceil(4) * 4
+    }
+
+    fn residual(&self) -> bool {
+        matches!(self.epilogue, Epilogue::Float { residual: true, .. })
+    }
+}
+
+/// Packs weights `w(n, k)` (an accessor, `k < k_len`) for the kernel: block `nb` of 4
+/// channels, step `k4`: 16 bytes, byte `4i + j` = `w(4nb + i, 4k4 + j)` (zero past the ends).
+pub fn pack_weights(n: usize, k_len: usize, kp: usize, w: &dyn Fn(usize, usize) -> i32) -> Vec<u8> {
+    let nb = n.div_ceil(4);
+    let k4 = kp / 4;
+    let mut out = vec![0u8; nb * k4 * 16];
+    for b in 0..nb {
+        for s in 0..k4 {
+            for i in 0..4 {
+                for j in 0..4 {
+                    let (c, k) = (4 * b + i, 4 * s + j);
+                    if c < n && k < k_len {
+                        out[(b * k4 + s) * 16 + 4 * i + j] = w(c, k) as i8 as u8;
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The kernels of one GEMM; buffers in the order
+/// `panel, weights, bias, scales, [residual], out` (see [`kernel_args_residual`]).
+pub fn kernels(name: &str, g: &QGemm) -> Vec<Kernel> {
+    let full_rows = g.rows / MR * MR;
+    let block = 4 * NV;
+    let full_cols = g.n / block * block;
+    let mut ks = Vec::new();
+    let mut add = |suffix: &str, rows: (usize, usize), mr: usize, cols: (usize, usize)| {
+        if rows.0 < rows.1 && cols.0 < cols.1 {
+            ks.push(kernel(&format!("{name}{suffix}"), g, rows, mr, cols));
+        }
+    };
+    add("", (0, full_rows), MR, (0, full_cols));
+    add("_c", (0, full_rows), MR, (full_cols, g.n));
+    add(
+        "_r",
+        (full_rows, g.rows),
+        g.rows - full_rows,
+        (0, full_cols),
+    );
+    add(
+        "_rc",
+        (full_rows, g.rows),
+        g.rows - full_rows,
+        (full_cols, g.n),
+    );
+    ks
+}
+
+/// Whether the kernels take a residual buffer.
+pub fn kernel_args_residual(g: &QGemm) -> bool {
+    g.residual()
+}
+
+fn kernel(name: &str, g: &QGemm, rows: (usize, usize), mr: usize, cols: (usize, usize)) -> Kernel {
+    let mut b = KernelBuilder::new(name);
+    let k4 = g.kp / 4;
+    let np = g.np();
+    let panel = b.buf("panel", Type::F32, g.rows * k4, true);
+    let wts = b.buf("weights", Type::F32, np / 4 * k4 * 4, true);
+    let bias = b.buf("bias", Type::I32, np, true);
+    let scales = b.buf("scales", Type::F32, np, true);
+    let residual = g
+        .residual()
+        .then(|| b.buf("residual", Type::F32, g.out.len, true));
+    let out = b.buf("out", Type::F32, g.out.len, false);
+    let bufs = Bufs {
+        panel,
+        wts,
+        bias,
+        scales,
+        residual,
+        out,
+    };
+    let width = cols.1 - cols.0;
+    // Full blocks loop; a tail narrower than a block is one block of fewer vectors.
+    let (nv, blocks) = if width.is_multiple_of(4 * NV) {
+        (NV, width / (4 * NV))
+    } else {
+        (width.div_ceil(4), 1)
+    };
+    b.parallel(rows.0 as i64, rows.1 as i64, mr as i64, |b, r| {
+        if blocks == 1 {
+            let cb = b.index(cols.0 as i64);
+            tile(b, g, &bufs, r, mr, cb, cols.0, nv);
+        } else {
+            b.for_(cols.0 as i64, cols.1 as i64, (4 * NV) as i64, |b, cb| {
+                tile(b, g, &bufs, r, mr, cb, usize::MAX, NV);
+            });
+        }
+    });
+    b.finish()
+}
+
+struct Bufs {
+    panel: Buf,
+    wts: Buf,
+    bias: Buf,
+    scales: Buf,
+    residual: Option<Buf>,
+    out: Buf,
+}
+
+/// One `mr × nv` tile at rows `r..`, channels `cb..`; `cb_const` is `cb` when known at
+/// compile time (the tail), which is when vectors may run past the last channel.
+#[allow(clippy::too_many_arguments)]
+fn tile(
+    b: &mut KernelBuilder,
+    g: &QGemm,
+    bufs: &Bufs,
+    r: Val,
+    mr: usize,
+    cb: Val,
+    cb_const: usize,
+    nv: usize,
+) {
+    let k4 = (g.kp / 4) as i64;
+    // Initial accumulators: the folded bias of each channel vector.
+    let mut inits = Vec::with_capacity(mr * nv);
+    for _ in 0..mr {
+        for v in 0..nv {
+            inits.push(b.load(Type::I32X4, bufs.bias, cb, 4 * v as i64));
+        }
+    }
+    // Weight block of channel `cb` starts at float (cb/4)·k4·4.
+    let wbase = b.mul_imm(cb, k4);
+    let rowbase = b.mul_imm(r, k4);
+    let accs = b.loop_(0, k4, 1, false, &inits, |b, s, accs| {
+        let wo = b.mul_imm(s, 4);
+        let wo = b.add(wbase, wo);
+        let ws: Vec<Val> = (0..nv)
+            .map(|v| {
+                let w = b.load(Type::F32X4, bufs.wts, wo, (v as i64) * k4 * 4);
+                b.bitcast(Type::I8X16, w)
+            })
+            .collect();
+        let ao = b.add(rowbase, s);
+        let mut next = Vec::with_capacity(accs.len());
+        for i in 0..mr {
+            let a = b.load(Type::F32, bufs.panel, ao, i as i64 * k4);
+            let a = b.splat(Type::F32X4, a);
+            let a = b.bitcast(Type::I8X16, a);
+            for (v, &w) in ws.iter().enumerate() {
+                next.push(b.dot_u8s8(accs[i * nv + v], a, w));
+            }
+        }
+        next
+    });
+    for i in 0..mr {
+        // Output offset of row r + i.
+        let ri = b.add_imm(r, i as i64);
+        let off = out_offset(b, &g.out, ri);
+        for v in 0..nv {
+            let ch = b.add_imm(cb, 4 * v as i64);
+            let lanes = if cb_const == usize::MAX {
+                4
+            } else {
+                g.n.saturating_sub(cb_const + 4 * v).min(4)
+            };
+            if lanes == 0 {
+                continue;
+            }
+            let acc = accs[i * nv + v];
+            let o = if g.out.cs == 1 {
+                b.add(off, ch)
+            } else {
+                let c = b.mul_imm(ch, g.out.cs as i64);
+                b.add(off, c)
+            };
+            let res = match bufs.residual {
+                Some(rb) if g.out.cs == 1 && lanes == 4 => Some(b.load(Type::F32X4, rb, o, 0)),
+                Some(rb) => {
+                    let z = b.fsplat(Type::F32X4, 0.0);
+                    let mut vec = z;
+                    for l in 0..lanes {
+                        let x = b.load(Type::F32, rb, o, (l * g.out.cs) as i64);
+                        vec = b.insert(vec, x, l as u8);
+                    }
+                    Some(vec)
+                }
+                None => None,
+            };
+            let y = epilogue(b, &g.epilogue, acc, bufs.scales, ch, res);
+            if g.out.cs == 1 && lanes == 4 {
+                b.store(bufs.out, o, 0, y);
+            } else {
+                for l in 0..lanes {
+                    let x = b.extract(y, l as u8);
+                    b.store(bufs.out, o, (l * g.out.cs) as i64, x);
+                }
+            }
+        }
+    }
+}
+
+fn out_offset(b: &mut KernelBuilder, o: &OutLayout, r: Val) -> Val {
+    if o.bs == 0 || o.per_batch == 0 {
+        return b.mul_imm(r, o.rs as i64);
+    }
+    let pb = b.index(o.per_batch as i64);
+    let bi = b.binary(crate::ir::BinOp::Div, r, pb);
+    let bm = b.mul_imm(bi, o.per_batch as i64);
+    let mi = b.sub(r, bm);
+    let x = b.mul_imm(bi, o.bs as i64);
+    let y = b.mul_imm(mi, o.rs as i64);
+    b.add(x, y)
+}
+
+/// The contract's epilogue on one accumulator vector (channels `ch..ch+4`).
+pub(super) fn epilogue(
+    b: &mut KernelBuilder,
+    e: &Epilogue,
+    acc: Val,
+    scales: Buf,
+    ch: Val,
+    residual: Option<Val>,
+) -> Val {
+    let f = b.cast(Type::F32X4, acc);
+    let m = b.load(Type::F32X4, scales, ch, 0);
+    let t = b.mul(f, m);
+    match e {
+        Epilogue::Requant { out, lo, hi, .. } => {
+            let t = round(b, t, out.rounding);
+            let c = clamp_codes(b, t, out, *lo, *hi);
+            let s = b.fsplat(Type::F32X4, out.s());
+            b.mul(c, s)
+        }
+        Epilogue::Float { out, act, .. } => {
+            let v = match residual {
+                Some(y) => b.add(t, y),
+                None => t,
+            };
+            let v = activation(b, act, v);
+            match out {
+                Some(p) => quantize::fake_quant(b, v, p),
+                None => v,
+            }
+        }
+    }
+}
+
+/// `kiln_quant::arith::activation` in loop IR, operation for operation.
+pub fn activation(b: &mut KernelBuilder, act: &Activation, v: Val) -> Val {
+    let ty = b.ty(v);
+    let c = |b: &mut KernelBuilder, x: f32| b.fsplat(ty, x);
+    match *act {
+        Activation::None | Activation::PRelu => v,
+        Activation::Relu => {
+            let z = c(b, 0.0);
+            b.max(v, z)
+        }
+        Activation::Clip { min, max } => {
+            let lo = c(b, min);
+            let hi = c(b, max);
+            let t = b.max(v, lo);
+            b.min(t, hi)
+        }
+        Activation::LeakyRelu { alpha } => {
+            let z = c(b, 0.0);
+            let a = c(b, alpha);
+            let neg = b.mul(a, v);
+            let pos = b.cmp(CmpOp::Ge, v, z);
+            b.select(pos, v, neg)
+        }
+        Activation::HardSigmoid { alpha, beta } => {
+            let a = c(b, alpha);
+            let be = c(b, beta);
+            let t = b.mul(a, v);
+            let t = b.add(t, be);
+            clamp01(b, t)
+        }
+        Activation::HardSwish => {
+            let six = c(b, 6.0);
+            let half = c(b, 0.5);
+            let t = b.div(v, six);
+            let t = b.add(t, half);
+            let t = clamp01(b, t);
+            b.mul(v, t)
+        }
+        Activation::Sigmoid => {
+            let one = c(b, 1.0);
+            let d = exp_neg_plus_one(b, v);
+            b.div(one, d)
+        }
+        Activation::Swish => {
+            let d = exp_neg_plus_one(b, v);
+            b.div(v, d)
+        }
+        Activation::Tanh => per_lane(b, Helper::Tanh, &[v]),
+        Activation::Gelu { tanh: false } => {
+            let r2 = c(b, std::f32::consts::SQRT_2);
+            let u = b.div(v, r2);
+            let e = per_lane(b, Helper::Erf, &[u]);
+            let half = c(b, 0.5);
+            let one = c(b, 1.0);
+            let h = b.mul(half, v);
+            let s = b.add(one, e);
+            b.mul(h, s)
+        }
+        Activation::Gelu { tanh: true } => {
+            let k = c(b, (2.0 / std::f64::consts::PI).sqrt() as f32);
+            let a = c(b, 0.044715);
+            let t = b.mul(a, v);
+            let t = b.mul(t, v);
+            let t = b.mul(t, v);
+            let t = b.add(v, t);
+            let t = b.mul(k, t);
+            let t = per_lane(b, Helper::Tanh, &[t]);
+            let half = c(b, 0.5);
+            let one = c(b, 1.0);
+            let h = b.mul(half, v);
+            let s = b.add(one, t);
+            b.mul(h, s)
+        }
+    }
+}
+
+/// `1 + exp(−v)` with libm's f32 `exp`, as the contract writes sigmoid and swish.
+fn exp_neg_plus_one(b: &mut KernelBuilder, v: Val) -> Val {
+    let ty = b.ty(v);
+    let n = b.unary(crate::ir::UnOp::Neg, v);
+    let e = per_lane(b, Helper::Exp, &[n]);
+    let one = b.fsplat(ty, 1.0);
+    b.add(one, e)
+}
+
+fn clamp01(b: &mut KernelBuilder, t: Val) -> Val {
+    let ty = b.ty(t);
+    let z = b.fsplat(ty, 0.0);
+    let one = b.fsplat(ty, 1.0);
+    let t = b.max(t, z);
+    b.min(t, one)
+}

@@ -1,0 +1,98 @@
+//! Quantisation arithmetic in loop IR, written to equal kiln-quant's `arith` bit for bit.
+//!
+//! Activations stay f32 tensors holding `dequant(q)` exactly, as in the simulator, so a value
+//! is quantised where the simulator quantises it and nowhere else. In f32, with `c = q − z`:
+//! `quantise` then `dequantise` is `clamp(R(x / s), qmin − z, qmax − z) · s` (the clamp on
+//! integral floats equals the integer clamp, and `c` converts to f32 exactly), which is
+//! what every kernel here computes — one division, the rounding, two clamps, one multiply.
+
+use crate::builder::KernelBuilder;
+use crate::ir::{CmpOp, Type, UnOp, Val};
+use kiln_quant::Rounding;
+use kiln_quant::arith::QParams;
+
+/// `R(x)` for f32 scalars or vectors, as [`Rounding::round`] computes it: from `f = floor(x)`
+/// and the exact `d = x − f`.
+pub fn round(b: &mut KernelBuilder, x: Val, r: Rounding) -> Val {
+    match r {
+        Rounding::HalfEven => return b.unary(UnOp::Nearest, x),
+        Rounding::Up => return b.unary(UnOp::Ceil, x),
+        _ => {}
+    }
+    let ty = b.ty(x);
+    let f = b.unary(UnOp::Floor, x);
+    let d = b.sub(x, f);
+    let half = b.fsplat(ty, 0.5);
+    let zero = b.fsplat(ty, 0.0);
+    let one = b.fsplat(ty, 1.0);
+    let f1 = b.add(f, one);
+    let above = b.cmp(CmpOp::Gt, d, half);
+    let tie = b.cmp(CmpOp::Eq, d, half);
+    // The result on a tie.
+    let on_tie = match r {
+        Rounding::HalfUp => f1,
+        Rounding::HalfDown => f,
+        Rounding::HalfTowardZero => {
+            let neg = b.cmp(CmpOp::Lt, x, zero);
+            b.select(neg, f1, f)
+        }
+        Rounding::HalfAwayFromZero | Rounding::ToNearestInt => {
+            let neg = b.cmp(CmpOp::Lt, x, zero);
+            b.select(neg, f, f1)
+        }
+        Rounding::HalfEven | Rounding::Up => unreachable!("handled above"),
+    };
+    let r = b.select(tie, on_tie, f);
+    b.select(above, f1, r)
+}
+
+/// The centred code `clamp(R(x / s), qmin − z, qmax − z)` as an integral f32.
+pub fn centred(b: &mut KernelBuilder, x: Val, p: &QParams, r: Rounding) -> Val {
+    let ty = b.ty(x);
+    let s = b.fsplat(ty, p.s());
+    let t = b.div(x, s);
+    let t = round(b, t, r);
+    clamp_centred(b, t, p)
+}
+
+/// `clamp(t, qmin − z, qmax − z)` for an integral f32 `t`.
+pub fn clamp_centred(b: &mut KernelBuilder, t: Val, p: &QParams) -> Val {
+    clamp_codes(b, t, p, p.qmin, p.qmax)
+}
+
+/// `clamp(t, lo − z, hi − z)`.
+pub fn clamp_codes(b: &mut KernelBuilder, t: Val, p: &QParams, lo: i32, hi: i32) -> Val {
+    let ty = b.ty(t);
+    let lo = b.fsplat(ty, (lo as i64 - p.z() as i64) as f32);
+    let hi = b.fsplat(ty, (hi as i64 - p.z() as i64) as f32);
+    let t = b.max(t, lo);
+    b.min(t, hi)
+}
+
+/// Fake quantisation `dequant(quant(x))`; NaN gives 0 (it quantises to `z`).
+pub fn fake_quant(b: &mut KernelBuilder, x: Val, p: &QParams) -> Val {
+    let ty = b.ty(x);
+    let c = centred(b, x, p, p.rounding);
+    let s = b.fsplat(ty, p.s());
+    let y = b.mul(c, s);
+    let zero = b.fsplat(ty, 0.0);
+    let ok = b.cmp(CmpOp::Eq, x, x);
+    b.select(ok, y, zero)
+}
+
+/// Whether kernels handle these parameters: per tensor, codes within u8 after the offset.
+pub fn kernel_params(p: &QParams) -> bool {
+    p.axis.is_none() && p.scale.len() == 1 && p.zero.len() == 1 && p.s() > 0.0 && p.s().is_finite()
+}
+
+/// Whether activation codes fit the u8 operand of `vpdpbusd`.
+pub fn u8_codes(p: &QParams) -> bool {
+    kernel_params(p) && p.qmin >= 0 && p.qmax <= 255
+}
+
+/// Stores an integral f32 code (already offset by `z`, within 0..=255) as a byte.
+pub fn store_code(b: &mut KernelBuilder, buf: crate::ir::Buf, off: Val, code: Val) {
+    let i = b.cast(Type::I32, code);
+    let u = b.cast(Type::U8, i);
+    b.store(buf, off, 0, u);
+}

@@ -1,0 +1,387 @@
+//! Which ops take an integer path, and with which parameters: decided once, statically.
+//!
+//! The simulator ([`crate::sim`]) and the int8 kernels (kiln-loop's `int8` lowering) both
+//! ask this module, so they cannot disagree on *whether* an op runs in integers or on the
+//! multipliers, clamps and bias codes it uses; [`crate::arith`] fixes *how* the arithmetic
+//! goes. Everything here depends only on the quant unit (TQCs, shapes, constants), never
+//! on run-time data.
+
+use crate::arith::{self, QParams};
+use crate::ir::{self, QuantGraph, TqcId};
+use crate::platform::{self, Dispatch};
+use crate::sim::{fake_quant_params, lookup_table, quantize_tensor, recover_tensor};
+use crate::tqc::State;
+use kiln_core::{DType, Result, Tensor};
+use kiln_graph::ops::{
+    Activation, BinaryKind, GlobalPoolKind, activation::RESIDUAL, activation::SLOPE,
+};
+use kiln_graph::{NodeId, Op, Value};
+use ndarray::ArrayD;
+
+/// Effective parameters of a TQC, when it has them.
+pub fn params(q: &QuantGraph, id: TqcId) -> Option<QParams> {
+    QParams::from_tqc(q.effective(id))
+}
+
+/// The parameters a TQC quantises with (ACTIVATED or SLAVE), if it quantises.
+pub fn quantises(q: &QuantGraph, id: Option<TqcId>) -> Option<QParams> {
+    let id = id?;
+    if q.tqc(id).state.quantises() {
+        params(q, id)
+    } else {
+        None
+    }
+}
+
+/// Parameters operand `k` of `n` is held in for the integer path.
+pub fn operand_params(q: &QuantGraph, n: NodeId, k: usize) -> Option<QParams> {
+    let id = q.in_tqc(n, k)?;
+    match q.tqc(id).state {
+        State::Activated
+        | State::Slave
+        | State::Overlapped
+        | State::Baked
+        | State::Passive
+        | State::PassiveBaked => params(q, id),
+        _ => None,
+    }
+}
+
+/// Output parameters of a result: its TQC quantises, or it is OVERLAPPED and every reader
+/// quantises with that same group (the device requantises once, at the producer).
+pub fn output_params(q: &QuantGraph, v: Value) -> Option<QParams> {
+    let id = q.out_tqc(v)?;
+    match q.tqc(id).state {
+        State::Activated | State::Slave => params(q, id),
+        State::Overlapped => {
+            if q.graph.outputs().contains(&v) {
+                return None;
+            }
+            let uses = q.graph.uses(v);
+            let root = q.root(id);
+            let all = !uses.is_empty()
+                && uses.iter().all(|&(m, k)| {
+                    q.in_tqc(m, k)
+                        .is_some_and(|i| q.tqc(i).state.quantises() && q.root(i) == root)
+                });
+            if all { params(q, id) } else { None }
+        }
+        _ => None,
+    }
+}
+
+/// How a compute op's accumulator becomes its result.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Epilogue {
+    /// `q = clamp(R(f32(acc)·m[c]) + z, lo, hi)`: no activation, Relu or Clip (as clamps).
+    Requant {
+        out: QParams,
+        m: Vec<f32>,
+        lo: i32,
+        hi: i32,
+    },
+    /// `v = f32(acc)·sc[c]`, `+ x̂_residual`, `act` in f32 ([`arith::activation`]); then
+    /// quantised with `out`, or left in f32 when `out` is `None`.
+    Float {
+        out: Option<QParams>,
+        sc: Vec<f32>,
+        act: Activation,
+        residual: bool,
+        slope: bool,
+    },
+}
+
+/// Conv, Gemm or MatMul in integers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ComputePlan {
+    /// The activation operand's parameters (per tensor).
+    pub x: QParams,
+    /// The weight's parameters (per tensor, or per output channel).
+    pub w: QParams,
+    /// Weight codes when the weight is a constant (the usual case); else they are
+    /// recovered at run time from the operand.
+    pub w_codes: Option<ArrayD<i32>>,
+    /// Bias codes (scale `s_x·s_w[c]`, offset 0), one per output channel or one in all.
+    pub bias: Option<Vec<i32>>,
+    /// The result's channel axis (the one per-channel scales run along).
+    pub channel_axis: usize,
+    pub epilogue: Epilogue,
+}
+
+impl ComputePlan {
+    /// Weight scale of output channel `c`.
+    pub fn ws(&self, c: usize) -> f32 {
+        self.w.scale[if self.w.scale.len() == 1 { 0 } else { c }]
+    }
+}
+
+/// Add, Sub or Mul of two quantised tensors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BinaryPlan {
+    pub kind: BinaryKind,
+    pub a: QParams,
+    pub b: QParams,
+    pub out: QParams,
+    /// Add/Sub: `(M_a, M_b)`; Mul: `(M, 0)`.
+    pub m: (f32, f32),
+}
+
+/// An op's integer path.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IntPlan {
+    Compute(Box<ComputePlan>),
+    Binary(BinaryPlan),
+    /// Global average pool: `t = f32(Σ(q − z_x))·m`.
+    GlobalAvg {
+        x: QParams,
+        out: QParams,
+        m: f32,
+    },
+    /// Element-wise unary op as a table over the input codes `x.qmin..=x.qmax`.
+    Lut {
+        x: QParams,
+        out: QParams,
+        table: Vec<i32>,
+    },
+}
+
+/// The integer path of node `n`, or `None` when the op runs in fp32.
+pub fn int_plan(q: &QuantGraph, n: NodeId) -> Result<Option<IntPlan>> {
+    let g = &q.graph;
+    let node = g.node(n);
+    if platform::dispatch(&node.op) != Dispatch::Int8 || node.outputs().len() != 1 {
+        return Ok(None);
+    }
+    for v in node.inputs().iter().flatten() {
+        if g.ty(*v)?.dtype != DType::F32 {
+            return Ok(None);
+        }
+    }
+    let v = node.outputs()[0];
+    let Some(out) = output_params(q, v) else {
+        // A compute op whose result the platform leaves in f32 (a graph output on kiln-x86)
+        // still accumulates in integers: the f32 epilogue, unquantised.
+        let float_out = platform::is_compute(&node.op)
+            && q.out_tqc(v).is_some_and(|t| q.tqc(t).state == State::Fp32);
+        return Ok(if float_out {
+            compute(q, n, None)?.map(|c| IntPlan::Compute(Box::new(c)))
+        } else {
+            None
+        });
+    };
+    if out.axis.is_some() {
+        return Ok(None);
+    }
+    Ok(match &node.op {
+        Op::Conv(_) | Op::Gemm(_) | Op::MatMul(_) => {
+            compute(q, n, Some(out))?.map(|c| IntPlan::Compute(Box::new(c)))
+        }
+        Op::Binary(b) if matches!(b.kind, BinaryKind::Add | BinaryKind::Sub | BinaryKind::Mul) => {
+            let (Some(a), Some(bp)) = (operand_params(q, n, 0), operand_params(q, n, 1)) else {
+                return Ok(None);
+            };
+            if a.axis.is_some() || bp.axis.is_some() || node.inputs().len() != 2 {
+                return Ok(None);
+            }
+            let m = if b.kind == BinaryKind::Mul {
+                (arith::multiplier(a.s(), bp.s(), out.s()), 0.0)
+            } else {
+                (
+                    arith::multiplier(a.s(), 1.0, out.s()),
+                    arith::multiplier(bp.s(), 1.0, out.s()),
+                )
+            };
+            Some(IntPlan::Binary(BinaryPlan {
+                kind: b.kind,
+                a,
+                b: bp,
+                out,
+                m,
+            }))
+        }
+        Op::GlobalPool(p) if p.kind == GlobalPoolKind::Average => {
+            let Some(x) = operand_params(q, n, 0) else {
+                return Ok(None);
+            };
+            let (xt, yt) = (g.ty(node.inputs()[0].expect("operand 0"))?, g.ty(v)?);
+            let count = (xt.numel() / yt.numel().max(1)).max(1) as f64;
+            // M = f32(f64(s_x) / (f64(s_y)·n)).
+            let m = (x.s() as f64 / (out.s() as f64 * count)) as f32;
+            Some(IntPlan::GlobalAvg { x, out, m })
+        }
+        Op::Unary(_) | Op::LeakyRelu(_) | Op::HardSigmoid(_) | Op::Gelu(_)
+            if node.inputs().len() == 1 =>
+        {
+            let Some(x) = operand_params(q, n, 0) else {
+                return Ok(None);
+            };
+            if x.axis.is_some() || x.qmax - x.qmin > 65535 {
+                return Ok(None);
+            }
+            let table = lookup_table(&node.op, &x, &out)?;
+            Some(IntPlan::Lut { x, out, table })
+        }
+        _ => None,
+    })
+}
+
+/// Codes of constant operand `k` as the simulator sees them: the operand's own TQC
+/// fake-quantises it first when it quantises; then the codes are recovered (weights, a
+/// baked bias: on their grid already) or quantised (a bias still PASSIVE).
+fn const_codes(
+    q: &QuantGraph,
+    n: NodeId,
+    k: usize,
+    p: &QParams,
+    weight: bool,
+) -> Result<Option<ArrayD<i32>>> {
+    let Some(v) = q.graph.node(n).input(k) else {
+        return Ok(None);
+    };
+    let Some(t) = ir::const_data(&q.graph, v) else {
+        return Ok(None);
+    };
+    let t: Tensor = match quantises(q, q.in_tqc(n, k)) {
+        Some(pin) if t.dtype().is_float() => fake_quant_params(t, &pin)?,
+        _ => t.clone(),
+    };
+    let baked = q
+        .in_tqc(n, k)
+        .is_some_and(|i| q.tqc(i).state == State::PassiveBaked);
+    Ok(Some(if weight || baked {
+        recover_tensor(&t, p)?
+    } else {
+        quantize_tensor(&t, p)?
+    }))
+}
+
+fn compute(q: &QuantGraph, n: NodeId, out: Option<QParams>) -> Result<Option<ComputePlan>> {
+    let g = &q.graph;
+    let node = g.node(n);
+    let act = match &node.op {
+        Op::Conv(c) => c.act,
+        Op::Gemm(gm) if gm.alpha == 1.0 && gm.beta == 1.0 && !gm.trans_a => gm.act,
+        Op::MatMul(m) if !m.trans_a => m.act,
+        _ => return Ok(None),
+    };
+    let (Some(x), Some(w)) = (operand_params(q, n, 0), operand_params(q, n, 1)) else {
+        return Ok(None);
+    };
+    let (Some(_), Some(wv)) = (node.input(0), node.input(1)) else {
+        return Ok(None);
+    };
+    if x.axis.is_some() {
+        return Ok(None);
+    }
+    // The weight's channel axis must be the result's channel axis.
+    let wshape = g.ty(wv)?.shape.clone();
+    let out_axis_ok = match (&node.op, w.axis) {
+        (_, None) => true,
+        (Op::Conv(_), Some(0)) => true,
+        (Op::Gemm(gm), Some(a)) => a == if gm.trans_b { 0 } else { 1 },
+        (Op::MatMul(m), Some(a)) => {
+            wshape.len() >= 2
+                && a == if m.trans_b {
+                    wshape.len() - 2
+                } else {
+                    wshape.len() - 1
+                }
+        }
+        _ => false,
+    };
+    if !out_axis_ok {
+        return Ok(None);
+    }
+    let channels = w.scale.len();
+    let ws = |c: usize| w.scale[if channels == 1 { 0 } else { c }];
+    // The bias: i32 codes at scale s_x·s_w[c] exactly, from a constant.
+    let bias = match node.input(2) {
+        None => None,
+        Some(_) => {
+            let Some(bp) = operand_params(q, n, 2) else {
+                return Ok(None);
+            };
+            let Some(codes) = const_codes(q, n, 2, &bp, false)? else {
+                // A computed bias has no integer path (no model kiln has met needs one).
+                return Ok(None);
+            };
+            let cn = codes.len();
+            let scale_ok = codes.ndim() == 1
+                && bp.scale.len() == if bp.axis.is_some() { cn } else { 1 }
+                && (0..cn).all(|c| {
+                    bp.scale[if bp.axis.is_some() { c } else { 0 }]
+                        == arith::product_scale(x.s(), ws(if channels == 1 { 0 } else { c }))
+                });
+            if !scale_ok {
+                return Ok(None);
+            }
+            Some(codes.iter().copied().collect::<Vec<i32>>())
+        }
+    };
+    let w_codes = const_codes(q, n, 1, &w, true)?;
+    // The reduction length K and the largest centred magnitudes bound the accumulator.
+    let k_len = match &node.op {
+        Op::Conv(_) => wshape.iter().skip(1).product(),
+        Op::Gemm(gm) => wshape[if gm.trans_b { 1 } else { 0 }],
+        Op::MatMul(m) if wshape.len() >= 2 => wshape[wshape.len() - if m.trans_b { 1 } else { 2 }],
+        _ => wshape.first().copied().unwrap_or(1),
+    };
+    let span = |p: &QParams| {
+        p.zero
+            .iter()
+            .map(|&z| (p.qmax - z).max(z - p.qmin) as i64)
+            .max()
+            .unwrap_or(0)
+    };
+    if !arith::acc_fits_i32(k_len, span(&x), span(&w), i32::MAX as i64 / 2) {
+        // Larger reductions would need an overflow analysis kernels do not have yet.
+        return Ok(None);
+    }
+    let oshape = &g.ty(node.outputs()[0])?.shape;
+    let channel_axis = match &node.op {
+        Op::Conv(c) if !c.layout.is_nhwc() => 1,
+        _ => oshape.len() - 1,
+    };
+    let residual = node.input(RESIDUAL).is_some();
+    let slope = node.input(SLOPE).is_some();
+    let clamp_only = out.is_some()
+        && !residual
+        && matches!(
+            act,
+            Activation::None | Activation::Relu | Activation::Clip { .. }
+        );
+    let epilogue = match out {
+        Some(out) if clamp_only => {
+            let (mut lo, mut hi) = (out.qmin, out.qmax);
+            match act {
+                Activation::Relu => lo = lo.max(out.z()),
+                Activation::Clip { min, max } => {
+                    lo = lo.max(out.quantize(min, 0));
+                    hi = hi.min(out.quantize(max, 0));
+                }
+                _ => {}
+            }
+            let m = (0..channels)
+                .map(|c| arith::multiplier(x.s(), ws(c), out.s()))
+                .collect();
+            Epilogue::Requant { out, m, lo, hi }
+        }
+        out => Epilogue::Float {
+            out,
+            sc: (0..channels)
+                .map(|c| arith::product_scale(x.s(), ws(c)))
+                .collect(),
+            act,
+            residual,
+            slope,
+        },
+    };
+    Ok(Some(ComputePlan {
+        x,
+        w,
+        w_codes,
+        bias,
+        channel_axis,
+        epilogue,
+    }))
+}
