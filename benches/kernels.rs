@@ -1,6 +1,7 @@
-//! Kernel benchmarks (criterion): the fp32 GEMM and convolution kernels kiln generates, each as
-//! a one-op model compiled by the JIT. Besides criterion's timings, each bench prints its
-//! GFLOP/s as a fraction of the 128-bit FMA peak measured on this machine.
+//! Kernel benchmarks (criterion): the fp32 and int8 GEMM and convolution kernels kiln generates,
+//! each as a one-op model compiled by the JIT. Besides criterion's timings, each bench prints
+//! its GFLOP/s (GOP/s) as a fraction of the 128-bit FMA (`vpdpbusd`) peak measured on this
+//! machine; the int8 lines also give the GEMM kernel alone, without quantising the operand.
 //!
 //!     cargo bench --bench kernels
 
@@ -39,7 +40,82 @@ fn bench(c: &mut Criterion, name: &str, src: &str, peak: f64) {
     c.bench_function(name, |b| b.iter(|| model.run(&inputs).expect("runs")));
 }
 
+/// The same one-op model quantised (kiln-x86, seeded calibration) and compiled to int8.
+fn bench_int8(c: &mut Criterion, name: &str, src: &str, peak: f64) {
+    let mut g = kiln_graph::text::parse(src).expect("bench graph parses");
+    PassManager::new(
+        kiln_graph::passes::registry()
+            .parse("graph.infer-shapes")
+            .expect("pass exists"),
+    )
+    .run(&mut g)
+    .expect("shapes infer");
+    let inputs = kiln::model::inputs_for(&g, &Default::default()).expect("inputs");
+    let flops = kiln::cli::flops(&g);
+    let mut q = kiln_quant::QuantGraph::new(g, &kiln_quant::platform::KILN_X86).expect("quant");
+    q.observer = Some(kiln_quant::ObserverKind::from_name("minmax").expect("observer"));
+    q.calib = kiln_quant::calib::random_samples(&q.graph, 2).expect("samples");
+    PassManager::new(
+        kiln_quant::passes::registry()
+            .parse("quant-opt")
+            .expect("pipeline"),
+    )
+    .run(&mut q)
+    .expect("quantises");
+    let mut model = kiln_loop::compile_int8(&q, 1).expect("compiles");
+    assert!(
+        model.program.host_ops.is_empty(),
+        "{name}: int8 kernels expected"
+    );
+    model.run(&inputs).expect("runs");
+    let runs = 20;
+    let mut times = Vec::new();
+    let t = Instant::now();
+    for _ in 0..runs {
+        model.run_timed(&inputs, Some(&mut times)).expect("runs");
+    }
+    let s = t.elapsed().as_secs_f64() / runs as f64;
+    let gemm: f64 = times
+        .iter()
+        .zip(&model.program.steps)
+        .filter(|(_, st)| match st {
+            kiln_loop::program::Step::Kernel { kernel, .. } => {
+                let k = &model.program.module.kernels[*kernel].name;
+                k.contains("_gemm") || k.ends_with("_dw")
+            }
+            _ => false,
+        })
+        .map(|(t, _)| t.as_secs_f64())
+        .sum::<f64>()
+        / runs as f64;
+    let (gops, kops) = (flops as f64 / s / 1e9, flops as f64 / gemm / 1e9);
+    eprintln!(
+        "{name}: {:.3} ms, {gops:.1} GOP/s = {:.0} % of the 128-bit int8 peak ({peak:.1}); the GEMM kernel alone {:.3} ms, {kops:.1} GOP/s = {:.0} %",
+        s * 1e3,
+        100.0 * gops / peak,
+        gemm * 1e3,
+        100.0 * kops / peak
+    );
+    c.bench_function(name, |b| b.iter(|| model.run(&inputs).expect("runs")));
+}
+
+const GEMM_512: &str = "graph @g(%a: f32[512,512]) -> (?) {
+           %w = const f32[512,512] random(seed=1, min=-1.0, max=1.0)
+           %y = graph.matmul(%a, %w) : ?
+           return %y
+         }";
+
+const CONV_56: &str = "graph @g(%x: f32[1,56,56,64]) -> (?) {
+           %w = const f32[64,64,3,3] random(seed=2, min=-1.0, max=1.0)
+           %b = const f32[64] random(seed=3, min=-1.0, max=1.0)
+           %y = graph.conv(%x, %w, %b) {kernel_shape=[3,3], pads=[1,1,1,1], act=\"relu\", layout=\"nhwc\"} : ?
+           return %y
+         }";
+
 fn kernels(c: &mut Criterion) {
+    let peak8 = kiln_loop::peak::int8_peak_gops().expect("int8 peak probe");
+    bench_int8(c, "int8_gemm_512", GEMM_512, peak8);
+    bench_int8(c, "int8_conv3x3_56x56x64", CONV_56, peak8);
     let peak = kiln_loop::peak::fp32_peak_gflops().expect("peak probe");
     bench(
         c,

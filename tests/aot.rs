@@ -158,7 +158,7 @@ fn run_c(exe: &Path, inputs: &[PathBuf]) -> Vec<f32> {
 }
 
 /// `kiln run --engine jit` on the same inputs; every output flattened, in order.
-fn run_jit(model: &Path, input_args: &[String], out: &Path) -> Vec<f32> {
+fn run_jit(model: &Path, input_args: &[String], out: &Path, extra: &[&str]) -> Vec<f32> {
     let mut args = vec![
         "run".to_string(),
         model.display().to_string(),
@@ -170,6 +170,7 @@ fn run_jit(model: &Path, input_args: &[String], out: &Path) -> Vec<f32> {
     for a in input_args {
         args.extend(["--input".to_string(), a.clone()]);
     }
+    args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let o = kiln(&args);
     assert!(o.status.success(), "{}", text(&o.stderr));
@@ -210,12 +211,13 @@ fn diff(got: &[f32], want: &[f32]) -> (f64, usize) {
     (max / scale.max(f64::MIN_POSITIVE), n)
 }
 
-fn aot_matches_jit(name: &str) {
+/// `extra`: options both `kiln compile` and `kiln run` take (e.g. the int8 precision).
+fn aot_matches_jit(name: &str, extra: &[&str]) {
     let Some(cc) = cc() else { return };
-    let dir = scratch(&format!("aot_{name}"));
+    let dir = scratch(&format!("aot_{name}{}", extra.join("_").replace(':', "_")));
     let out = dir.join("out");
     let m = model(name);
-    let report = compile(&m, &out, &[]);
+    let report = compile(&m, &out, extra);
     assert!(report.contains("kernels"), "{report}");
     assert_eq!(
         files_in(&out),
@@ -226,7 +228,7 @@ fn aot_matches_jit(name: &str) {
     build_c(&cc, &out, &[out.join("model.o").to_str().unwrap()], &exe);
     let (raw, npy) = write_inputs(&m, &dir);
     let got = run_c(&exe, &raw);
-    let want = run_jit(&m, &npy, &dir.join("jit"));
+    let want = run_jit(&m, &npy, &dir.join("jit"), extra);
     let (rel, n) = diff(&got, &want);
     println!(
         "{name}: {} values, {n} differ from the JIT, max difference {rel:.3e} of the largest output",
@@ -241,17 +243,26 @@ fn aot_matches_jit(name: &str) {
 
 #[test]
 fn resnet_style_object_matches_the_jit() {
-    aot_matches_jit("resnet_style");
+    aot_matches_jit("resnet_style", &[]);
+}
+
+/// The int8 program ahead of time: the same kernels as the int8 JIT (which equals the
+/// simulator), so the outputs are bit-identical.
+#[test]
+fn int8_objects_match_the_int8_jit() {
+    for name in ["resnet_style", "mobilenet_v3_style"] {
+        aot_matches_jit(name, &["--precision", "int8", "--calib", "random:2"]);
+    }
 }
 
 #[test]
 fn mobilenet_v3_style_object_matches_the_jit() {
-    aot_matches_jit("mobilenet_v3_style");
+    aot_matches_jit("mobilenet_v3_style", &[]);
 }
 
 #[test]
 fn transformer_block_object_matches_the_jit() {
-    aot_matches_jit("transformer_block");
+    aot_matches_jit("transformer_block", &[]);
 }
 
 #[test]
@@ -425,7 +436,10 @@ fn explicit_target_features_compile_and_run() {
         let exe = dir.join("main");
         build_c(&cc, &out, &[out.join("model.o").to_str().unwrap()], &exe);
         let (raw, npy) = write_inputs(&m, &dir);
-        let (rel, _) = diff(&run_c(&exe, &raw), &run_jit(&m, &npy, &dir.join("jit")));
+        let (rel, _) = diff(
+            &run_c(&exe, &raw),
+            &run_jit(&m, &npy, &dir.join("jit"), &[]),
+        );
         assert!(rel < 1e-4, "{rel:e}");
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -487,7 +501,7 @@ fn failed_link_leaves_no_files() {
 }
 
 #[test]
-fn bad_name_and_int8_are_clear_errors() {
+fn bad_name_and_int8_host_steps_are_clear_errors() {
     let dir = scratch("aot_args");
     let m = model("resnet_style");
     let out = dir.join("out");
@@ -500,13 +514,18 @@ fn bad_name_and_int8_are_clear_errors() {
         "my-model",
     ]);
     assert_clean_failure(&o, &["C identifier"], &dir);
+    // The transformer's softmax and layer norms have no int8 kernel (they run the
+    // simulator's code in the JIT), which an object cannot contain.
+    let t = model("transformer_block");
     let o = kiln(&[
         "compile",
-        m.to_str().unwrap(),
+        t.to_str().unwrap(),
         "-o",
         out.to_str().unwrap(),
         "--precision",
         "int8",
+        "--calib",
+        "random:2",
     ]);
-    assert_clean_failure(&o, &["--precision int8"], &out);
+    assert_clean_failure(&o, &["--precision int8", "(softmax)"], &out);
 }

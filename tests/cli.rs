@@ -153,6 +153,49 @@ fn bench_reports_latency_and_json() {
     assert!(j["results"][0]["compile_ms"].as_f64().unwrap() > 0.0);
     assert!(j["results"][0]["peak_fraction"].as_f64().unwrap() > 0.0);
     assert!(j["machine_peak"]["fp32_gflops_per_core"].as_f64().unwrap() > 0.0);
+    // The default run measures int8 too, on the same input, with its accuracy.
+    let int8 = &j["results"][1];
+    assert_eq!(int8["precision"], "int8");
+    assert!(int8["median_ms"].as_f64().unwrap() > 0.0);
+    assert!(
+        int8["accuracy"]["snr_db"].as_f64().unwrap() > 25.0,
+        "{int8}"
+    );
+    assert!(j["machine_peak"]["int8_gops_per_core"].as_f64().unwrap() > 0.0);
+    assert!(stdout(&o).contains("× fp32"), "{}", stdout(&o));
+}
+
+#[test]
+fn profile_reports_every_kernel_in_both_precisions() {
+    let dir = scratch("cli_profile");
+    let (json, svg) = (dir.join("p.json"), dir.join("p.svg"));
+    let o = kiln(&[
+        "profile",
+        &example("mobilenet_v3_style"),
+        "--runs",
+        "2",
+        "--calib",
+        "random:2",
+        "--json",
+        json.to_str().unwrap(),
+        "--svg",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("whole model"), "{}", stdout(&o));
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let kernels = j["kernels"].as_array().unwrap();
+    assert!(kernels.len() > 10);
+    // Every conv of this model runs int8 kernels, each with its own accuracy.
+    for k in kernels.iter().filter(|k| k["op"] == "conv") {
+        assert_eq!(k["simulator_fallback"], false, "{k}");
+        assert!(k["int8_ms"].as_f64().unwrap() > 0.0, "{k}");
+        assert!(k["snr_db"].as_f64().unwrap() > 20.0, "{k}");
+    }
+    assert!(j["total"]["snr_db"].as_f64().unwrap() > 25.0);
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("<rect"));
 }
 
 #[test]

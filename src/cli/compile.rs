@@ -61,14 +61,17 @@ pub struct CompileArgs {
 fn build_program(g: Graph, a: &CompileArgs) -> anyhow::Result<(Program, Graph)> {
     match a.precision {
         Precision::Fp32 => Ok((kiln_loop::program::build(&g)?, g)),
-        // aot: int8 program — wired by the lead
-        // (quantise with `super::quantize::quantize(g, &a.quant)?`, then build the int8
-        // program from the quant graph; input and output names come from its graph.)
         Precision::Int8 => {
-            let _ = &a.quant;
-            bail!(
-                "--precision int8: kiln compile cannot build int8 programs yet (the int8 kernels are not wired in); use --precision fp32"
-            )
+            let q = super::quantize::quantize(g, &a.quant)?;
+            let p = kiln_loop::int8::build(&q)?;
+            if !p.host_ops.is_empty() {
+                bail!(
+                    "--precision int8: {} op(s) have no int8 kernel and run the simulator's code, which an object file cannot contain: {}",
+                    p.host_ops.len(),
+                    p.host_ops.join(", ")
+                );
+            }
+            Ok((p, q.graph))
         }
     }
 }
@@ -122,14 +125,13 @@ impl Drop for Staged {
     }
 }
 
-/// Links `obj` into the shared library `out` with the host's C compiler.
-fn link_shared(obj: &Path, out: &Path, libm: bool) -> anyhow::Result<()> {
+/// Links `obj` into the shared library `out` with the host's C compiler. Always with `-lm`:
+/// besides the math helpers, Cranelift itself may call `floorf` & co. on targets without
+/// SSE4.1.
+fn link_shared(obj: &Path, out: &Path) -> anyhow::Result<()> {
     let cc = cc();
     let mut cmd = Command::new(&cc);
-    cmd.arg("-shared").arg("-o").arg(out).arg(obj);
-    if libm {
-        cmd.arg("-lm");
-    }
+    cmd.arg("-shared").arg("-o").arg(out).arg(obj).arg("-lm");
     let res = cmd.output();
     let output = match res {
         Ok(o) => o,
@@ -205,7 +207,7 @@ pub fn run(a: CompileArgs) -> anyhow::Result<()> {
         if emit(Emit::So) {
             let tmp_so = Staged::tmp(&a.out, &so_file);
             staged.files.push((tmp_so.clone(), a.out.join(&so_file)));
-            link_shared(&tmp_obj, &tmp_so, !obj.libm.is_empty())?;
+            link_shared(&tmp_obj, &tmp_so)?;
         }
         if !emit(Emit::Obj) {
             // The object was only the linker's input.
@@ -229,9 +231,9 @@ pub fn run(a: CompileArgs) -> anyhow::Result<()> {
         println!("  -> {}", f.display());
     }
     if emit(Emit::Obj) {
-        let libm = if obj.libm.is_empty() { "" } else { " -lm" };
         println!(
-            "link: cc your_program.c {}{libm}   (C API in {}.h: {}_run, {}_scratch_size)",
+            "link: cc -I {} your_program.c {} -lm   (C API in {}.h: {}_run, {}_scratch_size)",
+            a.out.display(),
             a.out.join(&obj_file).display(),
             a.name,
             a.name,

@@ -12,6 +12,7 @@ mod compile;
 // aot: end
 mod info;
 mod opt;
+mod profile;
 mod quantize; // quant
 mod run;
 
@@ -39,6 +40,8 @@ enum Command {
     // quant: begin
     /// Quantise a model to int8 and report the simulated error against fp32.
     Quantize(quantize::QuantizeArgs),
+    /// Every fused kernel in fp32 and int8: time, speed-up, int8 SNR; JSON and SVG.
+    Profile(profile::ProfileArgs),
     // quant: end
     // aot: begin
     /// Compile a model ahead of time: an object file, a C header, optionally a shared library.
@@ -120,6 +123,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Info(a) => info::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Quantize(a) => quantize::run(a), // quant
-        Command::Compile(a) => compile::run(a),   // aot
+        Command::Profile(a) => profile::run(a),
+        Command::Compile(a) => compile::run(a), // aot
     }
 }

@@ -37,6 +37,12 @@ pub struct OptArgs {
     /// (the loop dialect), `clif` (Cranelift IR) or `asm` (the JIT's machine code).
     #[arg(long, value_parser = ["graph", "loop", "clif", "asm"], default_value = "graph")]
     pub emit: String,
+    /// With `--emit loop|clif|asm`: lower the fp32 program, or quantise (with the
+    /// `--calib`/`--platform`/`--observer` options) and lower the int8 program.
+    #[arg(long, value_parser = ["fp32", "int8"], default_value = "fp32")]
+    pub precision: String,
+    #[command(flatten)]
+    pub quant: super::quantize::QuantArgs,
 }
 
 /// Whether `path` holds loop-dialect text (a `.kir` file whose first item is a kernel).
@@ -72,9 +78,13 @@ fn run_loop(path: &std::path::Path, a: &OptArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Lowers `g` and prints the requested level.
-fn emit(g: &kiln_graph::Graph, what: &str) -> anyhow::Result<()> {
-    let program = kiln_loop::program::build(g)?;
+/// Lowers `g` (quantised first for int8) and prints the requested level.
+fn emit(g: &kiln_graph::Graph, what: &str, a: &OptArgs) -> anyhow::Result<()> {
+    let program = if a.precision == "int8" {
+        kiln_loop::int8::build(&super::quantize::quantize(g.clone(), &a.quant)?)?
+    } else {
+        kiln_loop::program::build(g)?
+    };
     if what == "loop" {
         print!("{}", kiln_loop::text::print_module(&program.module));
         return Ok(());
@@ -128,7 +138,7 @@ pub fn run(a: OptArgs) -> anyhow::Result<()> {
         eprint!("{}", pm.timing_report());
     }
     if a.emit != "graph" {
-        return emit(&g, &a.emit);
+        return emit(&g, &a.emit, &a);
     }
     match &a.out {
         None => print!("{}", kiln_graph::text::print(&g)),

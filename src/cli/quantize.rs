@@ -1,6 +1,8 @@
 //! `kiln quantize`: calibrate a model for a platform, report the simulated int8 error, and
 //! the shared `--calib` / `--platform` / `--observer` options `kiln run --precision int8`
-//! also takes.
+//! also takes. `-o` writes the quantised model as QDQ ONNX (`kiln::onnx::export`); a QDQ
+//! model given as MODEL (to either command) is imported with its own parameters instead
+//! of being calibrated (`kiln::onnx::qdq_import`, [`load`] and [`quantize_loaded`]).
 
 use super::ModelArgs;
 use crate::model;
@@ -19,7 +21,8 @@ use std::path::{Path, PathBuf};
 pub struct QuantArgs {
     /// Calibration data: a directory of .npy files (one-input models: each file is a
     /// sample; several inputs: `<sample>_<input>.npy`, `/` and `:` in input names as `_`),
-    /// .npy files (repeatable), or `random:N` seeded uniform [0,1) samples.
+    /// .npy files (repeatable), or `random:N` seeded uniform [0,1) samples. Not used for a
+    /// QDQ model (QuantizeLinear/DequantizeLinear pairs), which brings its own parameters.
     #[arg(
         long = "calib",
         value_name = "DIR|FILE|random:N",
@@ -178,6 +181,60 @@ pub fn quantize(g: Graph, a: &QuantArgs) -> anyhow::Result<QuantGraph> {
     Ok(q)
 }
 
+/// A loaded model: its graph, and the grids of its QuantizeLinear/DequantizeLinear pairs
+/// when it is a QDQ model (stripped to its float graph, see `kiln::onnx::qdq_import`).
+pub struct Loaded {
+    pub graph: Graph,
+    pub qdq: Option<crate::onnx::qdq_import::Qdq>,
+}
+
+/// Loads `m`, recognising QDQ models.
+pub fn load(
+    m: &ModelArgs,
+    given: &std::collections::HashMap<String, Tensor>,
+) -> anyhow::Result<Loaded> {
+    if let Some(path) = &m.model
+        && path.extension().is_some_and(|e| e == "onnx")
+    {
+        let opts = crate::onnx::ImportOptions {
+            shapes: m.shape_map()?,
+            static_inputs: given.clone(),
+            ..Default::default()
+        };
+        if let Some(qm) = crate::onnx::qdq_import::load(path, &opts)? {
+            let mut graph = qm.graph;
+            kiln_graph::infer::infer_shapes(&mut graph)?;
+            kiln_graph::verify::verify(&graph)?;
+            return Ok(Loaded {
+                graph,
+                qdq: Some(qm.qdq),
+            });
+        }
+    }
+    Ok(Loaded {
+        graph: m.load_with(given)?,
+        qdq: None,
+    })
+}
+
+/// The quant unit of a loaded model: a QDQ model's own parameters (no calibration; the
+/// platform only supplies templates for anything the model left in float), or the whole
+/// calibration flow.
+pub fn quantize_loaded(
+    g: Graph,
+    qdq: Option<&crate::onnx::qdq_import::Qdq>,
+    a: &QuantArgs,
+) -> anyhow::Result<QuantGraph> {
+    match qdq {
+        Some(p) => Ok(crate::onnx::qdq_import::quant_graph(
+            g,
+            platform::by_name(&a.platform)?,
+            p,
+        )?),
+        None => quantize(g, a),
+    }
+}
+
 /// Evaluation samples: what `kiln run` feeds (seed k for input k), then further seeds.
 pub fn eval_samples(g: &Graph, n: usize) -> anyhow::Result<Vec<Vec<Tensor>>> {
     (0..n)
@@ -203,25 +260,33 @@ pub fn run_pipeline(g: &mut Graph, list: &str) -> anyhow::Result<()> {
 }
 
 pub fn run(a: QuantizeArgs) -> anyhow::Result<()> {
-    let mut g = a.model.load()?;
+    let Loaded { graph: mut g, qdq } = load(&a.model, &Default::default())?;
     let pipeline = match (&a.output, a.pipeline.as_str()) {
         (Some(_), "graph-opt") => crate::onnx::export::EXPORT_PIPELINE,
         (_, p) => p,
     };
     run_pipeline(&mut g, pipeline)?;
-    let q = quantize(g, &a.quant)?;
+    let q = quantize_loaded(g, qdq.as_ref(), &a.quant)?;
     if a.print_ir {
         print!("{}", kiln_core::Ir::print(&q));
     }
     let samples = eval_samples(&q.graph, a.eval)?;
     let (rows, outs) = analysis::report(&q, &samples, a.layer_wise)?;
-    println!(
-        "{}: platform {}, observer {}, {} calibration samples",
-        a.model.display_name(),
-        a.quant.platform,
-        a.quant.observer,
-        q.calib.len()
-    );
+    if qdq.is_some() {
+        println!(
+            "{}: QDQ model, its own parameters (platform {} for anything it left in float)",
+            a.model.display_name(),
+            a.quant.platform,
+        );
+    } else {
+        println!(
+            "{}: platform {}, observer {}, {} calibration samples",
+            a.model.display_name(),
+            a.quant.platform,
+            a.quant.observer,
+            q.calib.len()
+        );
+    }
     println!(
         "outputs: SNR {:.2} dB, cosine {:.6} (simulated int8 vs fp32, {} samples)",
         outs.snr_db(),

@@ -57,7 +57,9 @@ pub struct RunArgs {
 
 pub fn run(a: RunArgs) -> anyhow::Result<()> {
     let given = model::read_inputs(&a.inputs)?;
-    let mut g = a.model.load_with(&given)?;
+    // qdq: begin (QDQ models load as their float graph plus their parameters)
+    let super::quantize::Loaded { graph: mut g, qdq } = super::quantize::load(&a.model, &given)?;
+    // qdq: end
     super::run_pipeline(&mut g, &a.pipeline, Default::default())?;
     let inputs = model::inputs_for(&g, &given)?;
     // quant: begin
@@ -78,7 +80,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             (outputs, start.elapsed(), "interpreter")
         }
         (Precision::Int8, Engine::Jit) => {
-            let q = super::quantize::quantize(g.clone(), &a.quant)?;
+            let q = super::quantize::quantize_loaded(g.clone(), qdq.as_ref(), &a.quant)?; // qdq
             let mut c = kiln_loop::compile_int8(&q, a.threads)?;
             let start = std::time::Instant::now();
             let outputs = c.run(&inputs)?;
@@ -92,7 +94,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             (outputs, start.elapsed(), "int8 jit")
         }
         (Precision::Int8, Engine::Sim) => {
-            let q = super::quantize::quantize(g.clone(), &a.quant)?;
+            let q = super::quantize::quantize_loaded(g.clone(), qdq.as_ref(), &a.quant)?; // qdq
             let start = std::time::Instant::now();
             let outputs = kiln_quant::sim::Simulator::new(&q)?.run(&inputs)?;
             (outputs, start.elapsed(), "int8 simulator")

@@ -13,6 +13,7 @@ mod resize;
 mod tensor;
 // qdq: begin
 pub mod export;
+pub mod qdq_import;
 // qdq: end
 
 pub use import::{ImportOptions, OPSET_RANGE, import_model, load_model};

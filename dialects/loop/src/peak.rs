@@ -67,7 +67,7 @@ pub fn int8_peak_gops() -> Result<f64> {
 /// [`int8_peak_gops`] for the code path of `isa` (intersected with the host's features).
 ///
 /// The probe runs independent accumulator chains over two splatted byte vectors: 12 with
-/// `vpdpbusd` (latency × throughput, as for fp32), 8 on the fallback, whose eight-instruction
+/// `vpdpbusd` (latency × throughput, as for fp32), 8 on the fallback, whose ten-instruction
 /// expansion needs four temporaries per step and would spill with 12 (only 16 xmm registers
 /// are allocatable). Each sample is calibrated to about 2 ms and the best of 30 is kept:
 /// short samples are more likely to run without being preempted on a busy (virtual)

@@ -164,11 +164,23 @@ impl QuantGraph {
                     return Role::Soi;
                 }
                 match r {
+                    // MatMul's output channels: B's last axis, or the one before it when
+                    // B is transposed.
                     Role::Weight {
                         axis: Some(usize::MAX),
-                    } => Role::Weight {
-                        axis: g.value(x).ty.as_ref().map(|t| t.rank().saturating_sub(1)),
-                    },
+                    } => {
+                        let back = match &node.op {
+                            kiln_graph::Op::MatMul(m) if m.trans_b => 2,
+                            _ => 1,
+                        };
+                        Role::Weight {
+                            axis: g
+                                .value(x)
+                                .ty
+                                .as_ref()
+                                .map(|t| t.rank().saturating_sub(back)),
+                        }
+                    }
                     r => r,
                 }
             }

@@ -153,3 +153,89 @@ fn eltwise_sum(b: &mut Builder, coeffs: &[f32], ins: &[Option<String>], out: &st
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_to_one_ops_get_their_own_onnx_name() {
+        assert_eq!(onnx_type("add"), Some("Add"), "not Sum or Mean");
+        assert_eq!(onnx_type("identity"), Some("Identity"), "not Dropout");
+        assert_eq!(onnx_type("resize"), Some("Resize"), "not Upsample");
+        assert_eq!(onnx_type("max"), Some("Max"));
+        assert_eq!(onnx_type("global_average_pool"), Some("GlobalAveragePool"));
+        assert_eq!(onnx_type("conv"), None, "compute ops are split, not mapped");
+        assert_eq!(onnx_type("swish"), None);
+    }
+
+    #[test]
+    fn fused_epilogues_split_into_standard_nodes() {
+        let conv = Op::from_attrs(
+            "conv",
+            kiln_core::Attrs::new()
+                .str("act", "hard_swish", "none")
+                .ints("kernel_shape", &[1, 1]),
+        )
+        .unwrap();
+        let mut b = Builder::default();
+        let ins = [
+            Some("x".into()),
+            Some("w".into()),
+            Some("b".into()),
+            Some("r".into()),
+        ];
+        let ranks = [Some(4); 4];
+        export(&mut b, &conv, &ins, &ranks, &["y".into()]).unwrap();
+        let ops: Vec<&str> = b.nodes.iter().map(|n| n.op_type()).collect();
+        assert_eq!(ops, ["Conv", "Add", "HardSwish"]);
+        assert_eq!(b.nodes[2].output, ["y"]);
+        assert!(
+            b.nodes[0]
+                .attribute
+                .iter()
+                .all(|a| !a.name().starts_with("act")),
+            "kiln's act attribute is not ONNX's"
+        );
+        let mm = Op::from_attrs(
+            "matmul",
+            kiln_core::Attrs::new()
+                .int("transB", 1, 0)
+                .str("act", "swish", "none"),
+        )
+        .unwrap();
+        let mut b = Builder::default();
+        let ins = [Some("a".into()), Some("w".into()), Some("bias".into())];
+        export(
+            &mut b,
+            &mm,
+            &ins,
+            &[Some(3), Some(2), Some(1)],
+            &["y".into()],
+        )
+        .unwrap();
+        let ops: Vec<&str> = b.nodes.iter().map(|n| n.op_type()).collect();
+        assert_eq!(ops, ["Transpose", "MatMul", "Add", "Sigmoid", "Mul"]);
+        assert_eq!(b.nodes[4].output, ["y"]);
+    }
+
+    #[test]
+    fn channels_last_ops_are_refused() {
+        let pool = Op::from_attrs(
+            "max_pool",
+            kiln_core::Attrs::new()
+                .ints("kernel_shape", &[2, 2])
+                .str("layout", "nhwc", "nchw"),
+        )
+        .unwrap();
+        let e = export(
+            &mut Builder::default(),
+            &pool,
+            &[Some("x".into())],
+            &[Some(4)],
+            &["y".into()],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("graph.layout"), "{e}");
+    }
+}

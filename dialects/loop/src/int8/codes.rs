@@ -2,7 +2,7 @@
 //! rows into a (padded) destination, fill padding with the zero point, and gather im2col
 //! panels from a padded channels-last image.
 
-use super::quantize::{self, centred};
+use super::quantize::{self, centred_int};
 use crate::builder::KernelBuilder;
 use crate::ir::{Buf, Kernel, Type, Val};
 use kiln_quant::Rounding;
@@ -48,14 +48,18 @@ pub struct CodeSpec {
 }
 
 impl CodeSpec {
-    /// The code plus `z` (an integral f32 in 0..=255) of one f32 value or vector.
+    /// The code (centred code plus `z`, in 0..=255) of one f32 value or vector, as i32.
     fn code(&self, b: &mut KernelBuilder, mut x: Val) -> Val {
         for p in &self.pre {
             x = quantize::fake_quant(b, x, p);
         }
-        let c = centred(b, x, &self.p, self.r);
-        let ty = b.ty(c);
-        let z = b.fsplat(ty, self.p.z() as f32);
+        let c = centred_int(b, x, &self.p, self.r);
+        let z = b.iconst(Type::I32, self.p.z() as i64);
+        let z = if b.ty(c).is_vector() {
+            b.splat(Type::I32X4, z)
+        } else {
+            z
+        };
         b.add(c, z)
     }
 }
@@ -82,8 +86,7 @@ pub fn quantize_rows(name: &str, src_len: usize, map: &RowMap, spec: &CodeSpec) 
                 let mut parts = Vec::with_capacity(4);
                 for q in 0..4 {
                     let v = b.load(Type::F32X4, x, so, 4 * q);
-                    let c = spec.code(b, v);
-                    parts.push(b.cast(Type::I32X4, c));
+                    parts.push(spec.code(b, v));
                 }
                 let bytes = b.narrow_u8(parts[0], parts[1], parts[2], parts[3]);
                 let dof = b.add(dbase, j);

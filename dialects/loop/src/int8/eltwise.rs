@@ -7,7 +7,7 @@
 
 use super::Cx;
 use super::codes::CodeSpec;
-use super::quantize::{self, centred, clamp_centred, round};
+use super::quantize::{self, centred, centred_int, clamp_codes, round};
 use crate::builder::KernelBuilder;
 use crate::ir::{Type, Val};
 use crate::lower::elementwise::map;
@@ -51,11 +51,20 @@ fn code(b: &mut KernelBuilder, x: Val, s: &CodeSpec) -> Val {
     centred(b, x, &s.p, s.r)
 }
 
+/// The centred code of one stored value or vector, as i32.
+fn code_int(b: &mut KernelBuilder, x: Val, s: &CodeSpec) -> Val {
+    let mut x = x;
+    for p in &s.pre {
+        x = quantize::fake_quant(b, x, p);
+    }
+    centred_int(b, x, &s.p, s.r)
+}
+
 /// `dequant(clamp(R(t) + z))` for a float `t`.
 fn requant(b: &mut KernelBuilder, t: Val, out: &QParams) -> Val {
     let ty = b.ty(t);
     let t = round(b, t, out.rounding);
-    let c = clamp_centred(b, t, out);
+    let c = clamp_codes(b, t, out, out.qmin, out.qmax);
     let s = b.fsplat(ty, out.s());
     b.mul(c, s)
 }
@@ -119,13 +128,12 @@ pub(super) fn lut(
     let xb = b.buf("x", Type::F32, len, true);
     let tb = b.buf("table", Type::F32, values.len(), true);
     let ob = b.buf("out", Type::F32, len, false);
-    let off = (x.z() - x.qmin) as f32;
+    let off = (x.z() - x.qmin) as i64;
     b.parallel(0, len as i64, 1, |b, i| {
         let v = b.load(Type::F32, xb, i, 0);
-        let c = code(b, v, &spec);
-        let o = b.fconst(off);
+        let c = code_int(b, v, &spec);
+        let o = b.iconst(Type::I32, off);
         let c = b.add(c, o);
-        let c = b.cast(Type::I32, c);
         let c = b.cast(Type::Index, c);
         let y = b.load(Type::F32, tb, c, 0);
         b.store(ob, i, 0, y);
@@ -196,8 +204,7 @@ pub(super) fn global_avg(
             let po = b.mul_imm(p, pstride as i64);
             let o = b.add(base, po);
             let v = b.load(vty, xb, o, 0);
-            let cc = code(b, v, &spec);
-            let ci = b.cast(ity, cc);
+            let ci = code_int(b, v, &spec);
             vec![b.add(acc[0], ci)]
         });
         let f = b.cast(vty, sum[0]);

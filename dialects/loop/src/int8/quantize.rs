@@ -46,27 +46,57 @@ pub fn round(b: &mut KernelBuilder, x: Val, r: Rounding) -> Val {
     b.select(above, f1, r)
 }
 
-/// The centred code `clamp(R(x / s), qmin − z, qmax − z)` as an integral f32.
+/// The centred code `clamp(R(x / s), qmin − z, qmax − z)` as an integral f32; NaN has
+/// code `z` (centred 0), as in `arith::quantize`.
 pub fn centred(b: &mut KernelBuilder, x: Val, p: &QParams, r: Rounding) -> Val {
+    let ty = b.ty(x);
+    let i = centred_int(b, x, p, r);
+    b.cast(ty, i)
+}
+
+/// [`centred`] as an `i32` (vector). The clamp runs on integers: the saturating
+/// conversion maps NaN to 0 and ±inf or huge values to the i32 limits (which the clamp
+/// then takes to the code range), exactly `arith::quantize`'s i64 saturation; and integer
+/// min/max are one instruction where IEEE float min/max are seven.
+pub fn centred_int(b: &mut KernelBuilder, x: Val, p: &QParams, r: Rounding) -> Val {
     let ty = b.ty(x);
     let s = b.fsplat(ty, p.s());
     let t = b.div(x, s);
     let t = round(b, t, r);
-    clamp_centred(b, t, p)
+    clamp_int(b, t, p, p.qmin, p.qmax)
 }
 
-/// `clamp(t, qmin − z, qmax − z)` for an integral f32 `t`.
-pub fn clamp_centred(b: &mut KernelBuilder, t: Val, p: &QParams) -> Val {
-    clamp_codes(b, t, p, p.qmin, p.qmax)
+/// `clamp(t, lo − z, hi − z)` of an integral f32 `t`, as an `i32` (vector).
+pub fn clamp_int(b: &mut KernelBuilder, t: Val, p: &QParams, lo: i32, hi: i32) -> Val {
+    let ity = if b.ty(t).is_vector() {
+        Type::I32X4
+    } else {
+        Type::I32
+    };
+    let i = b.cast(ity, t);
+    let lo = b.iconst(
+        Type::I32,
+        (lo as i64 - p.z() as i64).clamp(i32::MIN as i64, i32::MAX as i64),
+    );
+    let hi = b.iconst(
+        Type::I32,
+        (hi as i64 - p.z() as i64).clamp(i32::MIN as i64, i32::MAX as i64),
+    );
+    let (lo, hi) = if ity == Type::I32X4 {
+        (b.splat(ity, lo), b.splat(ity, hi))
+    } else {
+        (lo, hi)
+    };
+    let i = b.max(i, lo);
+    b.min(i, hi)
 }
 
-/// `clamp(t, lo − z, hi − z)`.
+/// `clamp(t, lo − z, hi − z)` of an integral f32 `t`, back in f32 (+0 for a zero code,
+/// as the contract's `f32(q − z)`).
 pub fn clamp_codes(b: &mut KernelBuilder, t: Val, p: &QParams, lo: i32, hi: i32) -> Val {
     let ty = b.ty(t);
-    let lo = b.fsplat(ty, (lo as i64 - p.z() as i64) as f32);
-    let hi = b.fsplat(ty, (hi as i64 - p.z() as i64) as f32);
-    let t = b.max(t, lo);
-    b.min(t, hi)
+    let i = clamp_int(b, t, p, lo, hi);
+    b.cast(ty, i)
 }
 
 /// Fake quantisation `dequant(quant(x))`; NaN gives 0 (it quantises to `z`).
@@ -74,10 +104,7 @@ pub fn fake_quant(b: &mut KernelBuilder, x: Val, p: &QParams) -> Val {
     let ty = b.ty(x);
     let c = centred(b, x, p, p.rounding);
     let s = b.fsplat(ty, p.s());
-    let y = b.mul(c, s);
-    let zero = b.fsplat(ty, 0.0);
-    let ok = b.cmp(CmpOp::Eq, x, x);
-    b.select(ok, y, zero)
+    b.mul(c, s)
 }
 
 /// Whether kernels handle these parameters: per tensor, codes within u8 after the offset.
@@ -90,9 +117,8 @@ pub fn u8_codes(p: &QParams) -> bool {
     kernel_params(p) && p.qmin >= 0 && p.qmax <= 255
 }
 
-/// Stores an integral f32 code (already offset by `z`, within 0..=255) as a byte.
+/// Stores an i32 code (within 0..=255) as a byte.
 pub fn store_code(b: &mut KernelBuilder, buf: crate::ir::Buf, off: Val, code: Val) {
-    let i = b.cast(Type::I32, code);
-    let u = b.cast(Type::U8, i);
+    let u = b.cast(Type::U8, code);
     b.store(buf, off, 0, u);
 }

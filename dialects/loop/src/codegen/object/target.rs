@@ -119,8 +119,14 @@ impl Target {
             }
             b
         } else {
-            isa::lookup(self.triple.clone())
-                .map_err(|e| err!(Unsupported, "target {}: {e}", self.triple))?
+            isa::lookup(self.triple.clone()).map_err(|e| {
+                err!(
+                    Unsupported,
+                    "target {}: {e} (kiln's Cranelift is built with the {} backend only)",
+                    self.triple,
+                    Triple::host().architecture
+                )
+            })?
         };
         for (name, on) in &self.features {
             let flag = if name.starts_with("has_") {

@@ -1,0 +1,530 @@
+//! The case generators of `int8_props.rs`: each draws one small graph, in the graph
+//! dialect's text form, whose op under test computes `%o`.
+
+use super::harness::{Case, dims, one_in, pick, range};
+use kiln_core::Rng;
+
+/// Fused activations of compute ops, as attribute text. The first six (the common ones)
+/// are listed twice, so they are drawn twice as often.
+fn act(rng: &mut Rng) -> String {
+    let acts = [
+        "",
+        "relu",
+        "clip",
+        "hard_swish",
+        "sigmoid",
+        "leaky_relu",
+        "",
+        "relu",
+        "clip",
+        "hard_swish",
+        "sigmoid",
+        "leaky_relu",
+        "tanh",
+        "swish",
+        "hard_sigmoid",
+        "gelu",
+        "gelu_tanh",
+    ];
+    match pick(rng, &acts) {
+        "" => String::new(),
+        "clip" => {
+            let lo = pick(rng, &[-0.5f32, 0.0, 0.1, -3.0]);
+            let hi = pick(rng, &[0.5f32, 1.0, 6.0]);
+            format!(", act=\"clip\", act_min={lo:?}, act_max={hi:?}")
+        }
+        "leaky_relu" => format!(
+            ", act=\"leaky_relu\", act_alpha={:?}",
+            pick(rng, &[0.1f32, 0.01, 0.3])
+        ),
+        a => format!(", act=\"{a}\""),
+    }
+}
+
+/// `%o` as the graph output, or fed to a `flatten` whose result is (so `%o` is requantised).
+fn finish(rng: &mut Rng, s: &mut String) {
+    if one_in(rng, 2) {
+        *s += "  %f = graph.flatten(%o) {axis=0} : ?\n  return %f\n}\n";
+    } else {
+        *s += "  return %o\n}\n";
+    }
+}
+
+fn weight_seed(rng: &mut Rng) -> u64 {
+    rng.next_u64() % 100_000
+}
+
+/// A 2-D convolution; `grouped` draws depthwise and grouped ones instead of group 1.
+pub fn conv_case(rng: &mut Rng, grouped: bool) -> Case {
+    let n = range(rng, 1, 2);
+    let (c, group, m) = if !grouped {
+        (range(rng, 1, 40), 1, range(rng, 1, 40))
+    } else if one_in(rng, 2) {
+        let c = range(rng, 1, 40);
+        (c, c, c * range(rng, 1, 2))
+    } else {
+        let g = range(rng, 2, 5);
+        (g * range(rng, 1, 8), g, g * range(rng, 1, 6))
+    };
+    // One in five is pointwise (1×1, stride 1, no padding), half of those with channels a
+    // multiple of 4: the channels-last form that skips the im2col copy.
+    let pointwise = one_in(rng, 5);
+    let c = if pointwise && one_in(rng, 2) && !grouped {
+        c.div_ceil(4) * 4
+    } else {
+        c
+    };
+    let (kh, kw, sh, sw, dh, dw, pads) = if pointwise {
+        (1, 1, 1, 1, 1, 1, vec![0; 4])
+    } else {
+        (
+            range(rng, 1, 5),
+            range(rng, 1, 5),
+            range(rng, 1, 3),
+            range(rng, 1, 3),
+            range(rng, 1, 2),
+            range(rng, 1, 2),
+            (0..4).map(|_| range(rng, 0, 2)).collect(),
+        )
+    };
+    let eff = |k: usize, d: usize| (k - 1) * d + 1;
+    let lo_h = eff(kh, dh).saturating_sub(pads[0] + pads[2]).max(1);
+    let lo_w = eff(kw, dw).saturating_sub(pads[1] + pads[3]).max(1);
+    let (h, w) = (range(rng, lo_h, lo_h + 6), range(rng, lo_w, lo_w + 6));
+    let nhwc = one_in(rng, 2);
+    let x = if nhwc { [n, h, w, c] } else { [n, c, h, w] };
+    let oh = (h + pads[0] + pads[2] - eff(kh, dh)) / sh + 1;
+    let ow = (w + pads[1] + pads[3] - eff(kw, dw)) / sw + 1;
+    let out = if nhwc { [n, oh, ow, m] } else { [n, m, oh, ow] };
+    let bias = one_in(rng, 2);
+    let residual = one_in(rng, 3);
+    let act = act(rng);
+    let mut s = format!("graph @conv(%x: f32[{}]", dims(&x));
+    if residual {
+        s += &format!(", %r: f32[{}]", dims(&out));
+    }
+    s += &format!(
+        ") -> (?) {{\n  %w = const f32[{m},{},{kh},{kw}] random(seed={}, min=-1.0, max=1.0)\n",
+        c / group,
+        weight_seed(rng)
+    );
+    if bias {
+        s += &format!(
+            "  %b = const f32[{m}] random(seed={}, min=-1.0, max=1.0)\n",
+            weight_seed(rng)
+        );
+    }
+    let operands = format!(
+        "%x, %w{}{}",
+        if bias {
+            ", %b"
+        } else if residual {
+            ", _"
+        } else {
+            ""
+        },
+        if residual { ", %r" } else { "" }
+    );
+    s += &format!(
+        "  %o = graph.conv({operands}) {{kernel_shape=[{kh},{kw}], strides=[{sh},{sw}], \
+         dilations=[{dh},{dw}], pads=[{}], group={group}{act}{}}} : ?\n",
+        dims(&pads),
+        if nhwc { ", layout=\"nhwc\"" } else { "" }
+    );
+    finish(rng, &mut s);
+    Case::new(s, !grouped)
+}
+
+/// Gemm or MatMul. `strict` cases have a constant weight, alpha = beta = 1, no transA and
+/// a per-channel (or no) bias: the int8 GEMM must run them.
+pub fn gemm_case(rng: &mut Rng) -> Case {
+    let (m, k, n) = (range(rng, 1, 40), range(rng, 1, 40), range(rng, 1, 40));
+    let act = act(rng);
+    let seed = weight_seed(rng);
+    let mut strict = true;
+    let mut s;
+    match range(rng, 0, 3) {
+        0 | 1 => {
+            // Gemm; one case in five uses a form the integer path does not take.
+            let odd = one_in(rng, 5);
+            let tb = one_in(rng, 2);
+            let ta = odd && one_in(rng, 2);
+            let (alpha, beta) = if odd {
+                (pick(rng, &[1.0f32, 0.5]), pick(rng, &[1.0f32, 0.25]))
+            } else {
+                (1.0, 1.0)
+            };
+            let bias = if odd {
+                pick(rng, &["none", "n", "1", "mn", "m1"])
+            } else {
+                pick(rng, &["none", "n"])
+            };
+            strict = !(ta || alpha != 1.0 || beta != 1.0 || matches!(bias, "mn" | "m1" | "1"));
+            let a = if ta { [k, m] } else { [m, k] };
+            let b = if tb { [n, k] } else { [k, n] };
+            s = format!(
+                "graph @gemm(%a: f32[{}]) -> (?) {{\n  \
+                 %b = const f32[{}] random(seed={seed}, min=-1.0, max=1.0)\n",
+                dims(&a),
+                dims(&b)
+            );
+            let c = match bias {
+                "none" => String::new(),
+                shape => {
+                    let shape = match shape {
+                        "n" => format!("{n}"),
+                        "1" => "1".into(),
+                        "mn" => format!("{m},{n}"),
+                        _ => format!("{m},1"),
+                    };
+                    s += &format!(
+                        "  %c = const f32[{shape}] random(seed={}, min=-1.0, max=1.0)\n",
+                        seed + 1
+                    );
+                    ", %c".into()
+                }
+            };
+            s += &format!(
+                "  %o = graph.gemm(%a, %b{c}) {{alpha={alpha:?}, beta={beta:?}, transA={}, \
+                 transB={}{act}}} : ?\n",
+                ta as i32, tb as i32
+            );
+        }
+        2 => {
+            // MatMul with a constant 2-D B (transposed or not), batched A.
+            let batch = pick(rng, &[&[][..], &[2][..], &[2, 3][..]]);
+            let mut a = batch.to_vec();
+            a.extend([m, k]);
+            let tb = one_in(rng, 2);
+            let b = if tb { [n, k] } else { [k, n] };
+            s = format!(
+                "graph @matmul(%a: f32[{}]) -> (?) {{\n  \
+                 %b = const f32[{}] random(seed={seed}, min=-1.0, max=1.0)\n",
+                dims(&a),
+                dims(&b)
+            );
+            let bias = one_in(rng, 2);
+            if bias {
+                s += &format!(
+                    "  %c = const f32[{n}] random(seed={}, min=-1.0, max=1.0)\n",
+                    seed + 1
+                );
+            }
+            let mut attrs = vec![];
+            if tb {
+                attrs.push("transB=1".to_string());
+            }
+            if !act.is_empty() {
+                attrs.push(act.trim_start_matches(", ").to_string());
+            }
+            s += &format!(
+                "  %o = graph.matmul(%a, %b{}) {{{}}} : ?\n",
+                if bias { ", %c" } else { "" },
+                attrs.join(", ")
+            );
+        }
+        _ => {
+            // MatMul of two activations with broadcast batch dimensions.
+            strict = false;
+            let batch = pick(rng, &[&[][..], &[2][..], &[3, 2][..]]);
+            let mut a: Vec<usize> = batch
+                .iter()
+                .map(|&d| if one_in(rng, 3) { 1 } else { d })
+                .collect();
+            let mut b: Vec<usize> = if one_in(rng, 3) {
+                vec![]
+            } else {
+                batch.to_vec()
+            };
+            a.extend([m, k]);
+            b.extend([k, n]);
+            s = format!(
+                "graph @matmul(%a: f32[{}], %b: f32[{}]) -> (?) {{\n  \
+                 %o = graph.matmul(%a, %b) {{{}}} : ?\n",
+                dims(&a),
+                dims(&b),
+                act.trim_start_matches(", ")
+            );
+        }
+    }
+    finish(rng, &mut s);
+    Case::new(s, strict)
+}
+
+/// Add, Sub or Mul of two activations with broadcasting.
+pub fn binary_case(rng: &mut Rng) -> Case {
+    let rank = range(rng, 1, 4);
+    let out: Vec<usize> = (0..rank).map(|_| range(rng, 1, 9)).collect();
+    let bcast = |rng: &mut Rng| -> Vec<usize> {
+        let drop = range(rng, 0, rank - 1);
+        out[drop..]
+            .iter()
+            .map(|&d| if one_in(rng, 3) { 1 } else { d })
+            .collect()
+    };
+    let (a, b) = (bcast(rng), bcast(rng));
+    let op = pick(rng, &["add", "sub", "mul"]);
+    let mut s = format!(
+        "graph @e(%a: f32[{}], %b: f32[{}]) -> (?) {{\n  %o = graph.{op}(%a, %b) : ?\n",
+        dims(&a),
+        dims(&b)
+    );
+    finish(rng, &mut s);
+    Case::new(s, false)
+}
+
+/// A 4-D activation shape in either layout, and the layout attribute.
+fn image(rng: &mut Rng) -> (Vec<usize>, bool) {
+    let (n, c, h, w) = (
+        range(rng, 1, 2),
+        range(rng, 1, 20),
+        range(rng, 1, 9),
+        range(rng, 1, 9),
+    );
+    let nhwc = one_in(rng, 2);
+    (
+        if nhwc {
+            vec![n, h, w, c]
+        } else {
+            vec![n, c, h, w]
+        },
+        nhwc,
+    )
+}
+
+fn layout_attr(nhwc: bool) -> &'static str {
+    if nhwc { "layout=\"nhwc\"" } else { "" }
+}
+
+/// Global average pool in either layout.
+pub fn gap_case(rng: &mut Rng) -> Case {
+    let (x, nhwc) = image(rng);
+    let mut s = format!(
+        "graph @gap(%x: f32[{}]) -> (?) {{\n  %o = graph.global_average_pool(%x) {{{}}} : ?\n",
+        dims(&x),
+        layout_attr(nhwc)
+    );
+    finish(rng, &mut s);
+    Case::new(s, false)
+}
+
+/// Max pooling (or, one case in five, average pooling) in either layout.
+pub fn pool_case(rng: &mut Rng) -> Case {
+    let (x, nhwc) = image(rng);
+    let (h, w) = if nhwc { (x[1], x[2]) } else { (x[2], x[3]) };
+    let (kh, kw) = (range(rng, 1, 3.min(h)), range(rng, 1, 3.min(w)));
+    let pads = [
+        range(rng, 0, kh - 1),
+        range(rng, 0, kw - 1),
+        range(rng, 0, kh - 1),
+        range(rng, 0, kw - 1),
+    ];
+    let (sh, sw) = (range(rng, 1, 3), range(rng, 1, 3));
+    let op = if one_in(rng, 5) {
+        "average_pool"
+    } else {
+        "max_pool"
+    };
+    let mut attrs = format!(
+        "kernel_shape=[{kh},{kw}], strides=[{sh},{sw}], pads=[{}]",
+        dims(&pads)
+    );
+    if nhwc {
+        attrs += ", layout=\"nhwc\"";
+    }
+    let mut s = format!(
+        "graph @pool(%x: f32[{}]) -> (?) {{\n  %o = graph.{op}(%x) {{{attrs}}} : ?\n",
+        dims(&x)
+    );
+    finish(rng, &mut s);
+    Case::new(s, false)
+}
+
+/// An element-wise unary op (a lookup table on the integer path).
+pub fn unary_case(rng: &mut Rng) -> Case {
+    let rank = range(rng, 1, 4);
+    let shape: Vec<usize> = (0..rank).map(|_| range(rng, 1, 9)).collect();
+    let op = pick(
+        rng,
+        &[
+            "relu",
+            "sigmoid",
+            "tanh",
+            "hard_swish",
+            "swish",
+            "exp",
+            "abs",
+            "neg",
+            "erf",
+            "softplus",
+            "softsign",
+            "leaky_relu",
+            "hard_sigmoid",
+            "gelu",
+            "clip",
+        ],
+    );
+    let mut s = format!("graph @u(%x: f32[{}]) -> (?) {{\n", dims(&shape));
+    s += &match op {
+        "leaky_relu" => format!(
+            "  %o = graph.leaky_relu(%x) {{alpha={:?}}} : ?\n",
+            pick(rng, &[0.01f32, 0.1, 0.2])
+        ),
+        "hard_sigmoid" => "  %o = graph.hard_sigmoid(%x) {alpha=0.2, beta=0.5} : ?\n".into(),
+        "clip" => format!(
+            "  %lo = const f32[] dense<[{:?}]>\n  %hi = const f32[] dense<[{:?}]>\n  \
+             %o = graph.clip(%x, %lo, %hi) : ?\n",
+            pick(rng, &[-0.5f32, 0.0, 0.2]),
+            pick(rng, &[0.5f32, 1.0, 6.0])
+        ),
+        op => format!("  %o = graph.{op}(%x) : ?\n"),
+    };
+    finish(rng, &mut s);
+    Case::new(s, false)
+}
+
+/// A small unfused network — conv, activation op, pooling, a residual block, depthwise
+/// conv, global pooling and a classifier — through `graph-opt` (fusion, NHWC layout with
+/// its transposes) before quantisation: the fused forms the passes produce, and the
+/// fake-quantisations kernels skip between nodes because data is already on the grid.
+pub fn network_case(rng: &mut Rng) -> Case {
+    let n = range(rng, 1, 2);
+    let c = range(rng, 1, 12);
+    let (mut h, mut w) = (range(rng, 3, 10), range(rng, 3, 10));
+    let mut s = format!("graph @net(%x: f32[{n},{c},{h},{w}]) -> (?) {{\n");
+    let mut seed = weight_seed(rng);
+    let mut next_seed = || {
+        seed += 1;
+        seed
+    };
+    let m = range(rng, 1, 16);
+    let k = pick(rng, &[1usize, 3, 5]);
+    let st = range(rng, 1, 2);
+    s += &format!(
+        "  %w1 = const f32[{m},{c},{k},{k}] random(seed={}, min=-1.0, max=1.0)\n  \
+         %b1 = const f32[{m}] random(seed={}, min=-0.5, max=0.5)\n  \
+         %c1 = graph.conv(%x, %w1, %b1) {{pads=[{p},{p},{p},{p}], strides=[{st},{st}]}} : ?\n",
+        next_seed(),
+        next_seed(),
+        p = k / 2
+    );
+    h = (h - 1) / st + 1;
+    w = (w - 1) / st + 1;
+    let mut y = "%c1".to_string();
+    let act = |rng: &mut Rng, s: &mut String, y: &mut String, name: &str| {
+        let a = pick(rng, &["relu", "relu", "clip", "hard_swish", "sigmoid", ""]);
+        match a {
+            "" => {}
+            "clip" => {
+                *s += &format!(
+                    "  %{name}_lo = const f32[] dense<[0.0]>\n  \
+                     %{name}_hi = const f32[] dense<[6.0]>\n  \
+                     %{name} = graph.clip({y}, %{name}_lo, %{name}_hi) : ?\n"
+                );
+                *y = format!("%{name}");
+            }
+            a => {
+                *s += &format!("  %{name} = graph.{a}({y}) : ?\n");
+                *y = format!("%{name}");
+            }
+        }
+    };
+    act(rng, &mut s, &mut y, "a1");
+    if h >= 2 && w >= 2 && one_in(rng, 2) {
+        s += &format!("  %p = graph.max_pool({y}) {{kernel_shape=[2,2], strides=[2,2]}} : ?\n");
+        y = "%p".into();
+    }
+    if one_in(rng, 2) {
+        // Residual block: conv 3×3 (same shape) + the block's input.
+        s += &format!(
+            "  %w2 = const f32[{m},{m},3,3] random(seed={}, min=-0.5, max=0.5)\n  \
+             %b2 = const f32[{m}] random(seed={}, min=-0.5, max=0.5)\n  \
+             %c2 = graph.conv({y}, %w2, %b2) {{pads=[1,1,1,1]}} : ?\n  \
+             %s2 = graph.add(%c2, {y}) : ?\n",
+            next_seed(),
+            next_seed()
+        );
+        y = "%s2".into();
+        act(rng, &mut s, &mut y, "a2");
+    }
+    if one_in(rng, 2) {
+        s += &format!(
+            "  %wd = const f32[{m},1,3,3] random(seed={}, min=-1.0, max=1.0)\n  \
+             %d = graph.conv({y}, %wd) {{pads=[1,1,1,1], group={m}}} : ?\n",
+            next_seed()
+        );
+        y = "%d".into();
+        act(rng, &mut s, &mut y, "a3");
+    }
+    if one_in(rng, 4) {
+        // A convolutional head: the last conv is the output.
+        s += &format!(
+            "  %wo = const f32[3,{m},1,1] random(seed={}, min=-1.0, max=1.0)\n  \
+             %o = graph.conv({y}, %wo) : ?\n  return %o\n}}\n",
+            next_seed()
+        );
+    } else {
+        let classes = range(rng, 1, 10);
+        s += &format!(
+            "  %g = graph.global_average_pool({y}) : ?\n  \
+             %fl = graph.flatten(%g) {{axis=1}} : ?\n  \
+             %wg = const f32[{classes},{m}] random(seed={}, min=-1.0, max=1.0)\n  \
+             %bg = const f32[{classes}] random(seed={}, min=-0.5, max=0.5)\n  \
+             %o = graph.gemm(%fl, %wg, %bg) {{transB=1}} : ?\n  return %o\n}}\n",
+            next_seed(),
+            next_seed()
+        );
+    }
+    Case {
+        pipeline: "graph-opt",
+        ..Case::new(s, true)
+    }
+}
+
+/// The other platforms' schemes (signed or asymmetric weights, ties away from zero or up,
+/// power-of-two scales): most of it runs as host steps or fp32 kernels with fake
+/// quantisation in other rounding modes, and must be just as exact.
+pub fn other_platform_case(rng: &mut Rng) -> Case {
+    let mut case = match range(rng, 0, 5) {
+        0 => {
+            let grouped = one_in(rng, 3);
+            conv_case(rng, grouped)
+        }
+        1 => gemm_case(rng),
+        2 => binary_case(rng),
+        3 => gap_case(rng),
+        4 => pool_case(rng),
+        _ => unary_case(rng),
+    };
+    case.strict = false;
+    case.platform = pick(rng, &["trt-int8", "academic", "pow2"]);
+    case
+}
+
+/// Routes some of the case's graph inputs through an fp32 division by a new graph input
+/// first, so the op under test reads data no graph-input fake quantisation has touched and
+/// quantises it with its own operand TQC (another code path in the kernels). The divisors
+/// calibrate in [0.5, 1] and are sometimes 0 at evaluation, so ±inf and NaN arrive too
+/// (see `Case::divisions`).
+pub fn through_fp32(mut case: Case, rng: &mut Rng) -> Case {
+    let mut sig = case.src.lines().next().unwrap_or_default().to_string();
+    let mut head = String::new();
+    let mut body: Vec<String> = case.src.lines().skip(1).map(String::from).collect();
+    for (name, shape) in case.inputs() {
+        if !one_in(rng, 2) {
+            continue;
+        }
+        let den = format!("{name}_d");
+        let at = sig.find(") -> (").unwrap();
+        sig.insert_str(at, &format!(", %{den}: f32[{}]", dims(&shape)));
+        head += &format!("  %{name}_f = graph.div(%{name}, %{den}) : ?\n");
+        for l in &mut body {
+            *l = l
+                .replace(&format!("%{name},"), &format!("%{name}_f,"))
+                .replace(&format!("%{name})"), &format!("%{name}_f)"));
+        }
+        case.divisions.push((name, den));
+    }
+    case.src = format!("{sig}\n{head}{}\n", body.join("\n"));
+    case
+}
