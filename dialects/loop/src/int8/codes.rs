@@ -45,6 +45,8 @@ pub struct CodeSpec {
     pub pre: Vec<QParams>,
     pub p: QParams,
     pub r: Rounding,
+    /// The stored value is known to be on `p`'s grid (no `pre`, rounding not `Up`).
+    pub on_grid: bool,
 }
 
 impl CodeSpec {
@@ -53,7 +55,11 @@ impl CodeSpec {
         for p in &self.pre {
             x = quantize::fake_quant(b, x, p);
         }
-        let c = centred_int(b, x, &self.p, self.r);
+        let c = if self.on_grid {
+            quantize::recover_on_grid(b, x, &self.p)
+        } else {
+            centred_int(b, x, &self.p, self.r)
+        };
         let z = b.iconst(Type::I32, self.p.z() as i64);
         let z = if b.ty(c).is_vector() {
             b.splat(Type::I32X4, z)

@@ -6,7 +6,7 @@
 //! transA, MatMul with a 2-D constant B. Anything else returns `None` and the node runs
 //! the simulator's code instead (a host step, still exact).
 
-use super::codes::{self, CodeSpec, Im2col, RowMap};
+use super::codes::{self, Im2col, RowMap};
 use super::gemm::{self, OutLayout, QGemm};
 use super::quantize;
 use super::{Cx, Scratch};
@@ -17,8 +17,7 @@ use kiln_graph::NodeId;
 use kiln_graph::ops::activation::RESIDUAL;
 use kiln_graph::ops::spatial::Geometry;
 use kiln_graph::ops::{Layout, Op};
-use kiln_quant::Rounding;
-use kiln_quant::plan::{ComputePlan, Epilogue, quantises};
+use kiln_quant::plan::{ComputePlan, Epilogue};
 
 /// The weight as a matrix `w(channel, k)` over the panel's k order.
 type WeightFn<'a> = Box<dyn Fn(usize, usize) -> i32 + 'a>;
@@ -51,26 +50,9 @@ pub(super) fn lower(
     {
         return Ok(None);
     }
-    // How operand 0 becomes codes: the simulator fake-quantises a raw graph input, then
-    // quantises with the operand TQC's rounding when that TQC quantises, else recovers
-    // (round half to even).
-    let mut pre = cx
-        .pending
-        .get(&node.input(0).expect("operand 0"))
-        .cloned()
-        .into_iter()
-        .collect::<Vec<_>>();
-    let r = match quantises(q, q.in_tqc(n, 0)) {
-        Some(pin) => pin.rounding,
-        None => Rounding::HalfEven,
-    };
-    if !pre.iter().all(quantize::kernel_params) {
+    // How operand 0 becomes codes (see `eltwise::code_spec`).
+    let Some(spec) = super::eltwise::code_spec(cx, n, 0, &p.x) else {
         return Ok(None);
-    }
-    let spec = CodeSpec {
-        pre: std::mem::take(&mut pre),
-        p: p.x.clone(),
-        r,
     };
     let mut scratch = Scratch::default();
     let mut pieces = Vec::new();
@@ -293,15 +275,7 @@ pub(super) fn lower(
             pieces = extra;
         }
     }
-    let on = match &p.epilogue {
-        Epilogue::Requant { out, .. } | Epilogue::Float { out: Some(out), .. } => Some(out),
-        Epilogue::Float { out: None, .. } => None,
-    };
-    let Some(fq) = cx.result_fq(n, ncx, on) else {
-        return Ok(None);
-    };
-    pieces.extend(fq);
-    Ok(Some(pieces))
+    Ok(cx.finish_compute(n, ncx, p, pieces))
 }
 
 fn kernel(kernel: crate::ir::Kernel, args: Vec<Arg>) -> Piece {

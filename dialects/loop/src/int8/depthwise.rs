@@ -197,13 +197,5 @@ pub(super) fn lower(
         kernel: b.finish(),
         args,
     }));
-    let on = match &p.epilogue {
-        Epilogue::Requant { out, .. } | Epilogue::Float { out: Some(out), .. } => Some(out),
-        Epilogue::Float { out: None, .. } => None,
-    };
-    let Some(fq) = cx.result_fq(n, ncx, on) else {
-        return Ok(None);
-    };
-    pieces.extend(fq);
-    Ok(Some(pieces))
+    Ok(cx.finish_compute(n, ncx, p, pieces))
 }

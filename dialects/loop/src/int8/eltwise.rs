@@ -25,8 +25,11 @@ fn narrow(p: &QParams) -> bool {
     quantize::kernel_params(p) && p.qmax - p.qmin <= 255
 }
 
-/// How operand `k` becomes codes of `p` (see `compute.rs`: pending input fake-quantisation,
-/// then the operand TQC's rounding when it quantises, else recovery).
+/// How operand `k` becomes codes of `p`, as the simulator does it: a raw graph input is
+/// fake-quantised first; then the operand quantises with its TQC's rounding when that TQC
+/// quantises, else its codes are recovered (round half to even). When the stored value is
+/// known to be on `p`'s grid, both are the exact integer `(x·(1/s))` rounded to nearest
+/// (see [`quantize::recover_on_grid`]).
 pub(super) fn code_spec(cx: &Cx, n: NodeId, k: usize, p: &QParams) -> Option<CodeSpec> {
     let q = &cx.q;
     let v = q.graph.node(n).input(k)?;
@@ -35,15 +38,27 @@ pub(super) fn code_spec(cx: &Cx, n: NodeId, k: usize, p: &QParams) -> Option<Cod
         return None;
     }
     let r = quantises(q, q.in_tqc(n, k)).map_or(Rounding::HalfEven, |pin| pin.rounding);
+    let on_grid = pre.is_empty()
+        && r != Rounding::Up
+        && cx
+            .on_grid
+            .get(&v)
+            .is_some_and(|g| quantize::same_grid(g, p));
     Some(CodeSpec {
         pre,
         p: p.clone(),
         r,
+        on_grid,
     })
 }
 
 /// The centred code of one stored value or vector.
 fn code(b: &mut KernelBuilder, x: Val, s: &CodeSpec) -> Val {
+    if s.on_grid {
+        let ty = b.ty(x);
+        let i = quantize::recover_on_grid(b, x, &s.p);
+        return b.cast(ty, i);
+    }
     let mut x = x;
     for p in &s.pre {
         x = quantize::fake_quant(b, x, p);
@@ -53,6 +68,9 @@ fn code(b: &mut KernelBuilder, x: Val, s: &CodeSpec) -> Val {
 
 /// The centred code of one stored value or vector, as i32.
 fn code_int(b: &mut KernelBuilder, x: Val, s: &CodeSpec) -> Val {
+    if s.on_grid {
+        return quantize::recover_on_grid(b, x, &s.p);
+    }
     let mut x = x;
     for p in &s.pre {
         x = quantize::fake_quant(b, x, p);

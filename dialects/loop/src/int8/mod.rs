@@ -27,7 +27,7 @@ use crate::lower::elementwise::{View, dense_strides, map_views};
 use crate::lower::{Arg, Lowered, NodeCx};
 use crate::program::{self, HostFn, Piece, Program};
 use kiln_core::{Result, Tensor};
-use kiln_graph::ops::{GlobalPoolKind, Op};
+use kiln_graph::ops::{BinaryKind, GlobalPoolKind, Op};
 use kiln_graph::{NodeId, Value};
 use kiln_quant::QuantGraph;
 use kiln_quant::arith::QParams;
@@ -82,8 +82,8 @@ impl Scratch {
     }
 }
 
-/// Whether the fp32 kernel of `op` moves or selects bits exactly as the simulator's fp32
-/// evaluation does (no arithmetic that could round differently).
+/// Whether the fp32 kernel of `op` computes exactly what the simulator's fp32 evaluation
+/// does: it moves or selects bits, or does one correctly rounded operation per element.
 fn exact_fp32(op: &Op) -> bool {
     matches!(
         op,
@@ -101,6 +101,13 @@ fn exact_fp32(op: &Op) -> bool {
             | Op::SpaceToDepth(_)
             | Op::MaxPool(_)
     ) || matches!(op, Op::GlobalPool(p) if p.kind == GlobalPoolKind::Max)
+        // One IEEE operation per element: the f32 result is the correctly rounded one,
+        // whether the reference computes in f32 or in f64 and rounds (double rounding is
+        // innocuous for +, −, ×, ÷). Max/Min are left out: NaN and ±0 conventions differ.
+        || matches!(op, Op::Binary(b) if matches!(
+            b.kind,
+            BinaryKind::Add | BinaryKind::Sub | BinaryKind::Mul | BinaryKind::Div
+        ))
 }
 
 impl Cx {
@@ -123,14 +130,41 @@ impl Cx {
             None => vec![self.host(n)],
         };
         // What is now on a grid: results whose TQC quantises (the simulator fake-quantised
-        // them; kernels either produced them on that grid or applied the same step).
+        // them; kernels either produced them on that grid or applied the same step), and
+        // results of pure data movement whose operands were all on one grid.
+        let moved = self.moved_grid(n);
         for &v in node.outputs() {
-            match plan::quantises(&q, q.out_tqc(v)) {
+            match plan::quantises(&q, q.out_tqc(v)).or_else(|| moved.clone()) {
                 Some(p) => self.on_grid.insert(v, p),
                 None => self.on_grid.remove(&v),
             };
         }
         Ok(pieces)
+    }
+
+    /// The grid a data-movement op (or max pooling) leaves its results on: its data
+    /// operands' common grid, after the fake quantisations it applies to them.
+    fn moved_grid(&self, n: NodeId) -> Option<QParams> {
+        let node = self.q.graph.node(n);
+        if !exact_fp32(&node.op) || matches!(node.op, Op::Binary(_)) {
+            return None;
+        }
+        let grid = |k: usize| {
+            let v = node.input(k)?;
+            let chain = self.operand_fq(n, k);
+            chain
+                .last()
+                .cloned()
+                .or_else(|| self.on_grid.get(&v).cloned())
+        };
+        let data = match &node.op {
+            Op::Concat(_) => node.inputs().len(),
+            _ => 1,
+        };
+        let first = grid(0)?;
+        (1..data)
+            .all(|k| grid(k).as_ref() == Some(&first))
+            .then_some(first)
     }
 
     /// The simulator's own code for node `n`.
@@ -212,8 +246,19 @@ impl Cx {
     /// The fake quantisation of result 0 after an op that did not already leave it on the
     /// grid `on`.
     fn result_fq(&self, n: NodeId, ncx: &NodeCx, on: Option<&QParams>) -> Option<Vec<Piece>> {
+        self.result_k_fq(n, ncx, on, 0)
+    }
+
+    /// [`Cx::result_fq`] of result `k`.
+    fn result_k_fq(
+        &self,
+        n: NodeId,
+        ncx: &NodeCx,
+        on: Option<&QParams>,
+        k: usize,
+    ) -> Option<Vec<Piece>> {
         let q = &self.q;
-        let v = q.graph.node(n).outputs()[0];
+        let v = q.graph.node(n).outputs()[k];
         let Some(p) = plan::quantises(q, q.out_tqc(v)) else {
             return Some(Vec::new());
         };
@@ -223,22 +268,38 @@ impl Cx {
         if !quantize::kernel_params(&p) {
             return None;
         }
-        let shape = ncx.out_shape(0).to_vec();
+        let shape = ncx.out_shape(k).to_vec();
         Some(vec![Piece::Kernel(fq_kernel(
-            &format!("{}_fqout", ncx.name),
+            &format!("{}_fqout{k}", ncx.name),
             &shape,
-            Arg::Result(0),
-            Arg::Result(0),
+            Arg::Result(k),
+            Arg::Result(k),
             &[p],
         ))])
+    }
+
+    /// A compute op's kernels followed by its result's fake quantisation, unless the
+    /// epilogue already left the result on that grid.
+    fn finish_compute(
+        &self,
+        n: NodeId,
+        ncx: &NodeCx,
+        p: &plan::ComputePlan,
+        mut pieces: Vec<Piece>,
+    ) -> Option<Vec<Piece>> {
+        let on = match &p.epilogue {
+            plan::Epilogue::Requant { out, .. } | plan::Epilogue::Float { out: Some(out), .. } => {
+                Some(out)
+            }
+            plan::Epilogue::Float { out: None, .. } => None,
+        };
+        pieces.extend(self.result_fq(n, ncx, on)?);
+        Some(pieces)
     }
 
     /// Data movement and max pooling through their fp32 kernels.
     fn lower_exact(&self, n: NodeId, ncx: &NodeCx) -> Result<Option<Vec<Piece>>> {
         let node = self.q.graph.node(n);
-        if node.outputs().len() != 1 {
-            return Ok(None);
-        }
         let Some(kernels) = crate::lower::lower_op(&node.op, ncx)? else {
             return Ok(None);
         };
@@ -275,29 +336,13 @@ impl Cx {
             }
             pieces.push(Piece::Kernel(l));
         }
-        // Moving grid values keeps them on their grid (all of them, for a Concat).
-        let grid = |k: usize| {
-            let v = node.input(k)?;
-            let chain = self.operand_fq(n, k);
-            chain
-                .last()
-                .cloned()
-                .or_else(|| self.on_grid.get(&v).cloned())
-        };
-        let on = match &node.op {
-            Op::Concat(_) => {
-                let first = grid(0);
-                (1..node.inputs().len())
-                    .all(|k| grid(k) == first)
-                    .then_some(first)
-                    .flatten()
-            }
-            _ => grid(0),
-        };
-        let Some(fq) = self.result_fq(n, ncx, on.as_ref()) else {
-            return Ok(None);
-        };
-        pieces.extend(fq);
+        let on = self.moved_grid(n);
+        for k in 0..node.outputs().len() {
+            let Some(fq) = self.result_k_fq(n, ncx, on.as_ref(), k) else {
+                return Ok(None);
+            };
+            pieces.extend(fq);
+        }
         Ok(Some(pieces))
     }
 }

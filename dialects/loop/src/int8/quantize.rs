@@ -107,6 +107,33 @@ pub fn fake_quant(b: &mut KernelBuilder, x: Val, p: &QParams) -> Val {
     b.mul(c, s)
 }
 
+/// Whether two parameter sets define the same grid (rounding aside).
+pub fn same_grid(a: &QParams, b: &QParams) -> bool {
+    a.scale == b.scale && a.zero == b.zero && a.qmin == b.qmin && a.qmax == b.qmax
+}
+
+/// The centred code `q − z` of a value known to be on `p`'s grid, as i32: `x·(1/s)`
+/// rounded to nearest by the 1.5·2^23 trick (adding it leaves the integer in the low
+/// mantissa bits). Exact: `x = f32(c)·s` and `f32(1/s)` each carry one rounding, so
+/// `x·(1/s)` is within `|c|·3·2^-24 < 0.5` of `c` for `|c| < 2^21`; the contract's
+/// `R(x / s)` lands on `c` too (no ties are that close), and the clamp cannot act.
+pub fn recover_on_grid(b: &mut KernelBuilder, x: Val, p: &QParams) -> Val {
+    let ty = b.ty(x);
+    let ity = if ty.is_vector() {
+        Type::I32X4
+    } else {
+        Type::I32
+    };
+    let inv = b.fsplat(ty, 1.0 / p.s());
+    let magic = b.fsplat(ty, 12_582_912.0);
+    let t = b.mul(x, inv);
+    let t = b.add(t, magic);
+    let bits = b.bitcast(ity, t);
+    let m = b.iconst(Type::I32, 0x4B40_0000);
+    let m = if ty.is_vector() { b.splat(ity, m) } else { m };
+    b.sub(bits, m)
+}
+
 /// Whether kernels handle these parameters: per tensor, codes within u8 after the offset.
 pub fn kernel_params(p: &QParams) -> bool {
     p.axis.is_none() && p.scale.len() == 1 && p.zero.len() == 1 && p.s() > 0.0 && p.s().is_finite()
