@@ -163,6 +163,38 @@ fn bench_reports_latency_and_json() {
     );
     assert!(j["machine_peak"]["int8_gops_per_core"].as_f64().unwrap() > 0.0);
     assert!(stdout(&o).contains("× fp32"), "{}", stdout(&o));
+    // Against a baseline: itself passes; a baseline ten thousand times faster is flagged.
+    let o = kiln(&[
+        "bench",
+        "--runs",
+        "3",
+        "--baseline",
+        json.to_str().unwrap(),
+        "--tolerance",
+        "1000",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("baseline   fp32 1T"), "{}", stdout(&o));
+    let mut fast = j.clone();
+    for r in fast["results"].as_array_mut().unwrap() {
+        r["median_ms"] = serde_json::json!(r["median_ms"].as_f64().unwrap() / 1e4);
+    }
+    let fast_path = dir.join("fast.json");
+    std::fs::write(&fast_path, fast.to_string()).unwrap();
+    let o = kiln(&[
+        "bench",
+        "--runs",
+        "3",
+        "--baseline",
+        fast_path.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(stdout(&o).contains("REGRESSION"), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("slower than the baseline"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

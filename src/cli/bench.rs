@@ -41,6 +41,13 @@ pub struct BenchArgs {
     /// Print the slowest kernels (JIT engine, first thread count).
     #[arg(long)]
     pub profile: bool,
+    /// Compare with a saved `--json` report: each (precision, threads) median against the
+    /// baseline's, flagging slow-downs beyond `--tolerance`; exits non-zero if any.
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+    /// Allowed slow-down against `--baseline`, in percent (VM timing noise reaches ~50 %).
+    #[arg(long, default_value_t = 25.0)]
+    pub tolerance: f64,
 }
 
 fn median(mut t: Vec<f64>) -> f64 {
@@ -208,6 +215,10 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             println!("output     {}: {}", g.value(v).name, model::summary(t));
         }
     }
+    let regressions = match &a.baseline {
+        Some(path) => compare(path, &results, a.tolerance)?,
+        None => 0,
+    };
     if let Some(path) = &a.json {
         let j = json!({
             "model": a.model.display_name(),
@@ -225,7 +236,62 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot write {}", tmp.display()))?;
         std::fs::rename(&tmp, path)?;
     }
+    if regressions > 0 {
+        bail!(
+            "{regressions} result(s) slower than the baseline by more than {} %",
+            a.tolerance
+        );
+    }
     Ok(())
+}
+
+/// Prints each result against the baseline report's entry of the same precision and thread
+/// count; returns how many are slower by more than `tolerance` percent.
+fn compare(
+    path: &std::path::Path,
+    results: &[serde_json::Value],
+    tolerance: f64,
+) -> anyhow::Result<usize> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read baseline {}", path.display()))?;
+    let base: serde_json::Value = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "baseline {} is not a kiln bench JSON report",
+            path.display()
+        )
+    })?;
+    let Some(entries) = base["results"].as_array() else {
+        bail!("baseline {} has no \"results\" list", path.display());
+    };
+    let mut slower = 0;
+    for r in results {
+        let key = (r["precision"].as_str(), r["threads"].as_u64());
+        let Some(b) = entries
+            .iter()
+            .find(|b| (b["precision"].as_str(), b["threads"].as_u64()) == key)
+        else {
+            println!(
+                "baseline   {} {}T: not in the baseline",
+                key.0.unwrap_or("?"),
+                key.1.unwrap_or(0)
+            );
+            continue;
+        };
+        let (now, then) = (
+            r["median_ms"].as_f64().unwrap_or(f64::NAN),
+            b["median_ms"].as_f64().unwrap_or(f64::NAN),
+        );
+        let change = (now / then - 1.0) * 100.0;
+        let flag = change > tolerance;
+        slower += usize::from(flag);
+        println!(
+            "baseline   {} {}T: {then:.3} ms → {now:.3} ms ({change:+.1} %){}",
+            key.0.unwrap_or("?"),
+            key.1.unwrap_or(0),
+            if flag { "  REGRESSION" } else { "" }
+        );
+    }
+    Ok(slower)
 }
 
 /// Per-step wall time, slowest first.

@@ -23,6 +23,28 @@ pub struct RowMap {
 }
 
 impl RowMap {
+    /// NHWC rows `(n, h)` of an `[n, h, w, c]` tensor into a `[n, hp, wp, c]` image padded
+    /// by `pt` rows above and `pl` columns left; the image is `dst_len` bytes.
+    pub fn padded_nhwc(
+        [n, h, w, c]: [usize; 4],
+        hp: usize,
+        wp: usize,
+        pt: usize,
+        pl: usize,
+        dst_len: usize,
+    ) -> RowMap {
+        RowMap {
+            rows: n * h,
+            len: w * c,
+            src_stride: w * c,
+            per_group: h,
+            gstride: hp * wp * c,
+            rstride: wp * c,
+            base: (pt * wp + pl) * c,
+            dst_len,
+        }
+    }
+
     /// Dense rows of `len` into rows of `stride` bytes.
     pub fn dense(rows: usize, len: usize, stride: usize) -> RowMap {
         RowMap {

@@ -115,16 +115,7 @@ pub(super) fn lower(
                     let k = codes::fill(&format!("{name}_pad"), image_len, z);
                     pieces.push(kernel(k, vec![image.clone()]));
                 }
-                let map = RowMap {
-                    rows: bn * h,
-                    len: wd * ch,
-                    src_stride: wd * ch,
-                    per_group: h,
-                    gstride: hp * wp * ch,
-                    rstride: wp * ch,
-                    base: (pt * wp + pl) * ch,
-                    dst_len: image_len,
-                };
+                let map = RowMap::padded_nhwc([bn, h, wd, ch], hp, wp, pt, pl, image_len);
                 let k = if nhwc {
                     codes::quantize_rows(&format!("{name}_codes"), x_len, &map, &spec)
                 } else {

@@ -62,16 +62,7 @@ pub(super) fn lower(
         kernel: codes::fill(&format!("{name}_pad"), image_len + 16, p.x.z() as u8),
         args: vec![image.clone()],
     }));
-    let map = RowMap {
-        rows: bn * h,
-        len: wd * c,
-        src_stride: wd * c,
-        per_group: h,
-        gstride: hp * wp * c,
-        rstride: wp * c,
-        base: (pt * wp + pl) * c,
-        dst_len: image_len + 16,
-    };
+    let map = RowMap::padded_nhwc([bn, h, wd, c], hp, wp, pt, pl, image_len + 16);
     pieces.push(Piece::Kernel(Lowered {
         kernel: codes::quantize_rows(&format!("{name}_codes"), bn * h * wd * c, &map, &spec),
         args: vec![Arg::Operand(0), image.clone()],
