@@ -367,3 +367,23 @@ fn info_reports_pass_statistics() {
     assert!(j.get("pass_statistics").is_none());
 }
 // layout: end
+
+#[test]
+fn cli_reference_is_current() {
+    // docs/cli.md is generated from --help (scripts/gen_cli_docs.sh); a changed option
+    // without regenerating it fails here.
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/cli.md"),
+    )
+    .unwrap();
+    for c in [
+        "run", "bench", "profile", "quantize", "compile", "opt", "info",
+    ] {
+        let o = kiln(&[c, "--help"]);
+        assert!(o.status.success());
+        assert!(
+            doc.contains(stdout(&o).trim_end()),
+            "docs/cli.md is stale for `kiln {c}`: run scripts/gen_cli_docs.sh"
+        );
+    }
+}

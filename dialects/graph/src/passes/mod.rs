@@ -6,6 +6,7 @@ use kiln_core::PassRegistry;
 pub mod dce;
 pub mod fold_arith;
 pub mod fold_constants;
+pub mod fold_double_neg;
 pub mod fuse_horizontal;
 pub mod infer_shapes;
 // layout: begin
@@ -77,6 +78,9 @@ pub fn registry() -> PassRegistry<Graph> {
         "infer every value's static type",
         || Box::new(infer_shapes::InferShapes),
     );
+    r.register("graph.fold-double-neg", "fold neg(neg(x)) to x", || {
+        Box::new(fold_double_neg::FoldDoubleNeg)
+    });
     r.register("graph.dce", "remove ops whose results nobody reads", || {
         Box::new(dce::Dce)
     });
