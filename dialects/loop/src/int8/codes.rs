@@ -72,16 +72,20 @@ pub struct CodeSpec {
 }
 
 impl CodeSpec {
-    /// The code (centred code plus `z`, in 0..=255) of one f32 value or vector, as i32.
-    fn code(&self, b: &mut KernelBuilder, mut x: Val) -> Val {
+    /// The centred code `q − z` of one stored f32 value or vector, as i32.
+    pub fn centred_int(&self, b: &mut KernelBuilder, mut x: Val) -> Val {
+        if self.on_grid {
+            return quantize::recover_on_grid(b, x, &self.p);
+        }
         for p in &self.pre {
             x = quantize::fake_quant(b, x, p);
         }
-        let c = if self.on_grid {
-            quantize::recover_on_grid(b, x, &self.p)
-        } else {
-            centred_int(b, x, &self.p, self.r)
-        };
+        centred_int(b, x, &self.p, self.r)
+    }
+
+    /// The code (centred code plus `z`, in 0..=255), as i32.
+    fn code(&self, b: &mut KernelBuilder, x: Val) -> Val {
+        let c = self.centred_int(b, x);
         let z = b.iconst(Type::I32, self.p.z() as i64);
         let z = if b.ty(c).is_vector() {
             b.splat(Type::I32X4, z)

@@ -240,14 +240,14 @@ pub(super) fn lower(
             Arg::ConstBytes(bias_bytes.clone()),
             Arg::Const(scales.clone()),
         ];
-        if gemm::kernel_args_residual(&g) {
+        if g.residual() {
             args.push(Arg::Operand(RESIDUAL));
         }
         args.push(Arg::Result(0));
         pieces.push(kernel(k, args));
     }
     // The residual operand as the simulator sees it (its TQC may fake-quantise it).
-    if gemm::kernel_args_residual(&g) {
+    if g.residual() {
         let mut extra = Vec::new();
         let Some(res) = cx.operand_f32(n, RESIDUAL, ncx, &mut scratch, &mut extra) else {
             return Ok(None);

@@ -7,7 +7,7 @@
 
 use super::Cx;
 use super::codes::CodeSpec;
-use super::quantize::{self, centred, centred_int, clamp_codes, round};
+use super::quantize::{self, clamp_codes, round};
 use crate::builder::KernelBuilder;
 use crate::ir::{Type, Val};
 use crate::lower::elementwise::map;
@@ -52,30 +52,11 @@ pub(super) fn code_spec(cx: &Cx, n: NodeId, k: usize, p: &QParams) -> Option<Cod
     })
 }
 
-/// The centred code of one stored value or vector.
+/// The centred code of one stored value or vector, as an integral f32.
 fn code(b: &mut KernelBuilder, x: Val, s: &CodeSpec) -> Val {
-    if s.on_grid {
-        let ty = b.ty(x);
-        let i = quantize::recover_on_grid(b, x, &s.p);
-        return b.cast(ty, i);
-    }
-    let mut x = x;
-    for p in &s.pre {
-        x = quantize::fake_quant(b, x, p);
-    }
-    centred(b, x, &s.p, s.r)
-}
-
-/// The centred code of one stored value or vector, as i32.
-fn code_int(b: &mut KernelBuilder, x: Val, s: &CodeSpec) -> Val {
-    if s.on_grid {
-        return quantize::recover_on_grid(b, x, &s.p);
-    }
-    let mut x = x;
-    for p in &s.pre {
-        x = quantize::fake_quant(b, x, p);
-    }
-    centred_int(b, x, &s.p, s.r)
+    let ty = b.ty(x);
+    let i = s.centred_int(b, x);
+    b.cast(ty, i)
 }
 
 /// `dequant(clamp(R(t) + z))` for a float `t`.
@@ -149,7 +130,7 @@ pub(super) fn lut(
     let off = (x.z() - x.qmin) as i64;
     b.parallel(0, len as i64, 1, |b, i| {
         let v = b.load(Type::F32, xb, i, 0);
-        let c = code_int(b, v, &spec);
+        let c = spec.centred_int(b, v);
         let o = b.iconst(Type::I32, off);
         let c = b.add(c, o);
         let c = b.cast(Type::Index, c);
@@ -222,7 +203,7 @@ pub(super) fn global_avg(
             let po = b.mul_imm(p, pstride as i64);
             let o = b.add(base, po);
             let v = b.load(vty, xb, o, 0);
-            let ci = code_int(b, v, &spec);
+            let ci = spec.centred_int(b, v);
             vec![b.add(acc[0], ci)]
         });
         let f = b.cast(vty, sum[0]);

@@ -50,7 +50,8 @@ impl QGemm {
         self.n.div_ceil(4) * 4
     }
 
-    fn residual(&self) -> bool {
+    /// Whether the kernels take a residual buffer.
+    pub fn residual(&self) -> bool {
         matches!(self.epilogue, Epilogue::Float { residual: true, .. })
     }
 }
@@ -77,7 +78,7 @@ pub fn pack_weights(n: usize, k_len: usize, kp: usize, w: &dyn Fn(usize, usize) 
 }
 
 /// The kernels of one GEMM; buffers in the order
-/// `panel, weights, bias, scales, [residual], out` (see [`kernel_args_residual`]).
+/// `panel, weights, bias, scales, [residual], out` (see [`QGemm::residual`]).
 pub fn kernels(name: &str, g: &QGemm) -> Vec<Kernel> {
     let full_rows = g.rows / MR * MR;
     let block = 4 * NV;
@@ -103,11 +104,6 @@ pub fn kernels(name: &str, g: &QGemm) -> Vec<Kernel> {
         (full_cols, g.n),
     );
     ks
-}
-
-/// Whether the kernels take a residual buffer.
-pub fn kernel_args_residual(g: &QGemm) -> bool {
-    g.residual()
 }
 
 fn kernel(name: &str, g: &QGemm, rows: (usize, usize), mr: usize, cols: (usize, usize)) -> Kernel {

@@ -46,15 +46,8 @@ pub fn round(b: &mut KernelBuilder, x: Val, r: Rounding) -> Val {
     b.select(above, f1, r)
 }
 
-/// The centred code `clamp(R(x / s), qmin − z, qmax − z)` as an integral f32; NaN has
-/// code `z` (centred 0), as in `arith::quantize`.
-pub fn centred(b: &mut KernelBuilder, x: Val, p: &QParams, r: Rounding) -> Val {
-    let ty = b.ty(x);
-    let i = centred_int(b, x, p, r);
-    b.cast(ty, i)
-}
-
-/// [`centred`] as an `i32` (vector). The clamp runs on integers: the saturating
+/// The centred code `clamp(R(x / s), qmin − z, qmax − z)` as an `i32` (vector); NaN has
+/// code `z` (centred 0), as in `arith::quantize`. The clamp runs on integers: the saturating
 /// conversion maps NaN to 0 and ±inf or huge values to the i32 limits (which the clamp
 /// then takes to the code range), exactly `arith::quantize`'s i64 saturation; and integer
 /// min/max are one instruction where IEEE float min/max are seven.
@@ -102,7 +95,8 @@ pub fn clamp_codes(b: &mut KernelBuilder, t: Val, p: &QParams, lo: i32, hi: i32)
 /// Fake quantisation `dequant(quant(x))`; NaN gives 0 (it quantises to `z`).
 pub fn fake_quant(b: &mut KernelBuilder, x: Val, p: &QParams) -> Val {
     let ty = b.ty(x);
-    let c = centred(b, x, p, p.rounding);
+    let i = centred_int(b, x, p, p.rounding);
+    let c = b.cast(ty, i);
     let s = b.fsplat(ty, p.s());
     b.mul(c, s)
 }
