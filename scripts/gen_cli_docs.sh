@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
-kiln=target/release/kiln
+# cli: the binary cargo just built, wherever CARGO_TARGET_DIR puts it
+kiln="${CARGO_TARGET_DIR:-target}/release/kiln"
 {
   echo "# kiln CLI reference"
   echo

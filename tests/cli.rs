@@ -387,3 +387,181 @@ fn cli_reference_is_current() {
         );
     }
 }
+
+#[test]
+fn quantize_draws_per_op_snr_as_svg() {
+    let dir = scratch("cli_quantize_svg");
+    let (svg, json) = (dir.join("err.svg"), dir.join("err.json"));
+    let o = kiln(&[
+        "quantize",
+        &example("resnet_style"),
+        "--calib",
+        "random:2",
+        "--eval",
+        "1",
+        "--layer-wise",
+        "--svg",
+        svg.to_str().unwrap(),
+        // `--json` is `--report` under the name bench and profile use.
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Stderr is a pipe here: no progress bar, no escape code.
+    assert!(!stderr(&o).contains('\x1b'), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        text.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\"") && text.ends_with("</svg>\n"),
+        "{text}"
+    );
+    assert_eq!(text.matches("<svg").count(), 1);
+    // Every op of the report is a row, in graph order, with a graph-wise and a layer-wise bar.
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let ops = j["ops"].as_array().unwrap();
+    assert!(ops.len() > 10);
+    let mut at = Vec::new();
+    for op in ops {
+        let label = format!(
+            "{} ({})",
+            op["value"].as_str().unwrap(),
+            op["op"].as_str().unwrap()
+        );
+        let pos = text.find(&format!(">{label}</text>"));
+        assert!(pos.is_some(), "{label} not in the chart");
+        at.push((pos, label));
+    }
+    assert_eq!(
+        text.matches("fill=\"#1f77b4\"").count(),
+        ops.len(),
+        "graph-wise bars"
+    );
+    assert!(text.contains("fill=\"#ff7f0e\""), "layer-wise bars");
+    assert!(text.contains(" dB</text>"));
+    // The report's order (worst first) is not the chart's (graph order).
+    let chart: Vec<_> = {
+        let mut v = at.clone();
+        v.sort();
+        v.into_iter().map(|(_, l)| l).collect()
+    };
+    let report: Vec<_> = at.into_iter().map(|(_, l)| l).collect();
+    assert_ne!(chart, report);
+    assert!(
+        chart[0].ends_with("(transpose)") || chart[0].ends_with("(conv)"),
+        "{chart:?}"
+    );
+    // Only what was asked is in the directory: no temporary files.
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["err.json", "err.svg"]);
+}
+
+#[test]
+fn unwritable_report_paths_fail_cleanly() {
+    let dir = scratch("cli_unwritable");
+    let missing = dir.join("no/such/dir/err.svg");
+    let o = kiln(&[
+        "quantize",
+        "--calib",
+        "random:1",
+        "--eval",
+        "1",
+        "--svg",
+        missing.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert_eq!(
+        err,
+        format!(
+            "error: cannot write {}: No such file or directory (os error 2)\n",
+            missing.display()
+        )
+    );
+    // A directory where the file should go: the rename fails after the temporary file was
+    // written, and the temporary file is removed.
+    let taken = dir.join("taken.svg");
+    std::fs::create_dir_all(taken.join("inside")).unwrap();
+    let o = kiln(&[
+        "quantize",
+        "--calib",
+        "random:1",
+        "--eval",
+        "1",
+        "--svg",
+        taken.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.starts_with(&format!("error: cannot write {}: ", taken.display()))
+            && err.lines().count() == 1,
+        "{err}"
+    );
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["taken.svg"], "a temporary file was left behind");
+    // `kiln compile --json` into a missing directory fails before anything is compiled.
+    let out = dir.join("aot");
+    let o = kiln(&[
+        "compile",
+        "-o",
+        out.to_str().unwrap(),
+        "--json",
+        missing.with_extension("json").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).starts_with("error: cannot write "),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn compile_reports_json() {
+    let dir = scratch("cli_compile_json");
+    let (out, json) = (dir.join("aot"), dir.join("compile.json"));
+    let o = kiln(&[
+        "compile",
+        &example("resnet_style"),
+        "-o",
+        out.to_str().unwrap(),
+        "--name",
+        "resnet",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(j["name"], "resnet");
+    assert_eq!(j["precision"], "fp32");
+    assert!(j["kernels"].as_u64().unwrap() > 5, "{j}");
+    let code = j["code_bytes"].as_u64().unwrap();
+    assert!(code > 1000, "{j}");
+    assert!(j["data_bytes"].as_u64().unwrap() >= 4 * 20000, "{j}");
+    assert!(j["target"]["triple"].as_str().unwrap().contains('-'), "{j}");
+    let files: Vec<_> = j["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| PathBuf::from(f.as_str().unwrap()))
+        .collect();
+    assert_eq!(files.len(), 2, "{j}");
+    for f in &files {
+        assert!(f.exists(), "{}", f.display());
+    }
+    // The printed summary and the JSON agree.
+    assert!(
+        stdout(&o).contains(&format!("{} kernels", j["kernels"])),
+        "{}",
+        stdout(&o)
+    );
+}

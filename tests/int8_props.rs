@@ -26,6 +26,8 @@
 
 #[path = "int8/cases.rs"]
 mod cases;
+#[path = "int8/chains.rs"]
+mod chains;
 #[path = "int8/harness.rs"]
 mod harness;
 
@@ -343,4 +345,40 @@ fn matmul_with_a_transposed_constant_weight_runs_as_int8_kernels() {
             panic!("transB={tb}: {f}\n{}", kiln_core::Ir::print(&q));
         }
     }
+}
+
+/// Values pass between int8 kernels as u8 codes; most chains must actually do so.
+#[test]
+fn int8_chains_with_coded_values_match_the_simulator() {
+    let cov = family("coded chains", 23, 500, &chains::chain_case);
+    assert!(
+        cov.coded_cases * 2 > cov.ran,
+        "only {} of {} chains stored values as codes",
+        cov.coded_cases,
+        cov.ran
+    );
+}
+
+#[test]
+fn activation_matmul_int8_matches_the_simulator() {
+    family("matmul of two activations", 20, 500, &|rng| {
+        let c = act_matmul_case(rng);
+        mixed(c, rng)
+    });
+}
+
+#[test]
+fn softmax_int8_matches_the_simulator() {
+    family("softmax", 21, 500, &|rng| {
+        let c = softmax_case(rng);
+        mixed(c, rng)
+    });
+}
+
+#[test]
+fn layer_norm_int8_matches_the_simulator() {
+    family("layer normalization", 22, 500, &|rng| {
+        let c = layer_norm_case(rng);
+        mixed(c, rng)
+    });
 }

@@ -5,7 +5,7 @@
 //! on the same inputs in the same process tree, so numbers from different machines are never
 //! compared by accident.
 
-use super::ModelArgs;
+use super::{ModelArgs, progress};
 use crate::model;
 use anyhow::{Context, bail};
 use clap::Args;
@@ -109,20 +109,22 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     let mut fp32_ms = std::collections::HashMap::new();
     for precision in &a.precision {
         for &threads in &a.threads {
+            let label = format!("{precision} {threads:>2}T");
             let (compile_ms, times, outs, reference_ops) = if a.engine == "jit" {
                 let t = Instant::now();
                 let mut c = match (precision.as_str(), &quantised) {
-                    ("int8", Some(q)) => kiln_loop::compile_int8(q, threads)?,
-                    _ => kiln_loop::compile(&g, threads)?,
+                    ("int8", Some(q)) => progress::compile_int8(q, threads)?,
+                    _ => progress::compile(&g, threads)?,
                 };
                 let compile_ms = t.elapsed().as_secs_f64() * 1e3;
                 let outs = c.run(&inputs)?; // warm-up
                 let mut times = Vec::new();
-                for _ in 0..a.runs.max(1) {
+                progress::timed_runs(a.runs.max(1), &label, || {
                     let t = Instant::now();
                     c.run(&inputs)?;
                     times.push(t.elapsed().as_secs_f64() * 1e3);
-                }
+                    Ok(())
+                })?;
                 if a.profile && threads == a.threads[0] {
                     profile(&mut c, &inputs, a.runs.max(1))?;
                 }
@@ -132,11 +134,12 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
                 let interp = kiln_graph::interp::Interpreter::new(&g)?;
                 let outs = interp.run(&inputs)?;
                 let mut times = Vec::new();
-                for _ in 0..a.runs.max(1) {
+                progress::timed_runs(a.runs.max(1), &label, || {
                     let t = Instant::now();
                     interp.run(&inputs)?;
                     times.push(t.elapsed().as_secs_f64() * 1e3);
-                }
+                    Ok(())
+                })?;
                 (0.0, times, outs, 0)
             };
             let med = median(times.clone());
@@ -231,10 +234,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             "results": results,
             "onnxruntime": ort,
         });
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_string_pretty(&j)?)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::fs::rename(&tmp, path)?;
+        super::report::write_atomic(path, serde_json::to_string_pretty(&j)?.as_bytes())?;
     }
     if regressions > 0 {
         bail!(
@@ -301,9 +301,10 @@ fn profile(
     runs: usize,
 ) -> anyhow::Result<()> {
     let mut times = Vec::new();
-    for _ in 0..runs {
+    progress::timed_runs(runs, "profiling", || {
         c.run_timed(inputs, Some(&mut times))?;
-    }
+        Ok(())
+    })?;
     let mut rows: Vec<(usize, f64)> = times
         .iter()
         .enumerate()

@@ -7,13 +7,14 @@
 //! temporary names and renamed once all of them exist: a failure leaves OUTDIR as it was.
 
 use super::ModelArgs;
+use super::progress::spin;
 use super::quantize::QuantArgs;
 use super::run::Precision;
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use kiln_graph::Graph;
 use kiln_loop::codegen::object::{self, Target};
-use kiln_loop::program::Program;
+use kiln_loop::program::{self, Program};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -55,15 +56,21 @@ pub struct CompileArgs {
     pub precision: Precision,
     #[command(flatten)]
     pub quant: QuantArgs,
+    /// Also write the report (kernels, code and constant sizes, target, files) as JSON to
+    /// FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 /// The lowered program for the requested precision: the only place precision matters.
 fn build_program(g: Graph, a: &CompileArgs) -> anyhow::Result<(Program, Graph)> {
     match a.precision {
-        Precision::Fp32 => Ok((kiln_loop::program::build(&g)?, g)),
+        Precision::Fp32 => Ok((spin("lowering to loops".into(), || program::build(&g))?, g)),
         Precision::Int8 => {
             let q = super::quantize::quantize(g, &a.quant)?;
-            let p = kiln_loop::int8::build(&q)?;
+            let p = spin("lowering to int8 loops".into(), || {
+                kiln_loop::int8::build(&q)
+            })?;
             if !p.host_ops.is_empty() {
                 bail!(
                     "--precision int8: {} op(s) have no int8 kernel and run the simulator's code, which an object file cannot contain: {}",
@@ -168,6 +175,12 @@ pub fn run(a: CompileArgs) -> anyhow::Result<()> {
             target.triple
         );
     }
+    if let Some(json) = &a.json {
+        let dir = json.parent().filter(|d| !d.as_os_str().is_empty());
+        if dir.is_some_and(|d| !d.is_dir()) {
+            bail!("cannot write {}: no such directory", json.display());
+        }
+    }
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("cannot create output directory {}", a.out.display()))?;
     {
@@ -186,8 +199,11 @@ pub fn run(a: CompileArgs) -> anyhow::Result<()> {
         vs.iter().map(|&v| g.value(v).name.clone()).collect()
     };
     let (inputs, outputs) = (names(g.inputs()), names(g.outputs()));
-    let obj = object::compile(&program, &a.name, &target)
-        .with_context(|| format!("compiling {}", a.model.display_name()))?;
+    let obj = spin(
+        format!("compiling {} kernels to an object", program.kernels().len()),
+        || object::compile(&program, &a.name, &target),
+    )
+    .with_context(|| format!("compiling {}", a.model.display_name()))?;
     let header = object::header(&program, &a.name, &inputs, &outputs)?;
     let compile_ms = t0.elapsed().as_secs_f64() * 1e3;
 
@@ -229,6 +245,25 @@ pub fn run(a: CompileArgs) -> anyhow::Result<()> {
     println!("target {} ({})", obj.triple, obj.features.join(", "));
     for f in &written {
         println!("  -> {}", f.display());
+    }
+    if let Some(path) = &a.json {
+        let doc = serde_json::json!({
+            "model": a.model.display_name(),
+            "name": a.name,
+            "precision": format!("{:?}", a.precision).to_lowercase(),
+            "target": {"triple": obj.triple, "features": obj.features},
+            "ops": ops,
+            "kernels": obj.kernels,
+            "code_bytes": obj.code_bytes,
+            "data_bytes": obj.data_bytes,
+            "scratch_bytes": object::scratch_size(&program),
+            "compile_ms": compile_ms,
+            "files": written.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+        });
+        super::report::write_atomic(
+            path,
+            (serde_json::to_string_pretty(&doc)? + "\n").as_bytes(),
+        )?;
     }
     if emit(Emit::Obj) {
         println!(

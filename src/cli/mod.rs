@@ -13,7 +13,9 @@ mod compile;
 mod info;
 mod opt;
 mod profile;
+mod progress;
 mod quantize; // quant
+mod report;
 mod run;
 
 #[derive(Parser)]

@@ -92,9 +92,15 @@ fn emit(g: &kiln_graph::Graph, what: &str, a: &OptArgs) -> anyhow::Result<()> {
     let mut jit = kiln_loop::codegen::Jit::new()?;
     jit.keep_clif = what == "clif";
     jit.keep_asm = what == "asm";
-    for k in &program.module.kernels {
+    let kernels = &program.module.kernels;
+    let bar = super::progress::bar(kernels.len() as u64, "compiling", "kernels");
+    let added = kernels.iter().try_for_each(|k| {
         jit.add(k)?;
-    }
+        bar.inc(1);
+        Ok::<_, kiln_core::Error>(())
+    });
+    bar.finish_and_clear();
+    added?;
     for text in if what == "clif" { &jit.clif } else { &jit.asm } {
         println!("{text}");
     }

@@ -6,9 +6,9 @@
 //! A node whose int8 program runs the simulator's code (a host step) is marked, because
 //! its time is the fallback's, not a kernel's.
 
-use super::ModelArgs;
+use super::report::{self, Axis, Bar, truncate, write_atomic};
+use super::{ModelArgs, progress};
 use crate::model;
-use anyhow::Context;
 use clap::Args;
 use kiln_loop::exec::Compiled;
 use serde_json::json;
@@ -61,12 +61,14 @@ fn node_times(
     c: &mut Compiled,
     inputs: &[kiln_core::Tensor],
     runs: usize,
+    label: &str,
 ) -> anyhow::Result<Vec<NodeTime>> {
     c.run(inputs)?; // warm-up
     let mut times: Vec<Duration> = Vec::new();
-    for _ in 0..runs {
+    progress::timed_runs(runs, label, || {
         c.run_timed(inputs, Some(&mut times))?;
-    }
+        Ok(())
+    })?;
     let mut out: Vec<NodeTime> = Vec::new();
     let mut at: HashMap<String, usize> = HashMap::new();
     for (s, info) in c.program.info.iter().enumerate() {
@@ -91,15 +93,17 @@ pub fn run(a: ProfileArgs) -> anyhow::Result<()> {
     super::run_pipeline(&mut g, "graph-opt", Default::default())?;
     let inputs = model::inputs_for(&g, &Default::default())?;
     let runs = a.runs.max(1);
-    let mut fp32 = kiln_loop::compile(&g, a.threads)?;
-    let f = node_times(&mut fp32, &inputs, runs)?;
+    let mut fp32 = progress::compile(&g, a.threads)?;
+    let f = node_times(&mut fp32, &inputs, runs, "timing fp32")?;
     let q = super::quantize::quantize(g.clone(), &a.quant)?;
-    let mut int8 = kiln_loop::compile_int8(&q, a.threads)?;
-    let i = node_times(&mut int8, &inputs, runs)?;
+    let mut int8 = progress::compile_int8(&q, a.threads)?;
+    let i = node_times(&mut int8, &inputs, runs, "timing int8")?;
     let i: HashMap<String, (f64, bool)> =
         i.into_iter().map(|(n, _, _, ms, h)| (n, (ms, h))).collect();
     // Accuracy of every op output, simulated (= the int8 kernels), on the profiled input.
-    let (per, outs) = kiln_quant::analysis::graph_wise(&q, std::slice::from_ref(&inputs))?;
+    let (per, outs) = progress::spin("simulating int8 accuracy".into(), || {
+        kiln_quant::analysis::graph_wise(&q, std::slice::from_ref(&inputs))
+    })?;
     let by_name: HashMap<String, kiln_quant::analysis::ErrStats> = per
         .iter()
         .map(|(&v, e)| (q.graph.value(v).name.clone(), *e))
@@ -173,87 +177,62 @@ pub fn run(a: ProfileArgs) -> anyhow::Result<()> {
             "total": {"fp32_ms": tf, "int8_ms": ti, "speedup": num(tf / ti),
                       "snr_db": num(outs.snr_db()), "cosine": num(outs.cosine())},
         });
-        write_atomic(path, &serde_json::to_string_pretty(&j)?)?;
+        write_atomic(path, serde_json::to_string_pretty(&j)?.as_bytes())?;
     }
     if let Some(path) = &a.svg {
-        write_atomic(path, &svg(&rows[..rows.len().min(a.top)], tf / ti))?;
+        write_atomic(
+            path,
+            svg(&rows[..rows.len().min(a.top)], tf / ti).as_bytes(),
+        )?;
     }
     Ok(())
 }
 
-fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_string()
-    } else {
-        let t: String = s.chars().take(n - 1).collect();
-        format!("{t}…")
-    }
-}
-
-fn write_atomic(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 /// A horizontal bar per kernel: int8 speed-up over fp32 on a log scale, 1× marked.
 fn svg(rows: &[Row], whole: f64) -> String {
-    let (label_w, bar_w, row_h, top) = (300.0, 420.0, 18.0, 40.0);
-    let width = label_w + bar_w + 80.0;
-    let height = top + row_h * rows.len() as f64 + 30.0;
     // log2 axis from 1/8× to 16×.
-    let (lo, hi) = (-3.0f64, 4.0f64);
-    let x = |s: f64| label_w + (s.log2().clamp(lo, hi) - lo) / (hi - lo) * bar_w;
-    let mut out = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"monospace\" font-size=\"11\">\n\
-         <text x=\"10\" y=\"20\" font-size=\"13\">int8 speed-up over fp32 per kernel (whole model {whole:.2}×); red: simulator fallback</text>\n"
-    );
-    for k in lo as i32..=hi as i32 {
-        let s = 2f64.powi(k);
-        let xx = x(s);
-        out += &format!(
-            "<line x1=\"{xx:.1}\" y1=\"{top}\" x2=\"{xx:.1}\" y2=\"{:.1}\" stroke=\"{}\"/>\n<text x=\"{xx:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}×</text>\n",
-            height - 25.0,
-            if k == 0 { "#000" } else { "#ddd" },
-            height - 10.0,
-            if k < 0 {
-                format!("1/{}", 1 << -k)
+    let axis = Axis {
+        lo: -3.0,
+        hi: 4.0,
+        log2: true,
+        origin: 1.0,
+        ticks: (-3..=4)
+            .map(|k: i32| {
+                let label = if k < 0 {
+                    format!("1/{}×", 1 << -k)
+                } else {
+                    format!("{}×", 1 << k)
+                };
+                (2f64.powi(k), label)
+            })
+            .collect(),
+    };
+    let rows: Vec<report::Row> = rows
+        .iter()
+        .map(|r| {
+            let s = r.fp32_ms / r.int8_ms;
+            let color = if r.host {
+                "#d62728"
+            } else if s >= 1.0 {
+                "#2ca02c"
             } else {
-                format!("{}", 1 << k)
+                "#ff7f0e"
+            };
+            report::Row {
+                label: truncate(&format!("{} ({})", r.node, r.op), 44),
+                bars: vec![Bar {
+                    value: if s.is_finite() { s } else { 1.0 },
+                    color,
+                    text: format!("{s:.2}×"),
+                }],
             }
-        );
-    }
-    for (i, r) in rows.iter().enumerate() {
-        let y = top + row_h * i as f64;
-        let s = r.fp32_ms / r.int8_ms;
-        let (x0, x1) = (x(1.0), x(if s.is_finite() { s } else { 1.0 }));
-        let color = if r.host {
-            "#d62728"
-        } else if s >= 1.0 {
-            "#2ca02c"
-        } else {
-            "#ff7f0e"
-        };
-        out += &format!(
-            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{color}\"/>\n<text x=\"{:.1}\" y=\"{:.1}\">{s:.2}×</text>\n",
-            label_w - 6.0,
-            y + 12.0,
-            escape(&truncate(&format!("{} ({})", r.node, r.op), 44)),
-            x0.min(x1),
-            y + 3.0,
-            (x1 - x0).abs().max(1.0),
-            row_h - 6.0,
-            x0.max(x1) + 4.0,
-            y + 12.0
-        );
-    }
-    out += "</svg>\n";
-    out
+        })
+        .collect();
+    report::hbar_chart(
+        &format!(
+            "int8 speed-up over fp32 per kernel (whole model {whole:.2}×); red: simulator fallback"
+        ),
+        &axis,
+        &rows,
+    )
 }

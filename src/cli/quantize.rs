@@ -4,11 +4,11 @@
 //! model given as MODEL (to either command) is imported with its own parameters instead
 //! of being calibrated (`kiln::onnx::qdq_import`, [`load`] and [`quantize_loaded`]).
 
-use super::ModelArgs;
+use super::report::{self, Axis, Bar, write_atomic};
+use super::{ModelArgs, progress};
 use crate::model;
 use anyhow::{Context, bail};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 use kiln_core::{PassManager, Tensor};
 use kiln_graph::Graph;
 use kiln_quant::{QuantGraph, analysis, calib, platform};
@@ -53,9 +53,14 @@ pub struct QuantizeArgs {
     /// Also run the layer-wise analysis (one op quantised at a time; slower).
     #[arg(long)]
     pub layer_wise: bool,
-    /// Write the error report as JSON.
-    #[arg(long, value_name = "FILE")]
+    /// Write the error report as JSON to FILE (`--json` is the same option, named as in
+    /// `kiln bench` and `kiln profile`).
+    #[arg(long, visible_alias = "json", value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// Draw each op's SNR against fp32 as an SVG bar chart in graph order: graph-wise
+    /// (whole model quantised) and, with --layer-wise, layer-wise (only that op).
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
     /// Write the quantised model as a QDQ ONNX file (QuantizeLinear/DequantizeLinear
     /// pairs carrying kiln's parameters, opset 20). ONNX convolutions are channels first,
     /// so with -o the default pipeline `graph-opt` runs without `graph.layout`
@@ -166,16 +171,13 @@ pub fn quantize(g: Graph, a: &QuantArgs) -> anyhow::Result<QuantGraph> {
         reg.parse("quant.refine,quant.fuse,quant.reduce-points,quant.quantize-params")?,
     );
     before.run(&mut q)?;
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template("calibrating {bar:30} {pos}/{len} runs")
-            .expect("valid template"),
-    );
-    calib::calibrate(&mut q, &mut |done, total| {
+    let bar = progress::bar(0, "calibrating", "runs");
+    let calibrated = calib::calibrate(&mut q, &mut |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
-    })?;
+    });
     bar.finish_and_clear();
+    calibrated?;
     let mut after = PassManager::new(reg.parse("quant.align,quant.quantize-passive,quant.bake")?);
     after.run(&mut q)?;
     Ok(q)
@@ -271,7 +273,13 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<()> {
         print!("{}", kiln_core::Ir::print(&q));
     }
     let samples = eval_samples(&q.graph, a.eval)?;
-    let (rows, outs) = analysis::report(&q, &samples, a.layer_wise)?;
+    let (rows, outs) = progress::spin(
+        format!(
+            "simulating int8 error{}",
+            if a.layer_wise { ", op by op" } else { "" }
+        ),
+        || analysis::report(&q, &samples, a.layer_wise),
+    )?;
     if qdq.is_some() {
         println!(
             "{}: QDQ model, its own parameters (platform {} for anything it left in float)",
@@ -320,9 +328,15 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<()> {
             "output": {"snr_db": db(outs.snr_db()), "cosine": outs.cosine()},
             "ops": row_json,
         });
-        std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        write_atomic(
+            path,
+            (serde_json::to_string_pretty(&doc)? + "\n").as_bytes(),
+        )?;
         println!("report -> {}", path.display());
+    }
+    if let Some(path) = &a.svg {
+        write_atomic(path, error_chart(&q.graph, &rows, &outs)?.as_bytes())?;
+        println!("chart -> {}", path.display());
     }
     if let Some(path) = &a.output {
         crate::onnx::export::export_qdq(&q, path)
@@ -330,6 +344,75 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<()> {
         println!("QDQ model -> {}", path.display());
     }
     Ok(())
+}
+
+/// The per-op SNR chart of `--svg`: rows in graph order (the report sorts them worst first),
+/// a graph-wise bar and, when analysed, a layer-wise bar each. Exact results (no noise,
+/// infinite SNR) reach the axis end and say so.
+fn error_chart(
+    g: &Graph,
+    rows: &[analysis::Row],
+    outs: &analysis::ErrStats,
+) -> anyhow::Result<String> {
+    let mut order: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for n in g.topo_order()? {
+        for &v in g.node(n).outputs() {
+            let k = order.len();
+            order.entry(g.value(v).name.as_str()).or_insert(k);
+        }
+    }
+    let mut rows: Vec<&analysis::Row> = rows.iter().collect();
+    rows.sort_by_key(|r| order.get(r.value.as_str()).copied().unwrap_or(usize::MAX));
+    let layer = rows.iter().any(|r| r.layer_wise.is_some());
+    let finite = rows
+        .iter()
+        .flat_map(|r| [Some(r.graph_wise), r.layer_wise])
+        .flatten()
+        .map(|e| e.snr_db())
+        .filter(|x| x.is_finite());
+    let (lo, hi) = finite.fold((0.0f64, 10.0f64), |(lo, hi), x| (lo.min(x), hi.max(x)));
+    let (lo, hi) = ((lo / 10.0).floor() * 10.0, (hi / 10.0).ceil() * 10.0);
+    let axis = Axis {
+        lo,
+        hi,
+        log2: false,
+        origin: 0.0,
+        ticks: (0..=((hi - lo) / 10.0) as i32)
+            .map(|k| lo + 10.0 * k as f64)
+            .map(|v| (v, format!("{v} dB")))
+            .collect(),
+    };
+    let bar = |e: analysis::ErrStats, color| {
+        let db = e.snr_db();
+        Bar {
+            value: db,
+            color,
+            text: match db {
+                x if x.is_nan() => "-".into(),
+                x if x.is_infinite() => "exact".into(),
+                x => format!("{x:.1} dB"),
+            },
+        }
+    };
+    let chart_rows: Vec<report::Row> = rows
+        .iter()
+        .map(|r| {
+            let mut bars = vec![bar(r.graph_wise, "#1f77b4")];
+            if layer {
+                bars.extend(r.layer_wise.map(|l| bar(l, "#ff7f0e")));
+            }
+            report::Row {
+                label: report::truncate(&format!("{} ({})", r.value, r.op), 44),
+                bars,
+            }
+        })
+        .collect();
+    let title = format!(
+        "int8 SNR against fp32 per op (outputs {:.1} dB); blue: graph-wise{}",
+        outs.snr_db(),
+        if layer { ", orange: layer-wise" } else { "" }
+    );
+    Ok(report::hbar_chart(&title, &axis, &chart_rows))
 }
 
 #[cfg(test)]

@@ -69,7 +69,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     });
     let (outputs, elapsed, engine_name) = match (a.precision, engine) {
         (Precision::Fp32, Engine::Jit) => {
-            let mut c = kiln_loop::compile(&g, a.threads)?;
+            let mut c = super::progress::compile(&g, a.threads)?;
             let start = std::time::Instant::now();
             let outputs = c.run(&inputs)?;
             (outputs, start.elapsed(), "jit")
@@ -81,7 +81,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         }
         (Precision::Int8, Engine::Jit) => {
             let q = super::quantize::quantize_loaded(g.clone(), qdq.as_ref(), &a.quant)?; // qdq
-            let mut c = kiln_loop::compile_int8(&q, a.threads)?;
+            let mut c = super::progress::compile_int8(&q, a.threads)?;
             let start = std::time::Instant::now();
             let outputs = c.run(&inputs)?;
             if !c.program.host_ops.is_empty() {

@@ -528,3 +528,113 @@ pub fn through_fp32(mut case: Case, rng: &mut Rng) -> Case {
     case.src = format!("{sig}\n{head}{}\n", body.join("\n"));
     case
 }
+
+/// MatMul of two activations (attention's `Q·Kᵀ` and `P·V`): batch dims that broadcast
+/// (either side 1 or missing), B transposed or not, odd sizes on every side, K past 16 and
+/// not a multiple of 4, an optional fused activation. The integer path takes it whatever
+/// the sizes, so it must run as int8 kernels.
+pub fn act_matmul_case(rng: &mut Rng) -> Case {
+    let (m, n) = (range(rng, 1, 13), range(rng, 1, 19));
+    let k = if one_in(rng, 2) {
+        range(rng, 1, 9)
+    } else {
+        range(rng, 10, 70)
+    };
+    let batch = pick(
+        rng,
+        &[&[][..], &[2][..], &[3, 2][..], &[2, 1, 3][..], &[4][..]],
+    );
+    let thin = |rng: &mut Rng| -> Vec<usize> {
+        let drop = if one_in(rng, 4) {
+            range(rng, 0, batch.len())
+        } else {
+            0
+        };
+        batch[drop..]
+            .iter()
+            .map(|&d| if one_in(rng, 4) { 1 } else { d })
+            .collect()
+    };
+    let (mut a, mut b) = (thin(rng), thin(rng));
+    let tb = one_in(rng, 2);
+    a.extend([m, k]);
+    b.extend(if tb { [n, k] } else { [k, n] });
+    let act = if one_in(rng, 3) {
+        act(rng)
+    } else {
+        String::new()
+    };
+    let mut attrs = vec![];
+    if tb {
+        attrs.push("transB=1".to_string());
+    }
+    if !act.is_empty() {
+        attrs.push(act.trim_start_matches(", ").to_string());
+    }
+    let mut s = format!(
+        "graph @mm(%a: f32[{}], %b: f32[{}]) -> (?) {{\n  \
+         %o = graph.matmul(%a, %b) {{{}}} : ?\n",
+        dims(&a),
+        dims(&b),
+        attrs.join(", ")
+    );
+    finish(rng, &mut s);
+    Case::new(s, true)
+}
+
+/// Softmax along any axis of a rank 1–4 tensor, read straight from a graph input or after
+/// an int8 op (a Mul by a scalar constant, as attention scales its logits), its result
+/// requantised by the next op or left in f32 as a graph output.
+pub fn softmax_case(rng: &mut Rng) -> Case {
+    let rank = range(rng, 1, 4);
+    let x: Vec<usize> = (0..rank).map(|_| range(rng, 1, 9)).collect();
+    let axis = range(rng, 0, rank - 1) as i64 - if one_in(rng, 2) { rank as i64 } else { 0 };
+    let mut s = format!("graph @sm(%x: f32[{}]) -> (?) {{\n", dims(&x));
+    let src = if one_in(rng, 3) {
+        s += &format!(
+            "  %c = const f32[] dense<[{:?}]>\n  %y = graph.mul(%x, %c) : ?\n",
+            pick(rng, &[0.25f32, 3.0, -1.5])
+        );
+        "%y"
+    } else {
+        "%x"
+    };
+    s += &format!("  %o = graph.softmax({src}) {{axis={axis}}} : ?\n");
+    finish(rng, &mut s);
+    Case::new(s, false)
+}
+
+/// LayerNormalization over the trailing dims from any axis, with scale and optional bias
+/// constants of the normalised shape (sometimes with leading ones), various epsilons.
+pub fn layer_norm_case(rng: &mut Rng) -> Case {
+    let rank = range(rng, 1, 4);
+    let x: Vec<usize> = (0..rank).map(|_| range(rng, 1, 9)).collect();
+    let axis = range(rng, 0, rank - 1);
+    let mut p: Vec<usize> = x[axis..].to_vec();
+    if p.len() < x.len() && one_in(rng, 3) {
+        p.insert(0, 1);
+    }
+    let attr_axis = axis as i64 - if one_in(rng, 2) { rank as i64 } else { 0 };
+    let eps = pick(rng, &[1e-5f32, 1e-6, 0.1, 1e-12]);
+    let mut s = format!(
+        "graph @ln(%x: f32[{}]) -> (?) {{\n  \
+         %s = const f32[{}] random(seed={}, min=-2.0, max=2.0)\n",
+        dims(&x),
+        dims(&p),
+        weight_seed(rng)
+    );
+    let bias = one_in(rng, 2);
+    if bias {
+        s += &format!(
+            "  %b = const f32[{}] random(seed={}, min=-1.0, max=1.0)\n",
+            dims(&p),
+            weight_seed(rng)
+        );
+    }
+    s += &format!(
+        "  %o = graph.layer_normalization(%x, %s{}) {{axis={attr_axis}, epsilon={eps:?}}} : ?\n",
+        if bias { ", %b" } else { "" }
+    );
+    finish(rng, &mut s);
+    Case::new(s, false)
+}

@@ -85,6 +85,15 @@ pub struct Seen {
     pub plan: &'static str,
     /// Host steps in the whole program.
     pub host_steps: usize,
+    /// Values the program stored as u8 codes between int8 kernels.
+    pub coded: usize,
+}
+
+/// What a family's cases exercised, for families that assert their coverage.
+pub struct Coverage {
+    /// Cases whose program stored some value as u8 codes.
+    pub coded_cases: usize,
+    pub ran: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -369,6 +378,7 @@ pub fn compare(
         sim_int,
         plan: plan_kind(&int_plan),
         host_steps: c.program.host_ops.len(),
+        coded: c.program.coded_values.len(),
     })
 }
 
@@ -448,14 +458,19 @@ pub fn case_rng(seed: u64, i: usize) -> Rng {
 /// Runs `count` cases of a family (case `i` drawn from [`case_rng`]); prints the coverage;
 /// fails listing every failing case. `KILN_INT8_CASE=i` runs case `i` alone, printing its
 /// source and, when it fails, the shrunk input.
-pub fn family(name: &str, seed: u64, count: usize, generate: &dyn Fn(&mut Rng) -> Case) {
+pub fn family(
+    name: &str,
+    seed: u64,
+    count: usize,
+    generate: &dyn Fn(&mut Rng) -> Case,
+) -> Coverage {
     let only: Option<usize> = std::env::var("KILN_INT8_CASE")
         .ok()
         .and_then(|s| s.parse().ok());
     let t0 = Instant::now();
     let mut plans: BTreeMap<&str, usize> = BTreeMap::new();
     let mut kinds: BTreeMap<Kind, usize> = BTreeMap::new();
-    let (mut kernels, mut sim_int, mut ran, mut host_steps) = (0, 0, 0, 0);
+    let (mut kernels, mut sim_int, mut ran, mut host_steps, mut coded) = (0, 0, 0, 0, 0);
     let mut failures = Vec::new();
     for i in 0..count {
         if only.is_some_and(|o| o != i) {
@@ -472,6 +487,7 @@ pub fn family(name: &str, seed: u64, count: usize, generate: &dyn Fn(&mut Rng) -
                 kernels += s.kernel as usize;
                 sim_int += s.sim_int as usize;
                 host_steps += s.host_steps;
+                coded += (s.coded > 0) as usize;
                 *plans.entry(s.plan).or_default() += 1;
             }
             Err(f) => {
@@ -482,7 +498,8 @@ pub fn family(name: &str, seed: u64, count: usize, generate: &dyn Fn(&mut Rng) -
     }
     println!(
         "{name}: {ran} cases in {:.1?}, {} failed {kinds:?}; %o as int8 kernels in {kernels}, \
-         simulator integer path in {sim_int}, host steps in all {host_steps}; plans {plans:?}",
+         simulator integer path in {sim_int}, host steps in all {host_steps}, u8-coded values \
+         in {coded}; plans {plans:?}",
         t0.elapsed(),
         failures.len(),
     );
@@ -495,6 +512,10 @@ pub fn family(name: &str, seed: u64, count: usize, generate: &dyn Fn(&mut Rng) -
         failures.len(),
         failures[0]
     );
+    Coverage {
+        coded_cases: coded,
+        ran,
+    }
 }
 
 /// Runs `src`, calibrated on the one sample `calib` (a slice per input), on `input`.

@@ -196,6 +196,11 @@ impl KernelBuilder {
         self.inst(Type::I32X4, InstKind::WidenU8(v, part))
     }
 
+    /// Bytes of `a` then `b` picked by `m` (see [`InstKind::Shuffle`]).
+    pub fn shuffle(&mut self, a: Val, b: Val, m: [u8; 16]) -> Val {
+        self.inst(Type::I8X16, InstKind::Shuffle(a, b, m))
+    }
+
     /// A loop without carried values.
     pub fn for_(&mut self, lo: i64, hi: i64, step: i64, body: impl FnOnce(&mut Self, Val)) {
         self.loop_(lo, hi, step, false, &[], |b, i, _| {

@@ -42,10 +42,23 @@ impl Compiled {
     /// Like [`Compiled::new`], using only the instruction-set features of `isa` (and of the
     /// host): tests run the int8 fallback path on a VNNI machine this way.
     pub fn with_isa(program: Program, threads: usize, isa: HostIsa) -> Result<Compiled> {
+        Compiled::with_progress(program, threads, isa, &mut |_, _| {})
+    }
+
+    /// Like [`Compiled::with_isa`], calling `progress(done, total)` after each kernel is
+    /// translated (large models take seconds; the CLI draws a bar from this).
+    pub fn with_progress(
+        program: Program,
+        threads: usize,
+        isa: HostIsa,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Compiled> {
         let t0 = Instant::now();
         let mut jit = Jit::with_isa(isa)?;
-        for k in &program.module.kernels {
+        let total = program.module.kernels.len();
+        for (i, k) in program.module.kernels.iter().enumerate() {
             jit.add(k)?;
+            progress(i + 1, total);
         }
         let kernels = jit.finish()?;
         let arena = vec![0u128; program.arena_bytes.div_ceil(16) + 1];

@@ -345,6 +345,11 @@ pub enum InstKind {
     /// `widen_u8 %v, PART`: bytes `4·PART .. 4·PART+3` of an `i8x16`, zero-extended to the
     /// lanes of an `i32x4` (PART in 0..4): u8 data into the integer epilogue.
     WidenU8(Val, u8),
+    /// `shuffle %a, %b, [i0, …, i15]`: byte `j` of the `i8x16` result is byte `ij` of the
+    /// 32 bytes of `a` then `b` (each `ij < 32`). Interleaving two byte vectors is how
+    /// four taps of a depthwise filter become the four bytes `dot_u8s8` sums per lane;
+    /// the interleaving masks compile to single `punpckl/h` instructions.
+    Shuffle(Val, Val, [u8; 16]),
     Loop(Box<Loop>),
     /// Ends a loop body, giving the carried values of the next iteration.
     Yield(Vec<Val>),

@@ -81,6 +81,8 @@ pub struct Program {
     pub reference_ops: Vec<String>,
     /// Nodes that run host code ([`Step::Host`]).
     pub host_ops: Vec<String>,
+    /// Intermediate values stored as u8 codes between int8 kernels (none in fp32).
+    pub coded_values: Vec<String>,
 }
 
 /// Constant bytes, kept 16-byte aligned for vector loads.

@@ -1,4 +1,4 @@
-//! The int8 instructions (`dot_u8s8`, `narrow_u8`, `widen_u8`) and the scalar/vector byte
+//! The int8 instructions (`dot_u8s8`, `narrow_u8`, `widen_u8`, `shuffle`) and the scalar/vector byte
 //! moves the int8 kernels rely on: the JIT must reproduce the reference evaluator bit for
 //! bit, on both code paths of `dot_u8s8` (`vpdpbusd` and the exact `pmaddwd` fallback, which
 //! a VNNI host runs through `Jit::with_isa`), with seeded random and extreme data.
@@ -297,6 +297,58 @@ fn widen_u8_zero_extends_each_part() {
     };
     for (x, y) in xs.iter().zip(ys) {
         assert_eq!(i32::from(*x), *y);
+    }
+}
+
+/// `shuffle` picks bytes of its two operands: the unpack masks the depthwise kernel uses
+/// (single instructions) and random masks (general byte shuffles) agree with the
+/// evaluator, and the instruction survives the text form.
+#[test]
+fn shuffle_picks_bytes_of_both_operands() {
+    let mut rng = Rng::new(17);
+    let mut masks: Vec<[u8; 16]> = vec![
+        std::array::from_fn(|j| (j / 2 + 16 * (j % 2)) as u8),
+        std::array::from_fn(|j| (8 + j / 2 + 16 * (j % 2)) as u8),
+        std::array::from_fn(|j| ((j / 4) * 2 + j % 2 + 16 * ((j / 2) % 2)) as u8),
+        std::array::from_fn(|j| (8 + (j / 4) * 2 + j % 2 + 16 * ((j / 2) % 2)) as u8),
+    ];
+    for _ in 0..8 {
+        masks.push(std::array::from_fn(|_| (rng.next_u64() % 32) as u8));
+    }
+    for m in masks {
+        let mut b = KernelBuilder::new("shuffle");
+        let x = b.buf("x", Type::U8, 64, true);
+        let y = b.buf("y", Type::U8, 32, false);
+        b.for_(0, 32, 16, |b, i| {
+            let lo = b.load(Type::I8X16, x, i, 0);
+            let hi = b.load(Type::I8X16, x, i, 32);
+            let s = b.shuffle(lo, hi, m);
+            b.store(y, i, 0, s);
+        });
+        let k = b.finish();
+        let txt = text::print_kernel(&k);
+        assert!(txt.contains("shuffle %"), "{txt}");
+        assert_eq!(text::print_kernel(&text::parse_kernel(&txt).unwrap()), txt);
+        let mut bufs = vec![
+            Data::zeros(Type::U8, 64).unwrap(),
+            Data::zeros(Type::U8, 32).unwrap(),
+        ];
+        fill(&mut bufs[0], &mut rng, byte);
+        let out = check_same(&k, &bufs);
+        let (Data::U8(xs), Data::U8(ys)) = (&bufs[0], &out[1]) else {
+            unreachable!()
+        };
+        for half in 0..2 {
+            for (j, &i) in m.iter().enumerate() {
+                let i = usize::from(i);
+                let src = if i < 16 {
+                    16 * half + i
+                } else {
+                    32 + 16 * half + i - 16
+                };
+                assert_eq!(ys[16 * half + j], xs[src], "mask {m:?}, byte {j}");
+            }
+        }
     }
 }
 

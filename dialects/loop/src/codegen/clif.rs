@@ -215,6 +215,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             InstKind::DotU8S8(acc, a, b) => self.dot_u8s8(*acc, *a, *b)?,
             InstKind::NarrowU8(vs) => self.narrow_u8(*vs)?,
             InstKind::WidenU8(v, part) => self.widen_u8(*v, *part)?,
+            InstKind::Shuffle(a, b, m) => self.shuffle(*a, *b, m)?,
             InstKind::Loop(l) => {
                 let results = self.emit_loop(l)?;
                 for (r, x) in inst.results.iter().zip(results) {
@@ -328,12 +329,9 @@ impl<'a, 'b> Translator<'a, 'b> {
                 CmpOp::Gt => FloatCC::GreaterThan,
                 CmpOp::Ge => FloatCC::GreaterThanOrEqual,
             };
-            let r = self.b.ins().fcmp(cc, x, y);
-            if ty.is_vector() {
-                self.b.ins().bitcast(types::I32X4, lanes(), r)
-            } else {
-                r
-            }
+            // A vector compare is already `i32x4`: no bitcast, so that `select(x < y, x, y)`
+            // reaches Cranelift in the form it folds into one `minps` (or `maxps`).
+            self.b.ins().fcmp(cc, x, y)
         } else {
             let u = ty == Type::U8;
             let cc = match op {

@@ -29,6 +29,16 @@ pub fn narrow_u8(vs: [&Lanes; 4]) -> Lanes {
     out
 }
 
+/// `shuffle`: byte `j` is byte `m[j]` of `a` then `b`.
+pub fn shuffle(a: &Lanes, b: &Lanes, m: &[u8; 16]) -> Lanes {
+    let mut out = [Scalar::I(0); 16];
+    for (o, &i) in out.iter_mut().zip(m) {
+        let i = usize::from(i);
+        *o = if i < 16 { a[i] } else { b[i - 16] };
+    }
+    out
+}
+
 /// `widen_u8`: bytes `4·part .. 4·part+3` of `v`, zero-extended to i32 lanes.
 pub fn widen_u8(v: &Lanes, part: u8) -> Lanes {
     let mut out = [Scalar::I(0); 16];

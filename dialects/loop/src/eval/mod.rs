@@ -303,6 +303,9 @@ impl Eval<'_> {
                 out = narrow_u8(vs.map(|v| &e[v.index()]));
             }
             InstKind::WidenU8(v, part) => out = widen_u8(&get(&self.env, *v), *part),
+            InstKind::Shuffle(a, b, m) => {
+                out = shuffle(&get(&self.env, *a), &get(&self.env, *b), m);
+            }
             InstKind::Loop(l) => return self.loop_(inst, l),
             InstKind::Yield(_) => {}
         }

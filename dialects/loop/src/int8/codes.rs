@@ -103,14 +103,7 @@ pub fn quantize_rows(name: &str, src_len: usize, map: &RowMap, spec: &CodeSpec) 
     let out = b.buf("codes", Type::U8, map.dst_len, false);
     let vec_end = map.len / 16 * 16;
     b.parallel(0, map.rows as i64, 1, |b, r| {
-        let pg = b.index(map.per_group as i64);
-        let g = b.binary(crate::ir::BinOp::Div, r, pg);
-        let gm = b.mul_imm(g, map.per_group as i64);
-        let h = b.sub(r, gm);
-        let gs = b.mul_imm(g, map.gstride as i64);
-        let hs = b.mul_imm(h, map.rstride as i64);
-        let d0 = b.add(gs, hs);
-        let dbase = b.add_imm(d0, map.base as i64);
+        let dbase = row_base(b, map, r);
         let sbase = b.mul_imm(r, map.src_stride as i64);
         if vec_end > 0 {
             b.for_(0, vec_end as i64, 16, |b, j| {
@@ -136,6 +129,31 @@ pub fn quantize_rows(name: &str, src_len: usize, map: &RowMap, spec: &CodeSpec) 
         }
     });
     b.finish()
+}
+
+/// `dst[map(r) + j] = src[r·src_stride + j]` for an operand already stored as codes.
+pub fn copy_rows(name: &str, src_len: usize, map: &RowMap) -> Kernel {
+    let mut b = KernelBuilder::new(name);
+    let x = b.buf("x", Type::U8, src_len, true);
+    let out = b.buf("codes", Type::U8, map.dst_len, false);
+    b.parallel(0, map.rows as i64, 1, |b, r| {
+        let dbase = row_base(b, map, r);
+        let sbase = b.mul_imm(r, map.src_stride as i64);
+        copy_bytes(b, x, sbase, 0, out, dbase, 0, map.len);
+    });
+    b.finish()
+}
+
+/// Where row `r` starts in the destination of `map`.
+fn row_base(b: &mut KernelBuilder, map: &RowMap, r: Val) -> Val {
+    let pg = b.index(map.per_group as i64);
+    let g = b.binary(crate::ir::BinOp::Div, r, pg);
+    let gm = b.mul_imm(g, map.per_group as i64);
+    let h = b.sub(r, gm);
+    let gs = b.mul_imm(g, map.gstride as i64);
+    let hs = b.mul_imm(h, map.rstride as i64);
+    let d0 = b.add(gs, hs);
+    b.add_imm(d0, map.base as i64)
 }
 
 /// Quantises an NCHW tensor `[n, c, h, w]` into a padded NHWC byte image whose rows are

@@ -23,12 +23,12 @@ use kiln_quant::plan::{ComputePlan, Epilogue};
 type WeightFn<'a> = Box<dyn Fn(usize, usize) -> i32 + 'a>;
 
 pub(super) fn lower(
-    cx: &Cx,
+    cx: &mut Cx,
     n: NodeId,
     ncx: &NodeCx,
     p: &ComputePlan,
 ) -> Result<Option<Vec<Piece>>> {
-    let q = &cx.q;
+    let q = cx.q.clone();
     let node = q.graph.node(n);
     let Some(w) = p.w_codes.as_ref() else {
         return Ok(None);
@@ -60,6 +60,10 @@ pub(super) fn lower(
     let x_shape = ncx.in_shape(0).unwrap_or_default().to_vec();
     let x_len: usize = x_shape.iter().product();
     let z = p.x.z() as u8;
+    // Operand 0 stored as codes (the panel is then made by copying bytes, or is the
+    // operand itself), and whether this op's result will be.
+    let coded_in = cx.in_codes(n, 0).is_some();
+    let code_grid = gemm::code_grid(&p.epilogue).cloned();
     let (panel, rows, k_len, kp, nout, out, wfn): (
         Arg,
         usize,
@@ -77,6 +81,9 @@ pub(super) fn lower(
                 return Ok(None);
             }
             let nhwc = c.layout == Layout::Nhwc;
+            if nhwc && spec.on_grid {
+                cx.could_read(n, 0);
+            }
             let (bn, ch, h, wd) = if nhwc {
                 (x_shape[0], x_shape[3], x_shape[1], x_shape[2])
             } else {
@@ -98,7 +105,9 @@ pub(super) fn lower(
                 && geo.strides == [1, 1]
                 && pt + pl + pb + pr == 0
                 && ch % 4 == 0;
-            let panel = if direct {
+            let panel = if direct && coded_in {
+                Arg::Operand(0)
+            } else if direct {
                 let panel = scratch.alloc(rows * kp);
                 let k = codes::quantize_rows(
                     &format!("{name}_codes"),
@@ -116,7 +125,9 @@ pub(super) fn lower(
                     pieces.push(kernel(k, vec![image.clone()]));
                 }
                 let map = RowMap::padded_nhwc([bn, h, wd, ch], hp, wp, pt, pl, image_len);
-                let k = if nhwc {
+                let k = if coded_in {
+                    codes::copy_rows(&format!("{name}_copy"), x_len, &map)
+                } else if nhwc {
                     codes::quantize_rows(&format!("{name}_codes"), x_len, &map, &spec)
                 } else {
                     codes::quantize_nchw(&format!("{name}_codes"), [bn, ch, h, wd], &map, &spec)
@@ -141,6 +152,12 @@ pub(super) fn lower(
                 panel
             };
             let co = ws[0];
+            if let Some(grid) = &code_grid
+                && nhwc
+                && co % 4 == 0
+            {
+                cx.could_write(n, 0, grid);
+            }
             let out = if nhwc {
                 OutLayout {
                     per_batch: 0,
@@ -177,14 +194,27 @@ pub(super) fn lower(
             let rows = x_len / k_len.max(1);
             let nout = w.shape()[if trans_b { 0 } else { 1 }];
             let kp = k_len.div_ceil(4) * 4;
-            let panel = scratch.alloc(rows * kp);
-            let k = codes::quantize_rows(
-                &format!("{name}_codes"),
-                x_len,
-                &RowMap::dense(rows, k_len, kp),
-                &spec,
-            );
-            pieces.push(kernel(k, vec![Arg::Operand(0), panel.clone()]));
+            if spec.on_grid {
+                cx.could_read(n, 0);
+            }
+            if let Some(grid) = &code_grid
+                && nout % 4 == 0
+            {
+                cx.could_write(n, 0, grid);
+            }
+            let panel = if coded_in && kp == k_len {
+                Arg::Operand(0)
+            } else {
+                let panel = scratch.alloc(rows * kp);
+                let map = RowMap::dense(rows, k_len, kp);
+                let k = if coded_in {
+                    codes::copy_rows(&format!("{name}_copy"), x_len, &map)
+                } else {
+                    codes::quantize_rows(&format!("{name}_codes"), x_len, &map, &spec)
+                };
+                pieces.push(kernel(k, vec![Arg::Operand(0), panel.clone()]));
+                panel
+            };
             let out = OutLayout {
                 per_batch: 0,
                 bs: 0,
@@ -203,6 +233,7 @@ pub(super) fn lower(
         kp,
         out,
         epilogue: p.epilogue.clone(),
+        codes_out: cx.out_codes(n, 0).is_some(),
     };
     let np = g.np();
     // Folded bias: b[c] − z_x·Σ_k w(c, k), in wrapping i32.

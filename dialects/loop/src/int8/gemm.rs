@@ -12,9 +12,10 @@
 //! and the exact result fits i32 (the plan checked the bound), so wrapping partial sums are
 //! harmless.
 
-use super::quantize::{self, clamp_codes, round};
+use super::quantize::{self, clamp_codes, clamp_int, round};
+use super::tame;
 use crate::builder::KernelBuilder;
-use crate::ir::{Buf, CmpOp, Helper, Kernel, Type, Val};
+use crate::ir::{BinOp, Buf, CmpOp, Helper, Kernel, Type, Val};
 use crate::lower::act::per_lane;
 use kiln_graph::ops::Activation;
 use kiln_quant::plan::Epilogue;
@@ -42,6 +43,9 @@ pub struct QGemm {
     pub kp: usize,
     pub out: OutLayout,
     pub epilogue: Epilogue,
+    /// Results stored as u8 codes (the epilogue's grid) rather than `dequant(q)`; needs
+    /// dense rows of whole vectors (`cs == 1`, `n` and `rs` multiples of 4).
+    pub codes_out: bool,
 }
 
 impl QGemm {
@@ -117,7 +121,12 @@ fn kernel(name: &str, g: &QGemm, rows: (usize, usize), mr: usize, cols: (usize, 
     let residual = g
         .residual()
         .then(|| b.buf("residual", Type::F32, g.out.len, true));
-    let out = b.buf("out", Type::F32, g.out.len, false);
+    // Codes go out four bytes (one vector of channels) per i32 store.
+    let out = if g.codes_out {
+        b.buf("out", Type::I32, g.out.len / 4, false)
+    } else {
+        b.buf("out", Type::F32, g.out.len, false)
+    };
     let bufs = Bufs {
         panel,
         wts,
@@ -218,6 +227,10 @@ fn tile(
         // Output offset of row r + i.
         let ri = b.add_imm(r, i as i64);
         let off = out_offset(b, &g.out, ri);
+        if g.codes_out {
+            store_codes(b, g, bufs, &accs[i * nv..(i + 1) * nv], off, cb);
+            continue;
+        }
         for v in 0..nv {
             let ch = b.add_imm(cb, 4 * v as i64);
             let lanes = if cb_const == usize::MAX {
@@ -261,6 +274,30 @@ fn tile(
     }
 }
 
+/// One row's accumulators as codes: packed to bytes, one i32 store per vector of four
+/// channels at word `(off + cb) / 4` (both multiples of 4).
+fn store_codes(b: &mut KernelBuilder, g: &QGemm, bufs: &Bufs, accs: &[Val], off: Val, cb: Val) {
+    let codes: Vec<Val> = accs
+        .iter()
+        .enumerate()
+        .map(|(v, &acc)| {
+            let ch = b.add_imm(cb, 4 * v as i64);
+            epilogue_code(b, &g.epilogue, acc, bufs.scales, ch, None)
+        })
+        .collect();
+    let last = *codes.last().expect("a tile has vectors");
+    let part = |v: usize| codes.get(v).copied().unwrap_or(last);
+    let packed = b.narrow_u8(part(0), part(1), part(2), part(3));
+    let words = b.bitcast(Type::I32X4, packed);
+    let o = b.add(off, cb);
+    let two = b.index(2);
+    let wo = b.binary(BinOp::Shr, o, two);
+    for v in 0..codes.len() {
+        let w = b.extract(words, v as u8);
+        b.store(bufs.out, wo, v as i64, w);
+    }
+}
+
 fn out_offset(b: &mut KernelBuilder, o: &OutLayout, r: Val) -> Val {
     if o.bs == 0 || o.per_batch == 0 {
         return b.mul_imm(r, o.rs as i64);
@@ -286,6 +323,9 @@ pub(super) fn epilogue(
     let f = b.cast(Type::F32X4, acc);
     let m = b.load(Type::F32X4, scales, ch, 0);
     let t = b.mul(f, m);
+    if let Some(v) = tame::value(b, e, t) {
+        return v;
+    }
     match e {
         Epilogue::Requant { out, lo, hi, .. } => {
             let t = round(b, t, out.rounding);
@@ -304,6 +344,56 @@ pub(super) fn epilogue(
                 None => v,
             }
         }
+    }
+}
+
+/// The epilogue's result as its code `q` (an `i32x4` within the grid's range), for
+/// results stored as codes: the same steps as [`epilogue`] up to the integer clamp.
+pub(super) fn epilogue_code(
+    b: &mut KernelBuilder,
+    e: &Epilogue,
+    acc: Val,
+    scales: Buf,
+    ch: Val,
+    residual: Option<Val>,
+) -> Val {
+    let f = b.cast(Type::F32X4, acc);
+    let m = b.load(Type::F32X4, scales, ch, 0);
+    let t = b.mul(f, m);
+    if let Some(q) = tame::code(b, e, t) {
+        return q;
+    }
+    let (c, p) = match e {
+        Epilogue::Requant { out, lo, hi, .. } => {
+            let t = round(b, t, out.rounding);
+            (clamp_int(b, t, out, *lo, *hi), out)
+        }
+        Epilogue::Float { out, act, .. } => {
+            let p = out.as_ref().expect("coded results have a grid");
+            let v = match residual {
+                Some(y) => b.add(t, y),
+                None => t,
+            };
+            let v = activation(b, act, v);
+            (quantize::centred_int(b, v, p, p.rounding), p)
+        }
+    };
+    let z = b.iconst(Type::I32, p.z() as i64);
+    let z = b.splat(Type::I32X4, z);
+    b.add(c, z)
+}
+
+/// The grid an epilogue's results can be stored as codes of: a quantised result without
+/// residual (a fused residual may share the result's buffer in place, as f32).
+pub fn code_grid(e: &Epilogue) -> Option<&kiln_quant::arith::QParams> {
+    match e {
+        Epilogue::Requant { out, .. } => Some(out),
+        Epilogue::Float {
+            out: Some(out),
+            residual: false,
+            ..
+        } => Some(out),
+        Epilogue::Float { .. } => None,
     }
 }
 

@@ -14,14 +14,25 @@
 //!   operands and at results whose TQC quantises — as element-wise kernels, skipped only
 //!   where it is provably the identity (data already on that grid, rounding not `Up`).
 //!
+//! Between int8 kernels a value may instead be stored as its u8 codes (a *coded* value):
+//! `dequant(q)` and `q` determine each other exactly on the value's grid, so this changes
+//! no result, and it removes the f32 → code conversion at every reader and three quarters
+//! of the memory traffic. A value is coded when its producer writes codes and every reader
+//! takes them — learnt by lowering the graph once with every value in f32 and recording
+//! which kernels could have done so (see [`build`]).
+//!
 //! [`Step::Host`]: crate::program::Step::Host
 
+mod coded;
 mod codes;
 mod compute;
 mod depthwise;
 mod eltwise;
 pub mod gemm;
+mod matmul;
+mod norm;
 pub mod quantize;
+mod tame;
 
 use crate::lower::elementwise::{View, dense_strides, map_views};
 use crate::lower::{Arg, Lowered, NodeCx};
@@ -33,25 +44,36 @@ use kiln_quant::QuantGraph;
 use kiln_quant::arith::QParams;
 use kiln_quant::plan::{self, IntPlan};
 use kiln_quant::{Rounding, sim};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// Lowers a quantised unit to an int8 program.
+///
+/// Two lowerings: the first stores every value in f32 and records which producers could
+/// write codes and which readers could take them; the second stores as codes every value
+/// all of whose readers can. Should the second lowering not honour a decision (it takes
+/// the same paths, so it should not), the first program is returned: slower, never wrong.
 pub fn build(q: &QuantGraph) -> Result<Program> {
-    let g = &q.graph;
     let shared = Arc::new(q.clone());
-    let mut cx = Cx {
-        q: shared,
-        pending: HashMap::new(),
-        on_grid: HashMap::new(),
-    };
-    // Graph inputs arrive raw; the simulator fake-quantises them first (their TQC).
-    for &v in g.inputs() {
-        if let Some(p) = plan::quantises(q, q.out_tqc(v)) {
-            cx.pending.insert(v, p);
-        }
+    let mut first = Cx::new(shared.clone(), HashMap::new());
+    let f32_program = program::build_with(&q.graph, &mut |n, ncx| first.lower_node(n, ncx))?;
+    let coded = first.coded_values()?;
+    if coded.is_empty() {
+        return Ok(f32_program);
     }
-    program::build_with(g, &mut |n, ncx| cx.lower_node(n, ncx))
+    let mut names: Vec<String> = coded
+        .keys()
+        .map(|&v| q.graph.value(v).name.clone())
+        .collect();
+    names.sort();
+    let mut second = Cx::new(shared, coded);
+    match program::build_with(&q.graph, &mut |n, ncx| second.lower_node(n, ncx)) {
+        Ok(mut p) if !second.broken => {
+            p.coded_values = names;
+            Ok(p)
+        }
+        _ => Ok(f32_program),
+    }
 }
 
 struct Cx {
@@ -60,6 +82,16 @@ struct Cx {
     pending: HashMap<Value, QParams>,
     /// Values known to be stored on a grid.
     on_grid: HashMap<Value, QParams>,
+    /// Values stored as u8 codes of their grid (decided before this lowering).
+    coded: HashMap<Value, QParams>,
+    /// Recorded while lowering: results a kernel could have written as codes, and
+    /// operands a kernel could have read as codes (committed once the node lowered).
+    can_write: HashSet<Value>,
+    can_read: HashSet<(NodeId, usize)>,
+    node_writes: Vec<Value>,
+    node_reads: Vec<(NodeId, usize)>,
+    /// A node touching coded values fell back to a path that cannot take them.
+    broken: bool,
 }
 
 /// Bump allocation of a node's scratch (64-byte aligned offsets).
@@ -111,11 +143,143 @@ fn exact_fp32(op: &Op) -> bool {
 }
 
 impl Cx {
+    fn new(q: Arc<QuantGraph>, coded: HashMap<Value, QParams>) -> Cx {
+        let mut cx = Cx {
+            q,
+            pending: HashMap::new(),
+            on_grid: HashMap::new(),
+            coded,
+            can_write: HashSet::new(),
+            can_read: HashSet::new(),
+            node_writes: Vec::new(),
+            node_reads: Vec::new(),
+            broken: false,
+        };
+        // Graph inputs arrive raw; the simulator fake-quantises them first (their TQC).
+        let q = cx.q.clone();
+        for &v in q.graph.inputs() {
+            if let Some(p) = plan::quantises(&q, q.out_tqc(v)) {
+                cx.pending.insert(v, p);
+            }
+        }
+        cx
+    }
+
+    /// The codes of operand `k` of `n` when that value is coded: then the operand is the
+    /// byte tensor of `q` on this grid. Readers call this only where they take codes.
+    fn in_codes(&self, n: NodeId, k: usize) -> Option<&QParams> {
+        let v = self.q.graph.node(n).input(k)?;
+        self.coded.get(&v)
+    }
+
+    /// The grid of result `k` of `n` when it is to be stored as codes.
+    fn out_codes(&self, n: NodeId, k: usize) -> Option<&QParams> {
+        let v = *self.q.graph.node(n).outputs().get(k)?;
+        self.coded.get(&v)
+    }
+
+    /// Records that the kernel being built could read operand `k` as codes.
+    fn could_read(&mut self, n: NodeId, k: usize) {
+        self.node_reads.push((n, k));
+    }
+
+    /// Records that the kernel being built could write result `k` as codes of `p`: the
+    /// value's own TQC must leave it exactly there (no fake quantisation after).
+    fn could_write(&mut self, n: NodeId, k: usize, p: &QParams) {
+        let q = &self.q;
+        let v = q.graph.node(n).outputs()[k];
+        let stays =
+            plan::quantises(q, q.out_tqc(v)).is_some_and(|t| &t == p && t.rounding != Rounding::Up);
+        if stays && quantize::u8_codes(p) {
+            self.node_writes.push(v);
+        }
+    }
+
+    /// Values to store as codes: written as codes by their producer, read as codes by
+    /// every reader, not graph outputs, and not sharing a buffer in place with a value of
+    /// the other width (an element-wise kernel reading f32 at `4i` while writing bytes at
+    /// `i` of the same buffer would race across threads).
+    fn coded_values(&self) -> Result<HashMap<Value, QParams>> {
+        let g = &self.q.graph;
+        let mut set: HashSet<Value> = self
+            .can_write
+            .iter()
+            .copied()
+            .filter(|&v| {
+                !g.outputs().contains(&v)
+                    && !g.uses(v).is_empty()
+                    && g.uses(v).iter().all(|u| self.can_read.contains(u))
+            })
+            .collect();
+        if let Ok(f) = std::env::var("KILN_DBG_CODES") {
+            set.retain(|&v| {
+                let op = g.node(g.producer(v).unwrap()).op.name();
+                let users: Vec<_> = g.uses(v).iter().map(|u| g.node(u.0).op.name()).collect();
+                let keep = f.split(",").any(|x| op == x || g.value(v).name == x);
+                eprintln!(
+                    "coded {} from {op} to {users:?} keep={keep}",
+                    g.value(v).name
+                );
+                keep
+            });
+        }
+        let pairs = kiln_graph::memory::plan(g)?.in_place;
+        loop {
+            let mixed: Vec<Value> = pairs
+                .iter()
+                .filter(|(a, b)| set.contains(a) != set.contains(b))
+                .flat_map(|&(a, b)| [a, b])
+                .collect();
+            if mixed.is_empty() {
+                break;
+            }
+            for v in mixed {
+                set.remove(&v);
+            }
+        }
+        Ok(set
+            .into_iter()
+            .filter_map(|v| Some((v, self.on_grid.get(&v)?.clone())))
+            .collect())
+    }
+
     fn lower_node(&mut self, n: NodeId, ncx: &NodeCx) -> Result<Vec<Piece>> {
+        self.node_reads.clear();
+        self.node_writes.clear();
+        let pieces = self.lower_node_inner(n, ncx)?;
+        let q = self.q.clone();
+        let node = q.graph.node(n);
+        let host = matches!(pieces.as_slice(), [Piece::Host { .. }]);
+        // Every coded operand and result must have been taken by a kernel that said so.
+        let reads_ok = (0..node.inputs().len())
+            .all(|k| self.in_codes(n, k).is_none() || self.node_reads.contains(&(n, k)));
+        let writes_ok = node
+            .outputs()
+            .iter()
+            .all(|v| !self.coded.contains_key(v) || self.node_writes.contains(v));
+        if host || !reads_ok || !writes_ok {
+            self.broken |= !(reads_ok && writes_ok)
+                || (0..node.inputs().len()).any(|k| self.in_codes(n, k).is_some())
+                || node.outputs().iter().any(|v| self.coded.contains_key(v));
+        }
+        if !host {
+            self.can_read.extend(self.node_reads.drain(..));
+            self.can_write.extend(self.node_writes.drain(..));
+        }
+        Ok(pieces)
+    }
+
+    fn lower_node_inner(&mut self, n: NodeId, ncx: &NodeCx) -> Result<Vec<Piece>> {
         let q = self.q.clone();
         let node = q.graph.node(n);
         let plan = plan::int_plan(&q, n)?;
         let lowered = match &plan {
+            // MatMul of two activations.
+            Some(IntPlan::Compute(c))
+                if c.w_codes.is_none() && matches!(node.op, Op::MatMul(_)) =>
+            {
+                matmul::lower(self, n, ncx, c)?
+            }
             Some(IntPlan::Compute(c)) => compute::lower(self, n, ncx, c)?,
             Some(IntPlan::Binary(b)) => eltwise::binary(self, n, ncx, b),
             Some(IntPlan::Lut { x, out, table }) => eltwise::lut(self, n, ncx, x, out, table),
@@ -123,6 +287,10 @@ impl Cx {
                 eltwise::global_avg(self, n, ncx, x, out, *m)?
             }
             None if exact_fp32(&node.op) => self.lower_exact(n, ncx)?,
+            // Softmax and LayerNormalization (f64 reference arithmetic).
+            None if matches!(node.op, Op::Softmax(_) | Op::LayerNormalization(_)) => {
+                norm::lower(self, n, ncx)
+            }
             None => None,
         };
         let pieces = match lowered {

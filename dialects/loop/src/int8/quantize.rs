@@ -6,6 +6,7 @@
 //! integral floats equals the integer clamp, and `c` converts to f32 exactly), which is
 //! what every kernel here computes — one division, the rounding, two clamps, one multiply.
 
+use super::tame;
 use crate::builder::KernelBuilder;
 use crate::ir::{CmpOp, Type, UnOp, Val};
 use kiln_quant::Rounding;
@@ -55,8 +56,43 @@ pub fn centred_int(b: &mut KernelBuilder, x: Val, p: &QParams, r: Rounding) -> V
     let ty = b.ty(x);
     let s = b.fsplat(ty, p.s());
     let t = b.div(x, s);
+    if small_codes(p) {
+        let c = centred_f32(b, t, p, r);
+        let ity = if ty.is_vector() {
+            Type::I32X4
+        } else {
+            Type::I32
+        };
+        let m = b.fsplat(ty, tame::MAGIC);
+        let sum = b.add(c, m);
+        let bits = b.bitcast(ity, sum);
+        let k = b.iconst(Type::I32, tame::MAGIC_BITS);
+        let k = if ty.is_vector() { b.splat(ity, k) } else { k };
+        return b.sub(bits, k);
+    }
     let t = round(b, t, r);
     clamp_int(b, t, p, p.qmin, p.qmax)
+}
+
+/// Whether centred codes stay within ±2^22, where the 1.5·2^23 trick converts exactly.
+fn small_codes(p: &QParams) -> bool {
+    let z = p.z() as i64;
+    (p.qmin as i64 - z).abs() < 1 << 22 && (p.qmax as i64 - z).abs() < 1 << 22
+}
+
+/// The clamped, rounded (not yet converted) centred code of `t = x / s`: NaN is made +0
+/// first (one compare and one and, where the saturating conversion took six), then the
+/// cheap clamp of [`tame`] applies.
+fn centred_f32(b: &mut KernelBuilder, t: Val, p: &QParams, r: Rounding) -> Val {
+    let ty = b.ty(t);
+    let ordered = b.cmp(CmpOp::Eq, t, t);
+    let zero = b.fsplat(ty, 0.0);
+    let t = b.select(ordered, t, zero);
+    let p = QParams {
+        rounding: r,
+        ..p.clone()
+    };
+    tame::clamp_rounded(b, t, &p, p.qmin, p.qmax)
 }
 
 /// `clamp(t, lo − z, hi − z)` of an integral f32 `t`, as an `i32` (vector).
@@ -95,6 +131,16 @@ pub fn clamp_codes(b: &mut KernelBuilder, t: Val, p: &QParams, lo: i32, hi: i32)
 /// Fake quantisation `dequant(quant(x))`; NaN gives 0 (it quantises to `z`).
 pub fn fake_quant(b: &mut KernelBuilder, x: Val, p: &QParams) -> Val {
     let ty = b.ty(x);
+    if small_codes(p) {
+        let s = b.fsplat(ty, p.s());
+        let t = b.div(x, s);
+        let c = centred_f32(b, t, p, p.rounding);
+        // Adding and removing 1.5·2^23 rounds half to even and turns −0 into +0.
+        let m = b.fsplat(ty, tame::MAGIC);
+        let sum = b.add(c, m);
+        let c = b.sub(sum, m);
+        return b.mul(c, s);
+    }
     let i = centred_int(b, x, p, p.rounding);
     let c = b.cast(ty, i);
     let s = b.fsplat(ty, p.s());

@@ -105,6 +105,10 @@ pub(crate) fn map_operands(kind: &mut InstKind, mut f: impl FnMut(Val) -> Val) {
         | InstKind::Load(_, _, a, _) => *a = f(*a),
         InstKind::NarrowU8(vs) => vs.iter_mut().for_each(|v| *v = f(*v)),
         InstKind::WidenU8(a, _) => *a = f(*a),
+        InstKind::Shuffle(a, b, _) => {
+            *a = f(*a);
+            *b = f(*b);
+        }
         InstKind::Fma(a, b, c) | InstKind::Select(a, b, c) | InstKind::DotU8S8(a, b, c) => {
             *a = f(*a);
             *b = f(*b);

@@ -36,6 +36,7 @@
 //!           | 'dot_u8s8' %acc ',' %a ',' %b          (result i32x4)
 //!           | 'narrow_u8' %a ',' %b ',' %c ',' %d     (result i8x16)
 //!           | 'widen_u8' %v ',' PART                  (result i32x4, PART in 0..4)
+//!           | 'shuffle' %a ',' %b ',' '[' INT (',' INT)* ']'  (result i8x16, 16 indices < 32)
 //!           | ('for' | 'parallel') %i '=' INT 'to' INT 'step' INT
 //!                 ('iter' '(' %a '=' %init (',' %a '=' %init)* ')')? '{' inst* '}'
 //!           | 'yield' (%v (',' %v)*)?

@@ -344,6 +344,29 @@ impl<'c> Parser<'c> {
                 let part = self.lane()?;
                 (InstKind::WidenU8(x, part), Type::I32X4)
             }
+            "shuffle" => {
+                let a = self.use_val()?;
+                self.c.expect_punct(',')?;
+                let b = self.use_val()?;
+                self.c.expect_punct(',')?;
+                self.c.expect_punct('[')?;
+                let pos = self.c.pos();
+                let mut m = Vec::with_capacity(16);
+                loop {
+                    m.push(self.lane()?);
+                    if !self.c.eat_punct(',') {
+                        break;
+                    }
+                }
+                self.c.expect_punct(']')?;
+                let m: [u8; 16] = m.try_into().map_err(|m: Vec<u8>| {
+                    perr(
+                        pos,
+                        format!("shuffle takes 16 byte indices, given {}", m.len()),
+                    )
+                })?;
+                (InstKind::Shuffle(a, b, m), Type::I8X16)
+            }
             "call" => {
                 let pos = self.c.pos();
                 let w = self.c.ident()?;

@@ -137,6 +137,10 @@ pub fn inst_text(k: &Kernel, names: &Names, inst: &Inst) -> String {
         InstKind::DotU8S8(acc, a, b) => format!("dot_u8s8 {}, {}, {}", v(*acc), v(*a), v(*b)),
         InstKind::NarrowU8(vs) => format!("narrow_u8 {}", names.list(vs)),
         InstKind::WidenU8(x, part) => format!("widen_u8 {}, {part}", v(*x)),
+        InstKind::Shuffle(a, b, m) => {
+            let m: Vec<String> = m.iter().map(|i| i.to_string()).collect();
+            format!("shuffle {}, {}, [{}]", v(*a), v(*b), m.join(", "))
+        }
         InstKind::Yield(vs) if vs.is_empty() => "yield".to_string(),
         InstKind::Yield(vs) => format!("yield {}", names.list(vs)),
         InstKind::Loop(l) => {

@@ -28,6 +28,22 @@ impl Verifier<'_> {
                     .map(|(i, &v)| (format!("operand {}", i + 1), v, Type::I32X4))
                     .collect(),
             ),
+            InstKind::Shuffle(a, b, m) => {
+                check!(
+                    self,
+                    inst,
+                    m.iter().all(|&i| i < 32),
+                    "shuffle index past the 32 bytes of its two operands"
+                );
+                (
+                    "shuffle",
+                    Type::I8X16,
+                    vec![
+                        ("the first operand".into(), *a, Type::I8X16),
+                        ("the second operand".into(), *b, Type::I8X16),
+                    ],
+                )
+            }
             InstKind::WidenU8(v, part) => {
                 check!(
                     self,

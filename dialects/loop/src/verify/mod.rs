@@ -527,9 +527,10 @@ impl<'k> Verifier<'k> {
                 }
                 same("f32", Type::F32)?;
             }
-            InstKind::DotU8S8(..) | InstKind::NarrowU8(_) | InstKind::WidenU8(..) => {
-                self.int8_types(inst, rt)?
-            }
+            InstKind::DotU8S8(..)
+            | InstKind::NarrowU8(_)
+            | InstKind::WidenU8(..)
+            | InstKind::Shuffle(..) => self.int8_types(inst, rt)?,
             InstKind::Yield(_) | InstKind::Loop(_) => {}
         }
         Ok(())
@@ -589,6 +590,7 @@ pub fn operands(k: &InstKind) -> Vec<Val> {
         }
         InstKind::NarrowU8(vs) => vs.to_vec(),
         InstKind::WidenU8(a, _) => vec![*a],
+        InstKind::Shuffle(a, b, _) => vec![*a, *b],
         InstKind::Store(_, off, _, v) => vec![*off, *v],
         InstKind::Call(_, args) | InstKind::Yield(args) => args.clone(),
         InstKind::Loop(l) => l.inits.clone(),

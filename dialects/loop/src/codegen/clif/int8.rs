@@ -80,6 +80,18 @@ impl Translator<'_, '_> {
         Ok(self.b.ins().unarrow(ab, cd))
     }
 
+    /// `shuffle`: Cranelift's byte shuffle with the mask as an immediate constant.
+    pub(super) fn shuffle(&mut self, a: Val, b: Val, m: &[u8; 16]) -> Result<Value> {
+        let (x, y) = (self.v(a)?, self.v(b)?);
+        let mask = self
+            .b
+            .func
+            .dfg
+            .immediates
+            .push(cranelift_codegen::ir::ConstantData::from(m.as_slice()));
+        Ok(self.b.ins().shuffle(x, y, mask))
+    }
+
     /// Bytes `4·part ..` zero-extended to i32: two `uwiden` steps (low/high half of the
     /// bytes, then of the halfwords).
     pub(super) fn widen_u8(&mut self, v: Val, part: u8) -> Result<Value> {

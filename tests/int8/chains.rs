@@ -1,0 +1,142 @@
+//! Chains of int8 ops, where values pass between kernels as u8 codes: MobileNet-style
+//! blocks (1×1 expansion, depthwise, squeeze-and-excitation, projection with an optional
+//! residual) and a classifier, through `graph-opt` so they are fused and channels-last.
+//! Channel counts mix multiples of 16 (whole byte vectors), of 4 (whole i32 stores) and
+//! odd ones (scalar tails), so every coded load and store path runs.
+
+use super::harness::{Case, one_in, pick, range};
+use kiln_core::Rng;
+
+struct Net {
+    s: String,
+    seed: u64,
+}
+
+impl Net {
+    fn seed(&mut self) -> u64 {
+        self.seed += 1;
+        self.seed
+    }
+
+    /// `%{name} = conv(y, w[m, c/group, k, k]) + b`, then an activation op.
+    #[allow(clippy::too_many_arguments)]
+    fn conv(
+        &mut self,
+        rng: &mut Rng,
+        name: &str,
+        y: &str,
+        c: usize,
+        m: usize,
+        k: usize,
+        stride: usize,
+        group: usize,
+    ) -> String {
+        let (ws, bs) = (self.seed(), self.seed());
+        let p = k / 2;
+        self.s += &format!(
+            "  %{name}_w = const f32[{m},{},{k},{k}] random(seed={ws}, min=-0.6, max=0.6)\n  \
+             %{name}_b = const f32[{m}] random(seed={bs}, min=-0.3, max=0.3)\n  \
+             %{name} = graph.conv({y}, %{name}_w, %{name}_b) {{pads=[{p},{p},{p},{p}], \
+             strides=[{stride},{stride}], group={group}}} : ?\n",
+            c / group
+        );
+        self.act(rng, name)
+    }
+
+    fn act(&mut self, rng: &mut Rng, name: &str) -> String {
+        let y = format!("%{name}");
+        match pick(rng, &["relu", "relu", "hard_swish", "clip", "sigmoid", ""]) {
+            "" => y,
+            "clip" => {
+                self.s += &format!(
+                    "  %{name}_lo = const f32[] dense<[0.0]>\n  \
+                     %{name}_hi = const f32[] dense<[6.0]>\n  \
+                     %{name}_a = graph.clip({y}, %{name}_lo, %{name}_hi) : ?\n"
+                );
+                format!("%{name}_a")
+            }
+            a => {
+                self.s += &format!("  %{name}_a = graph.{a}({y}) : ?\n");
+                format!("%{name}_a")
+            }
+        }
+    }
+}
+
+fn channels(rng: &mut Rng) -> usize {
+    pick(rng, &[3usize, 4, 8, 12, 16, 16, 20, 32, 32, 48])
+}
+
+pub fn chain_case(rng: &mut Rng) -> Case {
+    let n = range(rng, 1, 2);
+    let mut c = channels(rng);
+    let (h, w) = (range(rng, 2, 9), range(rng, 2, 9));
+    let mut net = Net {
+        s: format!("graph @chain(%x: f32[{n},{c},{h},{w}]) -> (?) {{\n"),
+        seed: rng.next_u64() % 100_000,
+    };
+    let stem = channels(rng);
+    let mut y = net.conv(rng, "stem", "%x", c, stem, 3, 1, 1);
+    c = stem;
+    for blk in 0..range(rng, 1, 3) {
+        let input = y.clone();
+        let e = channels(rng);
+        let x = net.conv(rng, &format!("b{blk}_exp"), &y, c, e, 1, 1, 1);
+        let stride = if one_in(rng, 4) { 2 } else { 1 };
+        let mut d = net.conv(rng, &format!("b{blk}_dw"), &x, e, e, 3, stride, e);
+        if one_in(rng, 2) {
+            // Squeeze and excitation: GAP → 1×1 → 1×1 → hard sigmoid → scale.
+            let r = range(rng, 2, 8);
+            net.s += &format!("  %b{blk}_gap = graph.global_average_pool({d}) : ?\n");
+            let s1 = net.conv(
+                rng,
+                &format!("b{blk}_se1"),
+                &format!("%b{blk}_gap"),
+                e,
+                r,
+                1,
+                1,
+                1,
+            );
+            let (ws, bs) = (net.seed(), net.seed());
+            net.s += &format!(
+                "  %b{blk}_se2_w = const f32[{e},{r},1,1] random(seed={ws}, min=-0.6, max=0.6)\n  \
+                 %b{blk}_se2_b = const f32[{e}] random(seed={bs}, min=-0.3, max=0.3)\n  \
+                 %b{blk}_se2 = graph.conv({s1}, %b{blk}_se2_w, %b{blk}_se2_b) : ?\n  \
+                 %b{blk}_hs = graph.hard_sigmoid(%b{blk}_se2) {{alpha=0.16666667, beta=0.5}} : ?\n  \
+                 %b{blk}_se = graph.mul({d}, %b{blk}_hs) : ?\n"
+            );
+            d = format!("%b{blk}_se");
+        }
+        let out = if stride == 1 && one_in(rng, 2) {
+            c
+        } else {
+            channels(rng)
+        };
+        let (ws, bs) = (net.seed(), net.seed());
+        net.s += &format!(
+            "  %b{blk}_pw = const f32[{out},{e},1,1] random(seed={ws}, min=-0.6, max=0.6)\n  \
+             %b{blk}_pb = const f32[{out}] random(seed={bs}, min=-0.3, max=0.3)\n  \
+             %b{blk}_p = graph.conv({d}, %b{blk}_pw, %b{blk}_pb) : ?\n"
+        );
+        y = format!("%b{blk}_p");
+        if out == c && stride == 1 {
+            net.s += &format!("  %b{blk}_r = graph.add({y}, {input}) : ?\n");
+            y = format!("%b{blk}_r");
+        }
+        c = out;
+    }
+    let classes = range(rng, 1, 10);
+    let (ws, bs) = (net.seed(), net.seed());
+    net.s += &format!(
+        "  %g = graph.global_average_pool({y}) : ?\n  \
+         %fl = graph.flatten(%g) {{axis=1}} : ?\n  \
+         %wg = const f32[{classes},{c}] random(seed={ws}, min=-1.0, max=1.0)\n  \
+         %bg = const f32[{classes}] random(seed={bs}, min=-0.5, max=0.5)\n  \
+         %o = graph.gemm(%fl, %wg, %bg) {{transB=1}} : ?\n  return %o\n}}\n"
+    );
+    Case {
+        pipeline: "graph-opt",
+        ..Case::new(net.s, true)
+    }
+}
