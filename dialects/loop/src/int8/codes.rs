@@ -157,37 +157,51 @@ fn row_base(b: &mut KernelBuilder, map: &RowMap, r: Val) -> Val {
 }
 
 /// Quantises an NCHW tensor `[n, c, h, w]` into a padded NHWC byte image whose rows are
-/// `(n, h)` (a transposing gather, element by element).
+/// `(n, h)`: a transposing gather that reads each channel's row four pixels at a time (one
+/// vector quantised at once) and scatters the four codes `c` bytes apart.
 pub fn quantize_nchw(name: &str, dims: [usize; 4], map: &RowMap, spec: &CodeSpec) -> Kernel {
     let [n, c, h, w] = dims;
     let mut b = KernelBuilder::new(name);
     let x = b.buf("x", Type::F32, n * c * h * w, true);
     let out = b.buf("codes", Type::U8, map.dst_len, false);
+    let vec_end = w / 4 * 4;
     b.parallel(0, (n * h) as i64, 1, |b, r| {
         let hh = b.index(h as i64);
         let g = b.binary(crate::ir::BinOp::Div, r, hh);
         let gm = b.mul_imm(g, h as i64);
         let y = b.sub(r, gm);
-        let gs = b.mul_imm(g, map.gstride as i64);
-        let ys = b.mul_imm(y, map.rstride as i64);
-        let d0 = b.add(gs, ys);
-        let dbase = b.add_imm(d0, map.base as i64);
+        let dbase = row_base(b, map, r);
         // Source (g, ch, y, xx) at ((g·c + ch)·h + y)·w + xx.
         let s0 = b.mul_imm(g, (c * h * w) as i64);
         let s1 = b.mul_imm(y, w as i64);
         let sbase = b.add(s0, s1);
-        b.for_(0, w as i64, 1, |b, xx| {
-            let sx = b.add(sbase, xx);
-            let dx = b.mul_imm(xx, c as i64);
-            let dx = b.add(dbase, dx);
-            b.for_(0, c as i64, 1, |b, ch| {
-                let so = b.mul_imm(ch, (h * w) as i64);
-                let so = b.add(sx, so);
-                let v = b.load(Type::F32, x, so, 0);
-                let code = spec.code(b, v);
-                let dof = b.add(dx, ch);
-                quantize::store_code(b, out, dof, code);
-            });
+        b.for_(0, c as i64, 1, |b, ch| {
+            let so = b.mul_imm(ch, (h * w) as i64);
+            let srow = b.add(sbase, so);
+            let drow = b.add(dbase, ch);
+            if vec_end > 0 {
+                b.for_(0, vec_end as i64, 4, |b, xx| {
+                    let sx = b.add(srow, xx);
+                    let v = b.load(Type::F32X4, x, sx, 0);
+                    let codes = spec.code(b, v);
+                    let dx = b.mul_imm(xx, c as i64);
+                    let dx = b.add(drow, dx);
+                    for l in 0..4 {
+                        let e = b.extract(codes, l as u8);
+                        quantize::store_code_at(b, out, dx, (l * c) as i64, e);
+                    }
+                });
+            }
+            if vec_end < w {
+                b.for_(vec_end as i64, w as i64, 1, |b, xx| {
+                    let sx = b.add(srow, xx);
+                    let v = b.load(Type::F32, x, sx, 0);
+                    let code = spec.code(b, v);
+                    let dx = b.mul_imm(xx, c as i64);
+                    let dx = b.add(drow, dx);
+                    quantize::store_code(b, out, dx, code);
+                });
+            }
         });
     });
     b.finish()

@@ -286,6 +286,10 @@ impl Cx {
             Some(IntPlan::GlobalAvg { x, out, m }) => {
                 eltwise::global_avg(self, n, ncx, x, out, *m)?
             }
+            None if matches!(node.op, Op::Transpose(_)) => match self.transpose_codes(n, ncx) {
+                Some(p) => Some(p),
+                None => self.lower_exact(n, ncx)?,
+            },
             None if exact_fp32(&node.op) => self.lower_exact(n, ncx)?,
             // Softmax and LayerNormalization (f64 reference arithmetic).
             None if matches!(node.op, Op::Softmax(_) | Op::LayerNormalization(_)) => {
@@ -333,6 +337,61 @@ impl Cx {
         (1..data)
             .all(|k| grid(k).as_ref() == Some(&first))
             .then_some(first)
+    }
+
+    /// An NCHW → NHWC transpose whose result can be stored as codes: one kernel quantises
+    /// (with the operand's fake quantisations) while it transposes, where the f32 program
+    /// fake-quantises, transposes, and the reader quantises again. Typically the model's
+    /// input on its way to the first convolution.
+    fn transpose_codes(&mut self, n: NodeId, ncx: &NodeCx) -> Option<Vec<Piece>> {
+        let q = self.q.clone();
+        let node = q.graph.node(n);
+        let Op::Transpose(t) = &node.op else {
+            return None;
+        };
+        let shape = ncx.in_shape(0)?.to_vec();
+        if shape.len() != 4 || t.perm_for(4).ok()? != [0, 2, 3, 1] {
+            return None;
+        }
+        let grid = self.moved_grid(n)?;
+        let v = node.outputs()[0];
+        // Nothing may fake-quantise the result again.
+        let after = plan::quantises(&q, q.out_tqc(v));
+        if !quantize::u8_codes(&grid)
+            || grid.rounding == Rounding::Up
+            || after.as_ref().is_some_and(|a| a != &grid)
+        {
+            return None;
+        }
+        self.node_writes.push(v);
+        if !self.coded.contains_key(&v) {
+            return None;
+        }
+        let mut chain = self.operand_fq(n, 0);
+        let spec = match chain.pop() {
+            Some(last) => codes::CodeSpec {
+                pre: chain,
+                r: last.rounding,
+                p: last,
+                on_grid: false,
+            },
+            None => codes::CodeSpec {
+                pre: Vec::new(),
+                r: Rounding::HalfEven,
+                p: grid,
+                on_grid: true,
+            },
+        };
+        if !spec.pre.iter().all(quantize::kernel_params) {
+            return None;
+        }
+        let [b, c, h, w] = [shape[0], shape[1], shape[2], shape[3]];
+        let map = codes::RowMap::padded_nhwc([b, h, w, c], h, w, 0, 0, b * h * w * c);
+        let k = codes::quantize_nchw(&format!("{}_codes", ncx.name), [b, c, h, w], &map, &spec);
+        Some(vec![Piece::Kernel(Lowered {
+            kernel: k,
+            args: vec![Arg::Operand(0), Arg::Result(0)],
+        })])
     }
 
     /// The simulator's own code for node `n`.

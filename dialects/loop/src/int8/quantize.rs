@@ -186,6 +186,11 @@ pub fn u8_codes(p: &QParams) -> bool {
 
 /// Stores an i32 code (within 0..=255) as a byte.
 pub fn store_code(b: &mut KernelBuilder, buf: crate::ir::Buf, off: Val, code: Val) {
+    store_code_at(b, buf, off, 0, code);
+}
+
+/// [`store_code`] at `off + disp`.
+pub fn store_code_at(b: &mut KernelBuilder, buf: crate::ir::Buf, off: Val, disp: i64, code: Val) {
     let u = b.cast(Type::U8, code);
-    b.store(buf, off, 0, u);
+    b.store(buf, off, disp, u);
 }
