@@ -259,8 +259,9 @@ struct MatMulPlan {
     out_shape: Vec<usize>,
 }
 
-/// Matrix index into an operand's batch dims for each entry of the broadcast batch.
-fn batch_index(own: &[usize], batch: &[usize]) -> Vec<usize> {
+/// Matrix index into an operand's batch dims for each entry of the broadcast batch (the
+/// int8 MatMul kernel pairs its matrices with this too).
+pub fn batch_index(own: &[usize], batch: &[usize]) -> Vec<usize> {
     let pad = batch.len() - own.len();
     let mut strides = vec![0usize; batch.len()];
     let mut s = 1;

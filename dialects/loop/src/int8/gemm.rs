@@ -188,41 +188,7 @@ fn tile(
     // Weight block of channel `cb` starts at float (cb/4)·k4·4.
     let wbase = b.mul_imm(cb, k4);
     let rowbase = b.mul_imm(r, k4);
-    // One k step of 4 bytes at `s + d` (`d` folded into the loads' displacements).
-    let kstep = |b: &mut KernelBuilder, s: Val, d: i64, accs: &[Val]| -> Vec<Val> {
-        let wo = b.mul_imm(s, 4);
-        let wo = b.add(wbase, wo);
-        let ws: Vec<Val> = (0..nv)
-            .map(|v| {
-                let w = b.load(Type::F32X4, bufs.wts, wo, (v as i64) * k4 * 4 + 4 * d);
-                b.bitcast(Type::I8X16, w)
-            })
-            .collect();
-        let ao = b.add(rowbase, s);
-        let mut next = Vec::with_capacity(accs.len());
-        for i in 0..mr {
-            let a = b.load(Type::F32, bufs.panel, ao, i as i64 * k4 + d);
-            let a = b.splat(Type::F32X4, a);
-            let a = b.bitcast(Type::I8X16, a);
-            for (v, &w) in ws.iter().enumerate() {
-                next.push(b.dot_u8s8(accs[i * nv + v], a, w));
-            }
-        }
-        next
-    };
-    // k unrolled by two: half the loop overhead per dot product.
-    let even = k4 / 2 * 2;
-    let mut accs = inits;
-    if even > 0 {
-        accs = b.loop_(0, even, 2, false, &accs, |b, s, accs| {
-            let next = kstep(b, s, 0, accs);
-            kstep(b, s, 1, &next)
-        });
-    }
-    if even < k4 {
-        let s = b.index(even);
-        accs = kstep(b, s, 0, &accs);
-    }
+    let accs = k_loop(b, bufs.panel, bufs.wts, wbase, rowbase, k4, mr, nv, inits);
     for i in 0..mr {
         // Output offset of row r + i.
         let ri = b.add_imm(r, i as i64);
@@ -298,6 +264,59 @@ fn store_codes(b: &mut KernelBuilder, g: &QGemm, bufs: &Bufs, accs: &[Val], off:
     }
 }
 
+/// The reduction of one `mr × nv` tile: `accs[i·nv + v] += Σ_k panel(row i, k) · w(v, k)`
+/// over `k4` steps of 4 bytes, the panel's rows `k4` words apart from word `abase`, the
+/// packed weight vectors `k4·4` words apart from word `wbase`; k unrolled by two (half
+/// the loop overhead per dot product).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn k_loop(
+    b: &mut KernelBuilder,
+    panel: Buf,
+    wts: Buf,
+    wbase: Val,
+    abase: Val,
+    k4: i64,
+    mr: usize,
+    nv: usize,
+    inits: Vec<Val>,
+) -> Vec<Val> {
+    // One k step of 4 bytes at `s + d` (`d` folded into the loads' displacements).
+    let kstep = |b: &mut KernelBuilder, s: Val, d: i64, accs: &[Val]| -> Vec<Val> {
+        let wo = b.mul_imm(s, 4);
+        let wo = b.add(wbase, wo);
+        let ws: Vec<Val> = (0..nv)
+            .map(|v| {
+                let w = b.load(Type::F32X4, wts, wo, (v as i64) * k4 * 4 + 4 * d);
+                b.bitcast(Type::I8X16, w)
+            })
+            .collect();
+        let ao = b.add(abase, s);
+        let mut next = Vec::with_capacity(accs.len());
+        for i in 0..mr {
+            let a = b.load(Type::F32, panel, ao, i as i64 * k4 + d);
+            let a = b.splat(Type::F32X4, a);
+            let a = b.bitcast(Type::I8X16, a);
+            for (v, &w) in ws.iter().enumerate() {
+                next.push(b.dot_u8s8(accs[i * nv + v], a, w));
+            }
+        }
+        next
+    };
+    let even = k4 / 2 * 2;
+    let mut accs = inits;
+    if even > 0 {
+        accs = b.loop_(0, even, 2, false, &accs, |b, s, accs| {
+            let next = kstep(b, s, 0, accs);
+            kstep(b, s, 1, &next)
+        });
+    }
+    if even < k4 {
+        let s = b.index(even);
+        accs = kstep(b, s, 0, &accs);
+    }
+    accs
+}
+
 fn out_offset(b: &mut KernelBuilder, o: &OutLayout, r: Val) -> Val {
     if o.bs == 0 || o.per_batch == 0 {
         return b.mul_imm(r, o.rs as i64);
@@ -311,6 +330,22 @@ fn out_offset(b: &mut KernelBuilder, o: &OutLayout, r: Val) -> Val {
     b.add(x, y)
 }
 
+/// `f32(acc)·m[ch..ch+4]`: where every epilogue starts.
+fn scaled(b: &mut KernelBuilder, acc: Val, scales: Buf, ch: Val) -> Val {
+    let f = b.cast(Type::F32X4, acc);
+    let m = b.load(Type::F32X4, scales, ch, 0);
+    b.mul(f, m)
+}
+
+/// The f32 epilogue's value before quantisation: `act(t + residual)`.
+fn activated(b: &mut KernelBuilder, act: &Activation, t: Val, residual: Option<Val>) -> Val {
+    let v = match residual {
+        Some(y) => b.add(t, y),
+        None => t,
+    };
+    activation(b, act, v)
+}
+
 /// The contract's epilogue on one accumulator vector (channels `ch..ch+4`).
 pub(super) fn epilogue(
     b: &mut KernelBuilder,
@@ -320,9 +355,7 @@ pub(super) fn epilogue(
     ch: Val,
     residual: Option<Val>,
 ) -> Val {
-    let f = b.cast(Type::F32X4, acc);
-    let m = b.load(Type::F32X4, scales, ch, 0);
-    let t = b.mul(f, m);
+    let t = scaled(b, acc, scales, ch);
     if let Some(v) = tame::value(b, e, t) {
         return v;
     }
@@ -334,11 +367,7 @@ pub(super) fn epilogue(
             b.mul(c, s)
         }
         Epilogue::Float { out, act, .. } => {
-            let v = match residual {
-                Some(y) => b.add(t, y),
-                None => t,
-            };
-            let v = activation(b, act, v);
+            let v = activated(b, act, t, residual);
             match out {
                 Some(p) => quantize::fake_quant(b, v, p),
                 None => v,
@@ -357,9 +386,7 @@ pub(super) fn epilogue_code(
     ch: Val,
     residual: Option<Val>,
 ) -> Val {
-    let f = b.cast(Type::F32X4, acc);
-    let m = b.load(Type::F32X4, scales, ch, 0);
-    let t = b.mul(f, m);
+    let t = scaled(b, acc, scales, ch);
     if let Some(q) = tame::code(b, e, t) {
         return q;
     }
@@ -370,11 +397,7 @@ pub(super) fn epilogue_code(
         }
         Epilogue::Float { out, act, .. } => {
             let p = out.as_ref().expect("coded results have a grid");
-            let v = match residual {
-                Some(y) => b.add(t, y),
-                None => t,
-            };
-            let v = activation(b, act, v);
+            let v = activated(b, act, t, residual);
             (quantize::centred_int(b, v, p, p.rounding), p)
         }
     };

@@ -48,32 +48,6 @@ struct Geo {
     trans_b: bool,
 }
 
-/// Matrix index into an operand's batch dims for each entry of the broadcast batch
-/// (numpy's rule, as the graph dialect's MatMul evaluates it).
-fn batch_index(own: &[usize], batch: &[usize]) -> Vec<usize> {
-    let pad = batch.len() - own.len();
-    let mut strides = vec![0usize; batch.len()];
-    let mut s = 1;
-    for i in (0..own.len()).rev() {
-        strides[i + pad] = if own[i] == 1 { 0 } else { s };
-        s *= own[i];
-    }
-    let total: usize = batch.iter().product();
-    let mut idx = vec![0usize; batch.len()];
-    let mut out = Vec::with_capacity(total);
-    for _ in 0..total {
-        out.push(idx.iter().zip(&strides).map(|(i, s)| i * s).sum());
-        for d in (0..batch.len()).rev() {
-            idx[d] += 1;
-            if idx[d] < batch[d] {
-                break;
-            }
-            idx[d] = 0;
-        }
-    }
-    out
-}
-
 fn geometry(a: &[usize], b: &[usize], trans_b: bool) -> Option<Geo> {
     let (a_batch, m, k) = match a.len() {
         0 => return None,
@@ -90,9 +64,9 @@ fn geometry(a: &[usize], b: &[usize], trans_b: bool) -> Option<Geo> {
         return None;
     }
     let batch = broadcast_shapes(a_batch, b_batch).ok()?;
-    let pairs: Vec<(usize, usize)> = batch_index(a_batch, &batch)
+    let pairs: Vec<(usize, usize)> = kiln_graph::ops::matmul::batch_index(a_batch, &batch)
         .into_iter()
-        .zip(batch_index(b_batch, &batch))
+        .zip(kiln_graph::ops::matmul::batch_index(b_batch, &batch))
         .collect();
     Some(Geo {
         m,
@@ -594,39 +568,7 @@ fn tile(
     let wbase = b.mul_imm(cb, k4);
     let wbase = b.add(at.wmat, wbase);
     let abase = b.mul_imm(at.arow, k4);
-    let kstep = |b: &mut KernelBuilder, s: Val, d: i64, accs: &[Val]| -> Vec<Val> {
-        let wo = b.mul_imm(s, 4);
-        let wo = b.add(wbase, wo);
-        let ws: Vec<Val> = (0..nv)
-            .map(|v| {
-                let w = b.load(Type::F32X4, bufs.packed, wo, v as i64 * k4 * 4 + 4 * d);
-                b.bitcast(Type::I8X16, w)
-            })
-            .collect();
-        let ao = b.add(abase, s);
-        let mut next = Vec::with_capacity(accs.len());
-        for i in 0..mr {
-            let a = b.load(Type::F32, bufs.panel, ao, i as i64 * k4 + d);
-            let a = b.splat(Type::F32X4, a);
-            let a = b.bitcast(Type::I8X16, a);
-            for (v, &w) in ws.iter().enumerate() {
-                next.push(b.dot_u8s8(accs[i * nv + v], a, w));
-            }
-        }
-        next
-    };
-    let even = k4 / 2 * 2;
-    let mut accs = inits;
-    if even > 0 {
-        accs = b.loop_(0, even, 2, false, &accs, |b, s, accs| {
-            let next = kstep(b, s, 0, accs);
-            kstep(b, s, 1, &next)
-        });
-    }
-    if even < k4 {
-        let s = b.index(even);
-        accs = kstep(b, s, 0, &accs);
-    }
+    let accs = super::gemm::k_loop(b, bufs.panel, bufs.packed, wbase, abase, k4, mr, nv, inits);
     for i in 0..mr {
         let r = b.add_imm(at.orow, i as i64);
         let off = b.mul_imm(r, n as i64);
