@@ -238,17 +238,21 @@ pub fn gemm_case(rng: &mut Rng) -> Case {
             };
             a.extend([m, k]);
             b.extend([k, n]);
-            s = format!(
-                "graph @matmul(%a: f32[{}], %b: f32[{}]) -> (?) {{\n  \
-                 %o = graph.matmul(%a, %b) {{{}}} : ?\n",
-                dims(&a),
-                dims(&b),
-                act.trim_start_matches(", ")
-            );
+            s = matmul_src(&a, &b, act.trim_start_matches(", "));
         }
     }
     finish(rng, &mut s);
     Case::new(s, strict)
+}
+
+/// The head of a graph whose `%o` is `matmul(%a, %b) {attrs}` of two graph inputs.
+fn matmul_src(a: &[usize], b: &[usize], attrs: &str) -> String {
+    format!(
+        "graph @matmul(%a: f32[{}], %b: f32[{}]) -> (?) {{\n  \
+         %o = graph.matmul(%a, %b) {{{attrs}}} : ?\n",
+        dims(a),
+        dims(b),
+    )
 }
 
 /// Add, Sub or Mul of two activations with broadcasting.
@@ -571,13 +575,7 @@ pub fn act_matmul_case(rng: &mut Rng) -> Case {
     if !act.is_empty() {
         attrs.push(act.trim_start_matches(", ").to_string());
     }
-    let mut s = format!(
-        "graph @mm(%a: f32[{}], %b: f32[{}]) -> (?) {{\n  \
-         %o = graph.matmul(%a, %b) {{{}}} : ?\n",
-        dims(&a),
-        dims(&b),
-        attrs.join(", ")
-    );
+    let mut s = matmul_src(&a, &b, &attrs.join(", "));
     finish(rng, &mut s);
     Case::new(s, true)
 }

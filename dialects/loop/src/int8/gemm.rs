@@ -422,19 +422,48 @@ pub fn code_grid(e: &Epilogue) -> Option<&kiln_quant::arith::QParams> {
 
 /// `kiln_quant::arith::activation` in loop IR, operation for operation.
 pub fn activation(b: &mut KernelBuilder, act: &Activation, v: Val) -> Val {
+    activation_with(b, act, v, MinMax::Ieee)
+}
+
+/// How `max`/`min` are computed: IEEE (NaN and the sign of zero exact), or x86's
+/// `maxps`/`minps`, equal to it on the tame values of [`super::tame`].
+#[derive(Clone, Copy)]
+pub(super) enum MinMax {
+    Ieee,
+    Pseudo,
+}
+
+impl MinMax {
+    fn max(self, b: &mut KernelBuilder, x: Val, y: Val) -> Val {
+        match self {
+            MinMax::Ieee => b.max(x, y),
+            MinMax::Pseudo => tame::pmax(b, x, y),
+        }
+    }
+
+    fn min(self, b: &mut KernelBuilder, x: Val, y: Val) -> Val {
+        match self {
+            MinMax::Ieee => b.min(x, y),
+            MinMax::Pseudo => tame::pmin(b, x, y),
+        }
+    }
+}
+
+/// [`activation`] with the given `max`/`min`.
+pub(super) fn activation_with(b: &mut KernelBuilder, act: &Activation, v: Val, mm: MinMax) -> Val {
     let ty = b.ty(v);
     let c = |b: &mut KernelBuilder, x: f32| b.fsplat(ty, x);
     match *act {
         Activation::None | Activation::PRelu => v,
         Activation::Relu => {
             let z = c(b, 0.0);
-            b.max(v, z)
+            mm.max(b, v, z)
         }
         Activation::Clip { min, max } => {
             let lo = c(b, min);
             let hi = c(b, max);
-            let t = b.max(v, lo);
-            b.min(t, hi)
+            let t = mm.max(b, v, lo);
+            mm.min(b, t, hi)
         }
         Activation::LeakyRelu { alpha } => {
             let z = c(b, 0.0);
@@ -448,14 +477,14 @@ pub fn activation(b: &mut KernelBuilder, act: &Activation, v: Val) -> Val {
             let be = c(b, beta);
             let t = b.mul(a, v);
             let t = b.add(t, be);
-            clamp01(b, t)
+            clamp01(b, t, mm)
         }
         Activation::HardSwish => {
             let six = c(b, 6.0);
             let half = c(b, 0.5);
             let t = b.div(v, six);
             let t = b.add(t, half);
-            let t = clamp01(b, t);
+            let t = clamp01(b, t, mm);
             b.mul(v, t)
         }
         Activation::Sigmoid => {
@@ -505,10 +534,10 @@ fn exp_neg_plus_one(b: &mut KernelBuilder, v: Val) -> Val {
     b.add(one, e)
 }
 
-fn clamp01(b: &mut KernelBuilder, t: Val) -> Val {
+fn clamp01(b: &mut KernelBuilder, t: Val, mm: MinMax) -> Val {
     let ty = b.ty(t);
     let z = b.fsplat(ty, 0.0);
     let one = b.fsplat(ty, 1.0);
-    let t = b.max(t, z);
-    b.min(t, one)
+    let t = mm.max(b, t, z);
+    mm.min(b, t, one)
 }

@@ -102,11 +102,12 @@ struct Cx {
     on_grid: HashMap<Value, QParams>,
     /// Values stored as u8 codes of their grid (decided before this lowering).
     coded: HashMap<Value, QParams>,
-    /// Recorded while lowering: results a kernel could have written as codes, and
-    /// operands a kernel could have read as codes (committed once the node lowered).
-    can_write: HashSet<Value>,
+    /// Recorded while lowering: results a kernel could have written as codes (of which
+    /// grid), and operands a kernel could have read as codes (committed once the node
+    /// lowered).
+    can_write: HashMap<Value, QParams>,
     can_read: HashSet<(NodeId, usize)>,
-    node_writes: Vec<Value>,
+    node_writes: Vec<(Value, QParams)>,
     node_reads: Vec<(NodeId, usize)>,
     /// A node touching coded values fell back to a path that cannot take them.
     broken: bool,
@@ -167,7 +168,7 @@ impl Cx {
             pending: HashMap::new(),
             on_grid: HashMap::new(),
             coded,
-            can_write: HashSet::new(),
+            can_write: HashMap::new(),
             can_read: HashSet::new(),
             node_writes: Vec::new(),
             node_reads: Vec::new(),
@@ -201,20 +202,22 @@ impl Cx {
         self.node_reads.push((n, k));
     }
 
-    /// Records that the kernel being built could write result `k` as codes of `p`: the
-    /// value's own TQC must leave it exactly there (no fake quantisation after).
+    /// Records that the kernel being built could write result `k` as codes of `p`. Nothing
+    /// may fake-quantise the value afterwards (its TQC quantises with `p` itself, or not at
+    /// all); that the stored value is then on `p`'s grid is checked in
+    /// [`Cx::coded_values`].
     fn could_write(&mut self, n: NodeId, k: usize, p: &QParams) {
         let q = &self.q;
         let v = q.graph.node(n).outputs()[k];
-        let stays =
-            plan::quantises(q, q.out_tqc(v)).is_some_and(|t| &t == p && t.rounding != Rounding::Up);
+        let after = plan::quantises(q, q.out_tqc(v));
+        let stays = after.is_none_or(|t| &t == p && t.rounding != Rounding::Up);
         if stays && quantize::u8_codes(p) {
-            self.node_writes.push(v);
+            self.node_writes.push((v, p.clone()));
         }
     }
 
-    /// Values to store as codes: written as codes by their producer, read as codes by
-    /// every reader, not graph outputs, and not sharing a buffer in place with a value of
+    /// Values to store as codes: written as codes of the grid they are stored on, read as
+    /// codes by every reader, not graph outputs, and not sharing a buffer in place with a value of
     /// the other width (an element-wise kernel reading f32 at `4i` while writing bytes at
     /// `i` of the same buffer would race across threads).
     fn coded_values(&self) -> Result<HashMap<Value, QParams>> {
@@ -222,7 +225,8 @@ impl Cx {
         let mut set: HashSet<Value> = self
             .can_write
             .iter()
-            .copied()
+            .filter(|&(v, p)| self.on_grid.get(v) == Some(p))
+            .map(|(&v, _)| v)
             .filter(|&v| {
                 !g.outputs().contains(&v)
                     && !g.uses(v).is_empty()
@@ -245,7 +249,7 @@ impl Cx {
         }
         Ok(set
             .into_iter()
-            .filter_map(|v| Some((v, self.on_grid.get(&v)?.clone())))
+            .map(|v| (v, self.can_write[&v].clone()))
             .collect())
     }
 
@@ -262,11 +266,12 @@ impl Cx {
         let writes_ok = node
             .outputs()
             .iter()
-            .all(|v| !self.coded.contains_key(v) || self.node_writes.contains(v));
-        if host || !reads_ok || !writes_ok {
-            self.broken |= !(reads_ok && writes_ok)
-                || (0..node.inputs().len()).any(|k| self.in_codes(n, k).is_some())
-                || node.outputs().iter().any(|v| self.coded.contains_key(v));
+            .all(|v| !self.coded.contains_key(v) || self.node_writes.iter().any(|(w, _)| w == v));
+        // A host step sees every value as f32, so it may touch no coded value at all.
+        let touches = (0..node.inputs().len()).any(|k| self.in_codes(n, k).is_some())
+            || node.outputs().iter().any(|v| self.coded.contains_key(v));
+        if !reads_ok || !writes_ok || (host && touches) {
+            self.broken = true;
         }
         if !host {
             self.can_read.extend(self.node_reads.drain(..));
@@ -360,20 +365,13 @@ impl Cx {
             return None;
         }
         let grid = self.moved_grid(n)?;
-        let v = node.outputs()[0];
-        // Nothing may fake-quantise the result again.
-        let after = plan::quantises(&q, q.out_tqc(v));
-        if !quantize::u8_codes(&grid)
-            || grid.rounding == Rounding::Up
-            || after.as_ref().is_some_and(|a| a != &grid)
-        {
-            return None;
-        }
-        self.node_writes.push(v);
-        if !self.coded.contains_key(&v) {
-            return None;
-        }
         let mut chain = self.operand_fq(n, 0);
+        if !chain.iter().all(quantize::kernel_params) {
+            return None;
+        }
+        self.could_write(n, 0, &grid);
+        // The first lowering only records; the second writes codes where decided.
+        self.out_codes(n, 0)?;
         let spec = match chain.pop() {
             Some(last) => codes::CodeSpec {
                 pre: chain,
@@ -388,9 +386,6 @@ impl Cx {
                 on_grid: true,
             },
         };
-        if !spec.pre.iter().all(quantize::kernel_params) {
-            return None;
-        }
         let [b, c, h, w] = [shape[0], shape[1], shape[2], shape[3]];
         let map = codes::RowMap::padded_nhwc([b, h, w, c], h, w, 0, 0, b * h * w * c);
         let k = codes::quantize_nchw(&format!("{}_codes", ncx.name), [b, c, h, w], &map, &spec);

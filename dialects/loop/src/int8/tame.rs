@@ -14,6 +14,7 @@
 //! Anything else — a residual, PRelu's slope, transcendental activations, a −0 bound —
 //! takes the exact general form in [`super::gemm`].
 
+use super::gemm::{MinMax, activation_with};
 use super::quantize::round;
 use crate::builder::KernelBuilder;
 use crate::ir::{CmpOp, Type, Val};
@@ -68,7 +69,7 @@ fn tame_value<'e>(
             residual: false,
             slope: false,
         } if tame_scales(sc) && tame_act(act) => {
-            let v = activation(b, act, t);
+            let v = activation_with(b, act, t, MinMax::Pseudo);
             Some((v, out.as_ref().map(|p| (p, p.qmin, p.qmax))))
         }
         _ => None,
@@ -158,39 +159,4 @@ pub(super) fn pmax(b: &mut KernelBuilder, x: Val, y: Val) -> Val {
 pub(super) fn pmin(b: &mut KernelBuilder, x: Val, y: Val) -> Val {
     let c = b.cmp(CmpOp::Lt, x, y);
     b.select(c, x, y)
-}
-
-/// [`super::gemm::activation`] for the tame activations, with `maxps`/`minps`.
-fn activation(b: &mut KernelBuilder, act: &Activation, v: Val) -> Val {
-    let c = |b: &mut KernelBuilder, x: f32| b.fsplat(Type::F32X4, x);
-    let clamp01 = |b: &mut KernelBuilder, t: Val| {
-        let (z, one) = (c(b, 0.0), c(b, 1.0));
-        let t = pmax(b, t, z);
-        pmin(b, t, one)
-    };
-    match *act {
-        Activation::Relu => {
-            let z = c(b, 0.0);
-            pmax(b, v, z)
-        }
-        Activation::Clip { min, max } => {
-            let (lo, hi) = (c(b, min), c(b, max));
-            let t = pmax(b, v, lo);
-            pmin(b, t, hi)
-        }
-        Activation::HardSigmoid { alpha, beta } => {
-            let (a, be) = (c(b, alpha), c(b, beta));
-            let t = b.mul(a, v);
-            let t = b.add(t, be);
-            clamp01(b, t)
-        }
-        Activation::HardSwish => {
-            let (six, half) = (c(b, 6.0), c(b, 0.5));
-            let t = b.div(v, six);
-            let t = b.add(t, half);
-            let t = clamp01(b, t);
-            b.mul(v, t)
-        }
-        _ => v,
-    }
 }
