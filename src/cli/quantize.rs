@@ -35,6 +35,12 @@ pub struct QuantArgs {
     /// Activation observer: minmax, percentile, kl, mse.
     #[arg(long, default_value = "minmax")]
     pub observer: String,
+    /// Weight rounding: `gptq` rounds each weight so as to cancel the layer's output error
+    /// over the calibration inputs (pass `quant.gptq`), `nearest` rounds each weight on its
+    /// own. The grid (scales, bounds) is the same either way.
+    #[arg(long, value_name = "gptq|nearest", default_value = "gptq",
+          value_parser = ["gptq", "nearest"])]
+    pub weight_rounding: String,
 }
 
 #[derive(Args)]
@@ -178,7 +184,14 @@ pub fn quantize(g: Graph, a: &QuantArgs) -> anyhow::Result<QuantGraph> {
     });
     bar.finish_and_clear();
     calibrated?;
-    let mut after = PassManager::new(reg.parse("quant.align,quant.quantize-passive,quant.bake")?);
+    let gptq = if a.weight_rounding == "gptq" {
+        "quant.gptq,"
+    } else {
+        ""
+    };
+    let mut after = PassManager::new(reg.parse(&format!(
+        "{gptq}quant.align,quant.quantize-passive,quant.bake"
+    ))?);
     after.run(&mut q)?;
     Ok(q)
 }

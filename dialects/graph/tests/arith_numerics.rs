@@ -1,4 +1,4 @@
-//! `graph.fold-arith` and `graph.fuse-scale-shift` must not change what a graph computes:
+//! `graph.fold-arith`, `graph.fuse-scale-shift` and `graph.fold-scalar-scale` must not change what a graph computes:
 //! their filetests and a few extra graphs run through the interpreter before and after the
 //! passes on seeded inputs. Reassociating constants rounds differently by about an ulp, so
 //! fold-arith is held to 1e-6 and the weight folds to 1e-5, relative to the largest output
@@ -20,6 +20,7 @@ fn filetests_keep_semantics() {
         ("fold_arith_shared.kir", 1e-6),
         ("fuse_scale_shift.kir", 1e-5),
         ("fuse_scale_shift_not_per_channel.kir", 1e-5),
+        ("fold_scalar_scale.kir", 1e-5),
     ] {
         let src = std::fs::read_to_string(dir.join(file)).unwrap();
         let run: Vec<&str> = src

@@ -89,7 +89,9 @@ pub fn graph_wise(
     q: &QuantGraph,
     samples: &[Vec<Tensor>],
 ) -> Result<(HashMap<Value, ErrStats>, ErrStats)> {
-    let interp = Interpreter::new(&q.graph)?;
+    // The reference is the model as given, before its weights were rounded.
+    let reference = q.float_graph(|_| false);
+    let interp = Interpreter::new(&reference)?;
     let sim = Simulator::new(q)?;
     let mut per: HashMap<Value, ErrStats> = HashMap::new();
     let mut outs = ErrStats::default();
@@ -112,9 +114,19 @@ pub fn graph_wise(
     Ok((per, outs))
 }
 
-/// A copy of `q` in which only op `n`'s TQCs quantise.
+/// A copy of `q` in which only op `n`'s TQCs quantise and only its own constants carry
+/// their rounding (the others are restored to float: BAKED TQCs do not quantise again).
 fn only_op(q: &QuantGraph, n: kiln_graph::NodeId) -> QuantGraph {
     let mut c = q.clone();
+    let g = &q.graph;
+    let own: Vec<_> = g
+        .node(n)
+        .inputs()
+        .iter()
+        .flatten()
+        .filter_map(|&v| g.producer(v))
+        .collect();
+    c.graph = q.float_graph(|p| own.contains(&p));
     let keep = op_sites(q, n);
     for id in c.ids().collect::<Vec<_>>() {
         let st = c.tqc(id).state;

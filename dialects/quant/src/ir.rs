@@ -9,6 +9,7 @@ use crate::platform::{self, Platform, Role};
 use crate::tqc::{State, Tqc};
 use crate::union_find::UnionFind;
 use kiln_core::{Ir, Result, Tensor, bail};
+use kiln_graph::ops::Const;
 use kiln_graph::{Graph, NodeId, Op, Value};
 use std::collections::{HashMap, HashSet};
 
@@ -46,6 +47,10 @@ pub struct QuantGraph {
     pub calib: Vec<Vec<Tensor>>,
     /// The observer calibration uses for activations (overrides the templates').
     pub observer: Option<crate::ObserverKind>,
+    /// The constants the flow replaced (baked or re-rounded weights), as they were given:
+    /// the error analysis judges the quantised model against the float one, which must
+    /// not already carry the weights' rounding. Not part of the text form.
+    float_consts: HashMap<NodeId, Op>,
 }
 
 /// Whether `v` is the result of a `const` op.
@@ -113,12 +118,33 @@ impl QuantGraph {
             ins: HashMap::new(),
             calib: Vec::new(),
             observer: None,
+            float_consts: HashMap::new(),
         };
         for site in q.site_order()? {
             let tqc = q.fresh(site)?;
             q.push(site, tqc);
         }
         Ok(q)
+    }
+
+    /// Replaces the data of constant `v` (which must be a constant), remembering the float
+    /// original for [`QuantGraph::float_graph`].
+    pub fn replace_const(&mut self, v: Value, t: Tensor) {
+        let p = self.graph.producer(v).expect("a constant has a producer");
+        let old = std::mem::replace(self.graph.op_mut(p), Op::Const(Const::new(t)));
+        self.float_consts.entry(p).or_insert(old);
+    }
+
+    /// The float model the quantisation is judged against: the graph with the constants
+    /// the flow replaced restored, except those that `keep` says stay replaced.
+    pub fn float_graph(&self, keep: impl Fn(NodeId) -> bool) -> Graph {
+        let mut g = self.graph.clone();
+        for (&p, op) in &self.float_consts {
+            if !keep(p) {
+                *g.op_mut(p) = op.clone();
+            }
+        }
+        g
     }
 
     /// Every site in canonical order: graph inputs, then per node in topological order its

@@ -78,9 +78,10 @@ pub struct Platform {
     pub activation: Template,
     pub weight: Template,
     pub bias: Template,
-    /// Graph outputs leave in f32: the last op dequantises its i32 accumulator instead of
-    /// requantising to 8 bits (their output TQCs are FP32), so the network's answer does
-    /// not pay a final rounding.
+    /// Values that leave the int8 region do so in f32: graph outputs, and the results of
+    /// compute ops that only fp32 ops read. The op dequantises its i32 accumulator instead
+    /// of requantising to 8 bits (the output TQC is FP32), so neither the network's answer
+    /// nor an fp32 op's input pays a rounding (see `quant.refine`).
     pub float_outputs: bool,
 }
 
@@ -109,7 +110,7 @@ const BIAS_MIN: i32 = -i32::MAX;
 
 /// The scheme kiln's own int8 kernels execute: u8 asymmetric per-tensor activations, s8
 /// symmetric per-channel weights in [-127, 127] (so a u8·s8 pair product never needs the
-/// -128 corner), i32 bias, ties to even, graph outputs written as f32.
+/// -128 corner), i32 bias, ties to even, values leaving the int8 region written as f32.
 pub const KILN_X86: Platform = Platform {
     name: "kiln-x86",
     summary: "u8 asym per-tensor activations, s8 sym per-channel weights [-127,127], i32 bias",

@@ -7,6 +7,7 @@ pub mod dce;
 pub mod fold_arith;
 pub mod fold_constants;
 pub mod fold_double_neg;
+pub mod fold_scalar_scale;
 pub mod fuse_horizontal;
 pub mod infer_shapes;
 // layout: begin
@@ -59,6 +60,11 @@ pub mod reduce_mean_to_gap;
 ///    scale-shift, BatchNorm and merge folds decline channels-last convs), so the regions
 ///    are laid out only once they are final; in later rounds every conv is already NHWC and
 ///    the pass reports no change, so the fixed point is still reached.
+///
+/// `graph.fold-scalar-scale` (attention's 1/√d folded back into Q's projection) is not in
+/// the default pipeline either: it rewrites weights a QDQ model has already quantised (the
+/// model's grid would then be applied to scaled weights), and with the usual power-of-two
+/// factors it changes no quantisation grid. Run it after `graph.fuse-bias`.
 ///
 /// Horizontal fusion (`graph.fuse-horizontal`) is not in the default pipeline: it trades
 /// per-branch activation fusion for one wide op, which pays only when the backend's wide
@@ -173,6 +179,11 @@ pub fn registry() -> PassRegistry<Graph> {
         "graph.fuse-scale-shift",
         "fold per-channel constant Mul/Add after a conv/gemm/matmul/BN into its parameters",
         || Box::new(fuse_scale_shift::FuseScaleShift),
+    );
+    r.register(
+        "graph.fold-scalar-scale",
+        "fold a scalar Mul/Div into the linear op upstream, through layout ops and activation matmuls",
+        || Box::new(fold_scalar_scale::FoldScalarScale),
     );
     r.register(
         "graph.fuse-cast",

@@ -1,15 +1,14 @@
 //! `quant.bake`: parameter baking. A constant read through an ACTIVATED (weight) or PASSIVE
 //! (bias, bound) TQC is replaced by its fake-quantised values `dequant(quant(w))`, and the
 //! TQC becomes BAKED / PASSIVE_BAKED: quantising it again is the identity, so the
-//! simulator and the fp32 graph both see exactly the device's parameters. A constant
+//! simulator and the fp32 graph both see exactly the device's parameters (the float
+//! originals stay with the unit, for the error analysis's reference). A constant
 //! read by several ops is left alone (each reader may quantise it differently).
 
 use crate::ir::{QuantGraph, Site, const_data};
 use crate::sim::fake_quant;
 use crate::tqc::State;
 use kiln_core::{Pass, Result};
-use kiln_graph::Op;
-use kiln_graph::ops::Const;
 
 pub struct Bake;
 
@@ -36,8 +35,7 @@ impl Pass<QuantGraph> for Bake {
                 continue;
             }
             let baked = fake_quant(data, q.effective(id)).map_err(|e| q.graph.node(n).locate(e))?;
-            let p = q.graph.producer(v).expect("a constant has a producer");
-            *q.graph.op_mut(p) = Op::Const(Const::new(baked));
+            q.replace_const(v, baked);
             q.tqc_mut(id).state = next;
             changed = true;
         }

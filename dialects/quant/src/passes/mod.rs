@@ -1,6 +1,7 @@
 //! The quant dialect's passes, one file each, and the `quant-opt` pipeline in PPQ's order:
 //! config refine → fusion simulation → quantise-point reduce → parameter quantisation →
-//! calibration → alignment → passive parameter quantisation → baking.
+//! calibration → error-compensating weight rounding (GPTQ, which needs the calibration
+//! inputs and the weights' grids) → alignment → passive parameter quantisation → baking.
 
 use crate::QuantGraph;
 use kiln_core::PassRegistry;
@@ -9,6 +10,7 @@ pub mod align;
 pub mod bake;
 pub mod calibrate;
 pub mod fuse;
+pub mod gptq;
 pub mod quantize_params;
 pub mod quantize_passive;
 pub mod reduce_points;
@@ -16,7 +18,7 @@ pub mod refine;
 
 /// PPQ's standard order.
 pub const QUANT_OPT: &str = "quant.refine,quant.fuse,quant.reduce-points,quant.quantize-params,\
-quant.calibrate,quant.align,quant.quantize-passive,quant.bake";
+quant.calibrate,quant.gptq,quant.align,quant.quantize-passive,quant.bake";
 
 pub fn registry() -> PassRegistry<QuantGraph> {
     let mut r = PassRegistry::default();
@@ -44,6 +46,11 @@ pub fn registry() -> PassRegistry<QuantGraph> {
         "quant.calibrate",
         "run the calibration samples through the interpreter and observe activations",
         || Box::new(calibrate::Calibrate),
+    );
+    r.register(
+        "quant.gptq",
+        "round weights one input at a time, compensating each rounding over the calibration inputs",
+        || Box::new(gptq::Gptq),
     );
     r.register(
         "quant.align",

@@ -1,7 +1,14 @@
 //! `quant.refine`: config refine. The dispatcher decides per op; an fp32 op's TQCs become
 //! FP32, shape/index operands SOI, biases, clip bounds and pad values PASSIVE_INIT (they
 //! take their parameters from others later). Values that are not floating point are never
-//! quantised, and on platforms with `float_outputs` neither are graph outputs (FP32).
+//! quantised, and on platforms with `float_outputs` neither are the values that leave the
+//! int8 region (FP32): graph outputs, and a compute op's result that only fp32 ops read.
+//!
+//! The second kind is the quantise/dequantise pair PPQ puts at an fp32 fallback. On kiln's
+//! own device it buys nothing: the int8 kernel holds an exact i32 accumulator and writes f32
+//! as cheaply as u8, and the fp32 reader wants f32. Skipping the rounding matters most where
+//! the reader amplifies it: attention scores feed a Softmax, whose `exp` turns a score's
+//! absolute rounding error into a relative error of every probability.
 
 use crate::ir::{QuantGraph, Site};
 use crate::platform::{self, Dispatch, Role};
@@ -30,8 +37,8 @@ impl Pass<QuantGraph> for Refine {
                     .producer(v)
                     .is_some_and(|n| platform::dispatch(&q.graph.node(n).op) == Dispatch::Fp32),
             };
-            let float_output = q.platform.float_outputs
-                && matches!(site, Site::Out(v) if q.graph.outputs().contains(&v));
+            let float_output =
+                q.platform.float_outputs && matches!(site, Site::Out(v) if leaves_int8(q, v));
             let want = match role {
                 Role::Soi => State::Soi,
                 Role::Activation if float_output => State::Fp32,
@@ -46,4 +53,20 @@ impl Pass<QuantGraph> for Refine {
         }
         Ok(changed)
     }
+}
+
+/// Whether `v` leaves the int8 region: it is returned by the graph, or a compute op
+/// produces it and only fp32 ops read it.
+fn leaves_int8(q: &QuantGraph, v: kiln_graph::Value) -> bool {
+    let g = &q.graph;
+    if g.outputs().contains(&v) {
+        return true;
+    }
+    let uses = g.uses(v);
+    g.producer(v)
+        .is_some_and(|p| platform::is_compute(&g.node(p).op))
+        && !uses.is_empty()
+        && uses
+            .iter()
+            .all(|&(n, _)| platform::dispatch(&g.node(n).op) == Dispatch::Fp32)
 }

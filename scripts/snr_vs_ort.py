@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""Simulated int8 SNR of kiln against onnxruntime's quantize_static, on the same data.
+
+    .venv/bin/python scripts/snr_vs_ort.py [MODEL.onnx ...] [--observer minmax,mse,...]
+        [--kiln target/release/kiln] [--shape NAME=D0,D1,..] [--kiln-arg=ARG ..] [--json OUT]
+
+The peer figure is the one ../shared/peers/ort_bench.py reports: onnxruntime's
+recommended static path (quant_pre_process, QDQ, per-channel s8 weights, u8
+activations, MinMax) calibrated on 8 samples drawn from default_rng(1000 + k), then
+evaluated on the samples drawn from default_rng(1..4), the SNR being the worst of the
+four. kiln gets exactly the same calibration files (`--calib DIR`) and evaluation
+inputs (`kiln run --precision int8 --engine sim --input ..`), once per observer, so
+the two columns differ only by the quantiser. Without MODEL arguments the three
+example models are measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ort_quantize import Reader, file_stem, samples  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+CALIB_SEED, CALIB_N = 1000, 8
+EVAL_SEEDS = range(1, 5)
+
+
+def input_shapes(model, fixed):
+    """(name, dims) of each graph input; `fixed` gives dynamic ones (NAME=D0,D1,..)."""
+    import onnx
+
+    fixed = dict((k, [int(d) for d in v.split(",")]) for k, v in (f.split("=", 1) for f in fixed))
+    m = onnx.load(model, load_external_data=False)
+    inits = {i.name for i in m.graph.initializer}
+    shapes = []
+    for i in m.graph.input:
+        if i.name in inits:
+            continue
+        dims = fixed.get(i.name) or [d.dim_value for d in i.type.tensor_type.shape.dim]
+        if any(d <= 0 for d in dims):
+            raise SystemExit(f"input '{i.name}' has a dynamic shape; fix it with --shape")
+        shapes.append((i.name, dims))
+    return shapes
+
+
+def snr_db(ref, x):
+    ref, x = ref.astype(np.float64).ravel(), x.astype(np.float64).ravel()
+    noise = np.sum((ref - x) ** 2)
+    return float("inf") if noise == 0 else float(10 * np.log10(np.sum(ref**2) / noise))
+
+
+def ort_int8(model, calib, tmp):
+    """onnxruntime's quantize_static model, built as ort_bench.py builds it."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    pre, dst = os.path.join(tmp, "pre.onnx"), os.path.join(tmp, "int8.onnx")
+    try:
+        quant_pre_process(model, pre, skip_symbolic_shape=False)
+    except Exception:
+        quant_pre_process(model, pre, skip_symbolic_shape=True)
+    m = onnx.load(pre)
+    if [o.version for o in m.opset_import if o.domain in ("", "ai.onnx")][0] < 13:
+        from onnx import version_converter
+
+        onnx.save(version_converter.convert_version(m, 13), pre)
+    quantize_static(pre, dst, Reader(calib), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.MinMax)
+    return dst
+
+
+def session(path):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+
+
+def kiln_outputs(kiln, model, feed, tmp, args, shapes):
+    """The first output of `kiln run MODEL --input .. ARGS`."""
+    out = Path(tempfile.mkdtemp(dir=tmp))
+    cmd = [kiln, "run", model, "-o", str(out)] + [f"--shape={s}" for s in shapes]
+    for name, v in feed.items():
+        f = out / f"in_{file_stem(name)}.npy"
+        np.save(f, v)
+        cmd += ["--input", f"{name}={f}"]
+    subprocess.run(cmd + args, check=True, stdout=subprocess.DEVNULL)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("models", nargs="*")
+    ap.add_argument("--observer", default="minmax,percentile,kl,mse")
+    ap.add_argument("--kiln", default=str(REPO / "target" / "release" / "kiln"))
+    ap.add_argument("--json")
+    ap.add_argument("--shape", action="append", default=[], help="NAME=D0,D1,.. (repeatable)")
+    ap.add_argument("--kiln-arg", action="append", default=[],
+                    help="extra argument for `kiln run`, e.g. --kiln-arg=--weight-rounding=nearest")
+    a = ap.parse_args()
+    models = a.models or [str(p) for p in sorted((REPO / "examples" / "models").glob("*/model.onnx"))]
+    observers = a.observer.split(",")
+    rows = []
+    for model in models:
+        shapes = input_shapes(model, a.shape)
+        calib = samples(shapes, CALIB_N, CALIB_SEED)
+        evals = [samples(shapes, 1, s)[0] for s in EVAL_SEEDS]
+        with tempfile.TemporaryDirectory() as tmp:
+            cdir = Path(tmp) / "calib"
+            cdir.mkdir()
+            for k, feed in enumerate(calib):
+                for name, v in feed.items():
+                    stem = f"{k}" if len(feed) == 1 else f"{k}_{file_stem(name)}"
+                    np.save(cdir / f"{stem}.npy", v)
+            fp32, q = session(model), session(ort_int8(model, calib, tmp))
+            refs = [fp32.run(None, f)[0] for f in evals]
+            row = {"model": Path(model).parent.name if Path(model).name == "model.onnx" else Path(model).stem,
+                   "ort": min(snr_db(r, q.run(None, f)[0]) for r, f in zip(refs, evals))}
+            out_name = fp32.get_outputs()[0].name
+            for obs in observers:
+                snrs = []
+                for r, f in zip(refs, evals):
+                    d = kiln_outputs(a.kiln, model, f, tmp, ["--precision", "int8", "--engine", "sim",
+                                                             "--calib", str(cdir), "--observer", obs]
+                                     + a.kiln_arg, a.shape)
+                    snrs.append(snr_db(r, np.load(d / f"{file_stem(out_name)}.npy")))
+                row[obs] = min(snrs)
+            rows.append(row)
+            print(f"{row['model']:24} ort {row['ort']:6.2f} dB  " +
+                  "  ".join(f"{o} {row[o]:6.2f} ({row[o] - row['ort']:+.2f})" for o in observers), flush=True)
+    if a.json:
+        Path(a.json).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
