@@ -195,10 +195,16 @@ pub fn fold_affine(g: &Graph, p: NodeId, scale: &[f64], shift: &[f64]) -> Option
 /// bias where there was none is left out) and drops the old constants if nothing else reads
 /// them. A gemm's `beta` is folded into the new C.
 pub fn install_weights(g: &mut Graph, p: NodeId, w: Tensor, b: Tensor) {
-    let (w_old, b_old) = (g.node(p).input(1), g.node(p).input(2));
+    let (mut w_old, b_old) = (g.node(p).input(1), g.node(p).input(2));
     let base = g.value(g.node(p).outputs()[0]).name.clone();
-    let w = add_const(g, format!("{base}_w"), w);
-    g.set_input(p, 1, Some(w));
+    // A pure shift (a bias folded in) leaves the weights as they were: the same constant
+    // keeps its name, by which a QDQ model's weight grid finds it again.
+    if w_old.and_then(|v| const_tensor(g, v)) != Some(&w) {
+        let w = add_const(g, format!("{base}_w"), w);
+        g.set_input(p, 1, Some(w));
+    } else {
+        w_old = None;
+    }
     // A scale alone leaves a missing bias zero: no need to add one.
     if b_old.is_some() || b.to_f64_vec().iter().any(|&v| v != 0.0) {
         let b = add_const(g, format!("{base}_b"), b);
