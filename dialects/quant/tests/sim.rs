@@ -190,3 +190,59 @@ fn only_activated_and_slave_quantise() {
     let sim = Simulator::new(&q).unwrap().run(&input).unwrap();
     assert_ne!(sim, fp, "with quantisation on, the output changes");
 }
+
+/// The flow with `list` instead of `quant-opt`.
+fn quantised_with(src: &str, list: &str) -> QuantGraph {
+    let mut q = text::parse(src).unwrap();
+    q.calib = calib::random_samples(&q.graph, 8).unwrap();
+    PassManager::new(passes::registry().parse(list).unwrap())
+        .run(&mut q)
+        .unwrap();
+    q
+}
+
+#[test]
+fn gptq_rounding_beats_nearest_on_held_out_inputs() {
+    let nearest = passes::QUANT_OPT.replace("quant.gptq,", "");
+    assert_ne!(nearest, passes::QUANT_OPT, "quant-opt runs quant.gptq");
+    let (qg, qn) = (
+        quantised_with(NET, "quant-opt"),
+        quantised_with(NET, &nearest),
+    );
+    // Evaluation inputs the calibration never saw.
+    let samples: Vec<Vec<Tensor>> = (0..8).map(|i| sample(&qg, 900 + i)).collect();
+    let (_, g) = analysis::graph_wise(&qg, &samples).unwrap();
+    let (_, n) = analysis::graph_wise(&qn, &samples).unwrap();
+    // The same TQCs (grids, states), other weights: only which grid point each weight
+    // takes differs.
+    let tqcs = |q: &QuantGraph| {
+        let t = text::print(q);
+        t[t.find("quant platform").unwrap()..].to_string()
+    };
+    assert_eq!(tqcs(&qg), tqcs(&qn));
+    assert!(
+        g.snr_db() > n.snr_db() + 1.0,
+        "gptq {:.2} dB vs nearest {:.2} dB",
+        g.snr_db(),
+        n.snr_db()
+    );
+}
+
+#[test]
+fn error_analysis_compares_against_the_unrounded_weights() {
+    // Weights rounded, activations not quantised at all: the only error left is the
+    // weights'. Against the baked graph itself it would read as no error.
+    let mut q = quantised_with(NET, "quant-opt");
+    for id in q.ids().collect::<Vec<_>>() {
+        if q.tqc(id).state == kiln_quant::State::Activated {
+            q.tqc_mut(id).state = kiln_quant::State::Dequantized;
+        }
+    }
+    let samples: Vec<Vec<Tensor>> = (0..2).map(|i| sample(&q, 700 + i)).collect();
+    let (_, outs) = analysis::graph_wise(&q, &samples).unwrap();
+    assert!(
+        outs.snr_db().is_finite() && outs.snr_db() > 30.0,
+        "weights-only error: {:.2} dB",
+        outs.snr_db()
+    );
+}
