@@ -126,9 +126,10 @@ pub fn calibrate(q: &mut QuantGraph, progress: &mut dyn FnMut(usize, usize)) -> 
     for (i, &(id, _)) in obs.iter().enumerate() {
         let t = q.tqc(id);
         let levels = (t.quant_max - t.quant_min) as u32;
-        let Ok((lo, hi)) = observers[i].range(levels) else {
+        let Ok(seen) = observers[i].range(levels) else {
             continue; // never saw a finite value: left unquantised
         };
+        let (lo, hi) = known_range(q, obs[i].1).unwrap_or(seen);
         let t = q.tqc_mut(id);
         if t.range != Some((lo, hi)) {
             t.range = Some((lo, hi));
@@ -156,6 +157,17 @@ pub fn calibrate(q: &mut QuantGraph, progress: &mut dyn FnMut(usize, usize)) -> 
         }
     }
     Ok(changed)
+}
+
+/// The range a value has by construction, which calibration takes instead of what the
+/// samples showed: a Softmax's probabilities lie in [0, 1]. A few samples rarely show the
+/// top of that range, yet one peaky attention row in the field reaches it, and a
+/// probability clipped at the calibrated maximum (0.67 on the example transformer) costs far
+/// more than the coarser grid does (its output SNR on `kiln run`'s default input rose from
+/// 23.4 to 30.7 dB with this).
+fn known_range(q: &QuantGraph, v: Value) -> Option<(f32, f32)> {
+    let p = q.graph.producer(v)?;
+    matches!(q.graph.node(p).op, kiln_graph::Op::Softmax(_)).then_some((0.0, 1.0))
 }
 
 /// Reads the observer kind from a name (CLI helper re-export).
