@@ -106,6 +106,19 @@ fn layers(q: &QuantGraph) -> Vec<Layer> {
             rows,
             k,
         };
+        // `x·W` (x transposed with `trans_x`), W `[K, N]` or, with `trans_w`, `[N, K]`.
+        let dense = |trans_x, trans_w| {
+            let (k, n) = if trans_w {
+                (ws[1], ws[0])
+            } else {
+                (ws[0], ws[1])
+            };
+            let kind = Kind::Dense {
+                trans_x,
+                rows_first: trans_w,
+            };
+            layer(kind, 1, n, k)
+        };
         let found = match &node.op {
             Op::Conv(c) if ws.len() == 4 && xt.rank() == 4 => {
                 let nhwc = c.layout.is_nhwc();
@@ -122,30 +135,8 @@ fn layers(q: &QuantGraph) -> Vec<Layer> {
                         layer(Kind::Conv { geo, nhwc }, c.group, ws[0] / c.group, k)
                     })
             }
-            Op::Gemm(m) if ws.len() == 2 => {
-                let (k, n) = if m.trans_b {
-                    (ws[1], ws[0])
-                } else {
-                    (ws[0], ws[1])
-                };
-                let kind = Kind::Dense {
-                    trans_x: m.trans_a,
-                    rows_first: m.trans_b,
-                };
-                Some(layer(kind, 1, n, k))
-            }
-            Op::MatMul(m) if ws.len() == 2 && xt.rank() >= 2 => {
-                let (k, n) = if m.trans_b {
-                    (ws[1], ws[0])
-                } else {
-                    (ws[0], ws[1])
-                };
-                let kind = Kind::Dense {
-                    trans_x: m.trans_a,
-                    rows_first: m.trans_b,
-                };
-                Some(layer(kind, 1, n, k))
-            }
+            Op::Gemm(m) if ws.len() == 2 => Some(dense(m.trans_a, m.trans_b)),
+            Op::MatMul(m) if ws.len() == 2 && xt.rank() >= 2 => Some(dense(m.trans_a, m.trans_b)),
             _ => None,
         };
         // Only per-channel TQCs along the output channels, or per-tensor ones.
