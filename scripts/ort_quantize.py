@@ -31,16 +31,18 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 
-def input_shapes(path):
+def input_shapes(path, fixed=()):
+    """(name, dims) of each graph input; `fixed` gives dynamic ones as NAME=D0,D1,..."""
+    given = dict((k, [int(d) for d in v.split(",")]) for k, v in (f.split("=", 1) for f in fixed))
     m = onnx.load(path, load_external_data=False)
     inits = {i.name for i in m.graph.initializer}
     shapes = []
     for i in m.graph.input:
         if i.name in inits:
             continue
-        dims = [d.dim_value for d in i.type.tensor_type.shape.dim]
+        dims = given.get(i.name) or [d.dim_value for d in i.type.tensor_type.shape.dim]
         if any(d <= 0 for d in dims):
-            raise SystemExit(f"input '{i.name}' has a dynamic shape; give a static model")
+            raise SystemExit(f"input '{i.name}' has a dynamic shape; give a static model or its shape")
         shapes.append((i.name, dims))
     return shapes
 
@@ -65,6 +67,46 @@ def file_stem(name):
     return name.replace("/", "_").replace(":", "_")
 
 
+def save_samples(data, out_dir):
+    """Writes samples as `kiln --calib DIR` reads them: `<k>.npy`, or `<k>_<input>.npy`."""
+    os.makedirs(out_dir, exist_ok=True)
+    for k, feed in enumerate(data):
+        for name, v in feed.items():
+            stem = f"{k}" if len(feed) == 1 else f"{k}_{file_stem(name)}"
+            np.save(os.path.join(out_dir, stem + ".npy"), v)
+
+
+def quantize_qdq(model, dst, data, tmp, per_channel=True, symbolic_shapes=False):
+    """onnxruntime's static QDQ model of `model` calibrated on `data`, written to `dst`.
+
+    `symbolic_shapes` first tries quant_pre_process's symbolic shape pass (needs sympy;
+    ../shared/peers/ort_bench.py does so) and falls back to skipping it."""
+    pre = os.path.join(tmp, "pre.onnx")
+    try:
+        quant_pre_process(model, pre, skip_symbolic_shape=not symbolic_shapes)
+    except Exception:
+        if not symbolic_shapes:
+            raise
+        quant_pre_process(model, pre, skip_symbolic_shape=True)
+    m = onnx.load(pre)
+    opset = max(o.version for o in m.opset_import if o.domain in ("", "ai.onnx"))
+    if opset < 13:
+        # Per-axis DequantizeLinear needs opset 13.
+        from onnx import version_converter
+
+        onnx.save(version_converter.convert_version(m, 13), pre)
+    quantize_static(
+        pre,
+        dst,
+        Reader(data),
+        quant_format=QuantFormat.QDQ,
+        per_channel=per_channel,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=CalibrationMethod.MinMax,
+    )
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("model")
@@ -78,33 +120,11 @@ def main():
     shapes = input_shapes(a.model)
     data = samples(shapes, a.calib, a.seed)
     if a.save_calib:
-        os.makedirs(a.save_calib, exist_ok=True)
-        for k, feed in enumerate(data):
-            for name, v in feed.items():
-                stem = f"{k}" if len(feed) == 1 else f"{k}_{file_stem(name)}"
-                np.save(os.path.join(a.save_calib, stem + ".npy"), v)
+        save_samples(data, a.save_calib)
 
     with tempfile.TemporaryDirectory() as tmp:
-        pre = os.path.join(tmp, "pre.onnx")
-        quant_pre_process(a.model, pre, skip_symbolic_shape=True)
-        m = onnx.load(pre)
-        opset = max(o.version for o in m.opset_import if o.domain in ("", "ai.onnx"))
-        if opset < 13:
-            # Per-axis DequantizeLinear needs opset 13.
-            from onnx import version_converter
-
-            onnx.save(version_converter.convert_version(m, 13), pre)
         out_tmp = os.path.join(tmp, "out.onnx")
-        quantize_static(
-            pre,
-            out_tmp,
-            Reader(data),
-            quant_format=QuantFormat.QDQ,
-            per_channel=not a.per_tensor,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
-        )
+        quantize_qdq(a.model, out_tmp, data, tmp, per_channel=not a.per_tensor)
         # Written next to the destination, then renamed: never half a model.
         dst_tmp = a.out + ".tmp"
         onnx.save(onnx.load(out_tmp), dst_tmp)

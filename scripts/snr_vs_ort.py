@@ -28,57 +28,17 @@ import numpy as np
 import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ort_quantize import Reader, file_stem, samples  # noqa: E402
+from ort_quantize import file_stem, input_shapes, quantize_qdq, samples, save_samples  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 CALIB_SEED, CALIB_N = 1000, 8
 EVAL_SEEDS = range(1, 5)
 
 
-def input_shapes(model, fixed):
-    """(name, dims) of each graph input; `fixed` gives dynamic ones (NAME=D0,D1,..)."""
-    import onnx
-
-    fixed = dict((k, [int(d) for d in v.split(",")]) for k, v in (f.split("=", 1) for f in fixed))
-    m = onnx.load(model, load_external_data=False)
-    inits = {i.name for i in m.graph.initializer}
-    shapes = []
-    for i in m.graph.input:
-        if i.name in inits:
-            continue
-        dims = fixed.get(i.name) or [d.dim_value for d in i.type.tensor_type.shape.dim]
-        if any(d <= 0 for d in dims):
-            raise SystemExit(f"input '{i.name}' has a dynamic shape; fix it with --shape")
-        shapes.append((i.name, dims))
-    return shapes
-
-
 def snr_db(ref, x):
     ref, x = ref.astype(np.float64).ravel(), x.astype(np.float64).ravel()
     noise = np.sum((ref - x) ** 2)
     return float("inf") if noise == 0 else float(10 * np.log10(np.sum(ref**2) / noise))
-
-
-def ort_int8(model, calib, tmp):
-    """onnxruntime's quantize_static model, built as ort_bench.py builds it."""
-    import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    pre, dst = os.path.join(tmp, "pre.onnx"), os.path.join(tmp, "int8.onnx")
-    try:
-        quant_pre_process(model, pre, skip_symbolic_shape=False)
-    except Exception:
-        quant_pre_process(model, pre, skip_symbolic_shape=True)
-    m = onnx.load(pre)
-    if [o.version for o in m.opset_import if o.domain in ("", "ai.onnx")][0] < 13:
-        from onnx import version_converter
-
-        onnx.save(version_converter.convert_version(m, 13), pre)
-    quantize_static(pre, dst, Reader(calib), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=CalibrationMethod.MinMax)
-    return dst
 
 
 def session(path):
@@ -118,12 +78,10 @@ def main():
         evals = [samples(shapes, 1, s)[0] for s in EVAL_SEEDS]
         with tempfile.TemporaryDirectory() as tmp:
             cdir = Path(tmp) / "calib"
-            cdir.mkdir()
-            for k, feed in enumerate(calib):
-                for name, v in feed.items():
-                    stem = f"{k}" if len(feed) == 1 else f"{k}_{file_stem(name)}"
-                    np.save(cdir / f"{stem}.npy", v)
-            fp32, q = session(model), session(ort_int8(model, calib, tmp))
+            save_samples(calib, cdir)
+            qdq = os.path.join(tmp, "int8.onnx")
+            quantize_qdq(model, qdq, calib, tmp, symbolic_shapes=True)  # as ort_bench.py does
+            fp32, q = session(model), session(qdq)
             refs = [fp32.run(None, f)[0] for f in evals]
             row = {"model": Path(model).parent.name if Path(model).name == "model.onnx" else Path(model).stem,
                    "ort": min(snr_db(r, q.run(None, f)[0]) for r, f in zip(refs, evals))}

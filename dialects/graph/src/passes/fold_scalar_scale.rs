@@ -20,7 +20,8 @@
 //! are left alone.
 
 use super::fuse_util::{
-    bare_compute, const_tensor, drop_dead_const, fold_affine, install_weights, single_private_use,
+    absorb, bare_compute, binary_by_const, const_tensor, drop_dead_const, fold_affine,
+    install_weights, single_private_use,
 };
 use crate::graph::{Graph, NodeId, Value};
 use crate::ops::activation::RESIDUAL;
@@ -50,33 +51,24 @@ fn try_fold(g: &mut Graph, n: NodeId) -> bool {
         return false;
     };
     install_weights(g, target, w, b);
-    // The Mul becomes the identity: its readers read `x`, which takes the Mul's name so a
-    // graph output keeps its name.
-    let out = g.node(n).outputs()[0];
-    g.value_mut(x).name = g.value(out).name.clone();
-    g.remove_node(n);
-    g.replace_all_uses(out, x);
+    // The Mul becomes the identity: `x`'s producer absorbs it (x is its only result, which
+    // `linear_source` checked), taking its name so a graph output keeps its name.
+    let p = g.producer(x).expect("linear_source walked up from x");
+    absorb(g, p, n);
     drop_dead_const(g, c);
     true
 }
 
 /// `n` as `x · factor` with a scalar constant factor: (x, the constant, factor).
 fn scalar_scale(g: &Graph, n: NodeId) -> Option<(Value, Value, f64)> {
-    let node = g.node(n);
-    let Op::Binary(b) = &node.op else { return None };
-    if node.inputs().len() != 2 || node.outputs().len() != 1 {
+    let (kind, x, c) = binary_by_const(g, n)?;
+    if !matches!(kind, BinaryKind::Mul | BinaryKind::Div) {
         return None;
     }
-    let (a0, a1) = (node.input(0)?, node.input(1)?);
-    let (x, c) = match b.kind {
-        BinaryKind::Mul if const_tensor(g, a0).is_some() => (a1, a0),
-        BinaryKind::Mul | BinaryKind::Div => (a0, a1),
-        _ => return None,
-    };
     let t = const_tensor(g, c)?;
     let (xt, ot) = (
         g.value(x).ty.as_ref()?,
-        g.value(node.outputs()[0]).ty.as_ref()?,
+        g.value(g.node(n).outputs()[0]).ty.as_ref()?,
     );
     if xt != ot || !xt.dtype.is_float() || t.dtype() != xt.dtype || t.len() != 1 {
         return None;
@@ -85,11 +77,7 @@ fn scalar_scale(g: &Graph, n: NodeId) -> Option<(Value, Value, f64)> {
         return None;
     }
     let v = t.to_f64_vec()[0];
-    let factor = if b.kind == BinaryKind::Div {
-        1.0 / v
-    } else {
-        v
-    };
+    let factor = if kind == BinaryKind::Div { 1.0 / v } else { v };
     (factor.is_finite() && factor != 0.0).then_some((x, c, factor))
 }
 

@@ -16,8 +16,8 @@
 //! Folding happens in f64 and rounds once to the weights' type.
 
 use super::fuse_util::{
-    absorb, add_const, bare_compute, const_tensor, drop_dead_const, fold_affine, install_weights,
-    single_private_use,
+    absorb, add_const, bare_compute, binary_by_const, const_tensor, drop_dead_const, fold_affine,
+    install_weights, single_private_use,
 };
 use crate::graph::{Graph, NodeId, Value};
 use crate::ops::{BinaryKind, Op};
@@ -36,21 +36,10 @@ impl Pass<Graph> for FuseScaleShift {
 
 /// `n` as `x·s + t` per channel of `x`'s producer: (x, the constant operand, s, t).
 fn affine_of(g: &Graph, n: NodeId, axis_of: impl Fn(usize) -> usize) -> Option<Affine> {
-    let node = g.node(n);
-    let Op::Binary(b) = &node.op else { return None };
-    if node.inputs().len() != 2 || node.outputs().len() != 1 {
-        return None;
-    }
-    let (a0, a1) = (node.input(0)?, node.input(1)?);
-    let (x, c) = match b.kind {
-        BinaryKind::Add | BinaryKind::Mul if const_tensor(g, a1).is_some() => (a0, a1),
-        BinaryKind::Add | BinaryKind::Mul if const_tensor(g, a0).is_some() => (a1, a0),
-        BinaryKind::Sub | BinaryKind::Div if const_tensor(g, a1).is_some() => (a0, a1),
-        _ => return None,
-    };
+    let (kind, x, c) = binary_by_const(g, n)?;
     let (xt, ot) = (
         g.value(x).ty.as_ref()?,
-        g.value(node.outputs()[0]).ty.as_ref()?,
+        g.value(g.node(n).outputs()[0]).ty.as_ref()?,
     );
     let t = const_tensor(g, c)?;
     if xt != ot || !xt.dtype.is_float() || t.dtype() != xt.dtype || xt.rank() == 0 {
@@ -65,12 +54,12 @@ fn affine_of(g: &Graph, n: NodeId, axis_of: impl Fn(usize) -> usize) -> Option<A
     // may not have.
     if vals
         .iter()
-        .any(|v| !v.is_finite() || (b.kind == BinaryKind::Div && *v == 0.0))
+        .any(|v| !v.is_finite() || (kind == BinaryKind::Div && *v == 0.0))
     {
         return None;
     }
     let ch = vals.len();
-    let (scale, shift) = match b.kind {
+    let (scale, shift) = match kind {
         BinaryKind::Mul => (vals, vec![0.0; ch]),
         BinaryKind::Div => (vals.iter().map(|v| 1.0 / v).collect(), vec![0.0; ch]),
         BinaryKind::Add => (vec![1.0; ch], vals),

@@ -2,7 +2,7 @@
 
 use crate::graph::{Graph, NodeId, Value};
 use crate::ops::activation::{RESIDUAL, SLOPE};
-use crate::ops::{Activation, Const, Op};
+use crate::ops::{Activation, BinaryKind, Const, Op};
 use kiln_core::{DType, Tensor, TensorType};
 
 /// The loaded data of a constant value.
@@ -11,6 +11,25 @@ pub fn const_tensor(g: &Graph, v: Value) -> Option<&Tensor> {
         Op::Const(c) => c.value.as_deref(),
         _ => None,
     }
+}
+
+/// `n` as a binary op of a value and a constant operand: (kind, the value, the constant).
+/// Add and Mul take the constant on either side; Sub and Div only as their second
+/// operand (`x − c`, `x / c`), the forms that fold into a producer's parameters.
+pub fn binary_by_const(g: &Graph, n: NodeId) -> Option<(BinaryKind, Value, Value)> {
+    let node = g.node(n);
+    let Op::Binary(b) = &node.op else { return None };
+    if node.inputs().len() != 2 || node.outputs().len() != 1 {
+        return None;
+    }
+    let (a0, a1) = (node.input(0)?, node.input(1)?);
+    let (x, c) = match b.kind {
+        BinaryKind::Add | BinaryKind::Mul if const_tensor(g, a1).is_some() => (a0, a1),
+        BinaryKind::Add | BinaryKind::Mul if const_tensor(g, a0).is_some() => (a1, a0),
+        BinaryKind::Sub | BinaryKind::Div if const_tensor(g, a1).is_some() => (a0, a1),
+        _ => return None,
+    };
+    Some((b.kind, x, c))
 }
 
 /// Whether `v` has exactly one reader, an op operand, and is not returned by the graph:
