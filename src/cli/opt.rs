@@ -74,7 +74,31 @@ fn run_loop(path: &std::path::Path, a: &OptArgs) -> anyhow::Result<()> {
     if a.time_passes {
         eprint!("{}", pm.timing_report());
     }
-    print!("{}", kiln_loop::text::print_module(&m));
+    match a.emit.as_str() {
+        "clif" | "asm" => print_machine(&m.kernels, &a.emit),
+        _ => {
+            print!("{}", kiln_loop::text::print_module(&m));
+            Ok(())
+        }
+    }
+}
+
+/// Compiles `kernels` and prints their Cranelift IR (`clif`) or machine code (`asm`).
+fn print_machine(kernels: &[kiln_loop::ir::Kernel], what: &str) -> anyhow::Result<()> {
+    let mut jit = kiln_loop::codegen::Jit::new()?;
+    jit.keep_clif = what == "clif";
+    jit.keep_asm = what == "asm";
+    let bar = super::progress::bar(kernels.len() as u64, "compiling", "kernels");
+    let added = kernels.iter().try_for_each(|k| {
+        jit.add(k)?;
+        bar.inc(1);
+        Ok::<_, kiln_core::Error>(())
+    });
+    bar.finish_and_clear();
+    added?;
+    for text in if what == "clif" { &jit.clif } else { &jit.asm } {
+        println!("{text}");
+    }
     Ok(())
 }
 
@@ -89,22 +113,7 @@ fn emit(g: &kiln_graph::Graph, what: &str, a: &OptArgs) -> anyhow::Result<()> {
         print!("{}", kiln_loop::text::print_module(&program.module));
         return Ok(());
     }
-    let mut jit = kiln_loop::codegen::Jit::new()?;
-    jit.keep_clif = what == "clif";
-    jit.keep_asm = what == "asm";
-    let kernels = &program.module.kernels;
-    let bar = super::progress::bar(kernels.len() as u64, "compiling", "kernels");
-    let added = kernels.iter().try_for_each(|k| {
-        jit.add(k)?;
-        bar.inc(1);
-        Ok::<_, kiln_core::Error>(())
-    });
-    bar.finish_and_clear();
-    added?;
-    for text in if what == "clif" { &jit.clif } else { &jit.asm } {
-        println!("{text}");
-    }
-    Ok(())
+    print_machine(&program.module.kernels, what)
 }
 
 pub fn run(a: OptArgs) -> anyhow::Result<()> {

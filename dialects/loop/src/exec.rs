@@ -7,7 +7,7 @@
 
 use crate::codegen::jit::HostIsa;
 use crate::codegen::{Jit, JitKernel};
-use crate::program::{ConstData, Loc, Program, Step, tensor_bytes, tensor_from_bytes};
+use crate::program::{Loc, Program, Step, contiguous_bytes, tensor_bytes, tensor_from_bytes};
 use kiln_core::{Result, Tensor, TensorType, bail, ensure};
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,9 @@ pub struct Compiled {
     /// Owns the executable memory the kernels point into.
     _jit: Jit,
     arena: Vec<u128>,
+    /// Aligned copies of inputs that cannot be read in place, kept between runs so that
+    /// large inputs do not pay for a fresh allocation (and its page faults) every run.
+    staged: Vec<Vec<u128>>,
     pub threads: usize,
     pool: Pool,
     pub compile_time: Duration,
@@ -67,6 +70,7 @@ impl Compiled {
             kernels,
             _jit: jit,
             arena,
+            staged: Vec::new(),
             threads: threads.max(1),
             pool: Pool::new(threads.max(1) - 1),
             compile_time: t0.elapsed(),
@@ -97,7 +101,8 @@ impl Compiled {
             p.inputs.len(),
             inputs.len()
         );
-        let mut ins = Vec::with_capacity(inputs.len());
+        self.staged.resize_with(inputs.len(), Vec::new);
+        let mut ins: Vec<*const u8> = Vec::with_capacity(inputs.len());
         for (i, (t, ty)) in inputs.iter().zip(&p.inputs).enumerate() {
             ensure!(
                 t.dtype() == ty.dtype && t.shape() == ty.shape.as_slice(),
@@ -105,12 +110,31 @@ impl Compiled {
                 "input {i}: expected {ty}, got {}",
                 t.ty()
             );
-            ins.push(ConstData::from_bytes(&tensor_bytes(t)));
+            // Kernels only read inputs (the memory plan never places a result there), so a
+            // row-major tensor is read where it lies; 16-byte alignment keeps it as good as
+            // the arena for any vector load Cranelift folds into an SSE operand.
+            match contiguous_bytes(t) {
+                Some(b) if (b.as_ptr() as usize).is_multiple_of(16) => ins.push(b.as_ptr()),
+                _ => {
+                    let b = tensor_bytes(t);
+                    let words = &mut self.staged[i];
+                    words.resize(b.len().div_ceil(16), 0);
+                    // SAFETY: `words` holds at least `b.len()` bytes; any byte pattern is valid.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            b.as_ptr(),
+                            words.as_mut_ptr() as *mut u8,
+                            b.len(),
+                        )
+                    };
+                    ins.push(words.as_ptr() as *const u8);
+                }
+            }
         }
         let arena = self.arena.as_mut_ptr() as *mut u8;
         let addr = |l: Loc| -> *mut u8 {
             match l {
-                Loc::Input(i) => ins[i].ptr() as *mut u8,
+                Loc::Input(i) => ins[i] as *mut u8,
                 Loc::Const(i) => p.consts[i].ptr() as *mut u8,
                 // SAFETY: offsets come from the memory plan, which fits in the arena.
                 Loc::Arena(o) => unsafe { arena.add(o) },

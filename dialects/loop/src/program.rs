@@ -135,6 +135,16 @@ pub fn tensor_bytes(t: &Tensor) -> Vec<u8> {
     kiln_core::dispatch!(t, a => raw(a))
 }
 
+/// The bytes of a row-major tensor in place, without copying (`None` for a strided view).
+pub fn contiguous_bytes(t: &Tensor) -> Option<&[u8]> {
+    fn raw<T: Copy>(a: &ndarray::ArrayD<T>) -> Option<&[u8]> {
+        let v = a.as_slice()?;
+        // SAFETY: the initialised elements of `v` as bytes (plain-old-data types).
+        Some(unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, size_of_val(v)) })
+    }
+    kiln_core::dispatch!(t, a => raw(a))
+}
+
 /// A tensor of type `ty` from its raw row-major bytes.
 pub fn tensor_from_bytes(ty: &TensorType, b: &[u8]) -> Result<Tensor> {
     fn read<T: kiln_core::Element>(shape: &[usize], b: &[u8]) -> Result<Tensor> {

@@ -427,6 +427,18 @@ impl<'a, 'b> Translator<'a, 'b> {
         })
     }
 
+    /// A loop as `entry: lo < hi ? body(lo, inits) : latch(lo − step, inits)`,
+    /// `body(i, args): … → latch(i, results)`, `latch(i, carried): i += step;
+    /// i < hi ? body(i, carried) : exit(carried)`. Cranelift lays it out entry, body, latch,
+    /// exit (the latch comes after both its predecessors), so an iteration falls through
+    /// into the latch and ends in its one backward branch.
+    ///
+    /// Why the latch: had the body branched on its own results, handing them to both the
+    /// next iteration and the exit, each would count as used twice, and Cranelift then marks
+    /// the whole tree computing it as multiply used, which stops it folding any load of the
+    /// body into its user (`vbroadcastss m32`, a memory operand of an FMA or `vpdpbusd`).
+    /// The latch's parameters have two predecessors (the entry's edge is only taken by an
+    /// empty range), so they stay parameters and the body's results are used once.
     fn emit_loop(&mut self, l: &Loop) -> Result<Vec<Value>> {
         let inits = l
             .inits
@@ -445,24 +457,30 @@ impl<'a, 'b> Translator<'a, 'b> {
                 self.b.ins().iconst(types::I64, l.hi),
             )
         };
+        if l.args.is_empty() {
+            return self.emit_plain_loop(l, lo, hi);
+        }
         let body = self.b.create_block();
+        let latch = self.b.create_block();
         let exit = self.b.create_block();
-        self.b.append_block_param(body, types::I64);
+        for blk in [body, latch] {
+            self.b.append_block_param(blk, types::I64);
+        }
         for &t in &arg_types {
-            self.b.append_block_param(body, t);
-            self.b.append_block_param(exit, t);
+            for blk in [body, latch, exit] {
+                self.b.append_block_param(blk, t);
+            }
         }
-        let entry_args: Vec<BlockArg> = std::iter::once(lo)
-            .chain(inits.iter().copied())
-            .map(BlockArg::Value)
-            .collect();
-        if l.parallel {
-            let go = self.b.ins().icmp(IntCC::SignedLessThan, lo, hi);
-            let skip: Vec<BlockArg> = inits.iter().copied().map(BlockArg::Value).collect();
-            self.b.ins().brif(go, body, &entry_args, exit, &skip);
-        } else {
-            self.b.ins().jump(body, &entry_args);
-        }
+        let args = |i: Value| -> Vec<BlockArg> {
+            std::iter::once(i)
+                .chain(inits.iter().copied())
+                .map(BlockArg::Value)
+                .collect()
+        };
+        let go = self.b.ins().icmp(IntCC::SignedLessThan, lo, hi);
+        let before = self.b.ins().iadd_imm_s(lo, -l.step);
+        self.b.ins().brif(go, body, &args(lo), latch, &args(before));
+
         self.b.switch_to_block(body);
         let params = self.b.block_params(body).to_vec();
         self.def(l.var, params[0]);
@@ -470,15 +488,50 @@ impl<'a, 'b> Translator<'a, 'b> {
             self.def(*a, p);
         }
         let next = self.region(&l.body)?;
-        let i = self.b.ins().iadd_imm_s(params[0], l.step);
-        let more = self.b.ins().icmp(IntCC::SignedLessThan, i, hi);
-        let again: Vec<BlockArg> = std::iter::once(i)
+        let back: Vec<BlockArg> = std::iter::once(params[0])
             .chain(next.iter().copied())
             .map(BlockArg::Value)
             .collect();
-        let done: Vec<BlockArg> = next.iter().copied().map(BlockArg::Value).collect();
+        self.b.ins().jump(latch, &back);
+
+        self.b.switch_to_block(latch);
+        let carried = self.b.block_params(latch).to_vec();
+        let i = self.b.ins().iadd_imm_s(carried[0], l.step);
+        let more = self.b.ins().icmp(IntCC::SignedLessThan, i, hi);
+        let again: Vec<BlockArg> = std::iter::once(i)
+            .chain(carried[1..].iter().copied())
+            .map(BlockArg::Value)
+            .collect();
+        let done: Vec<BlockArg> = carried[1..].iter().copied().map(BlockArg::Value).collect();
         self.b.ins().brif(more, body, &again, exit, &done);
         self.b.switch_to_block(exit);
         Ok(self.b.block_params(exit).to_vec())
+    }
+
+    /// A loop that carries no values needs no latch: `body(i): …; i += step; i < hi ?
+    /// body(i) : exit`, entered directly when the range is static (and so not empty).
+    fn emit_plain_loop(&mut self, l: &Loop, lo: Value, hi: Value) -> Result<Vec<Value>> {
+        let body = self.b.create_block();
+        let exit = self.b.create_block();
+        self.b.append_block_param(body, types::I64);
+        if l.parallel {
+            let go = self.b.ins().icmp(IntCC::SignedLessThan, lo, hi);
+            self.b
+                .ins()
+                .brif(go, body, &[BlockArg::Value(lo)], exit, &[]);
+        } else {
+            self.b.ins().jump(body, &[BlockArg::Value(lo)]);
+        }
+        self.b.switch_to_block(body);
+        let i = self.b.block_params(body)[0];
+        self.def(l.var, i);
+        self.region(&l.body)?;
+        let i = self.b.ins().iadd_imm_s(i, l.step);
+        let more = self.b.ins().icmp(IntCC::SignedLessThan, i, hi);
+        self.b
+            .ins()
+            .brif(more, body, &[BlockArg::Value(i)], exit, &[]);
+        self.b.switch_to_block(exit);
+        Ok(vec![])
     }
 }

@@ -77,6 +77,18 @@ impl CodeSpec {
         if self.on_grid {
             return quantize::recover_on_grid(b, x, &self.p);
         }
+        // Quantising a value just fake-quantised onto the same grid gives back the code it
+        // was rounded to (for every rounding to nearest; `Up` may step past it), so the
+        // last round trip through f32 — a multiply and a second division — is skipped.
+        if let Some((last, rest)) = self.pre.split_last()
+            && quantize::same_grid(last, &self.p)
+            && self.r != Rounding::Up
+        {
+            for p in rest {
+                x = quantize::fake_quant(b, x, p);
+            }
+            return centred_int(b, x, last, last.rounding);
+        }
         for p in &self.pre {
             x = quantize::fake_quant(b, x, p);
         }

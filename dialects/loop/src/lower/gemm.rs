@@ -14,15 +14,10 @@
 //! The column tiles of width 8 form the kernel's parallel loop; leftover columns (N mod 8) go
 //! to a second, serial kernel, because a kernel's parallel loop must be its only top-level loop.
 
-use super::{
-    Arg, Lowered, NodeCx, act,
-    elementwise::{broadcast_strides, dense_strides},
-};
+use super::{Arg, Lowered, act};
 use crate::builder::KernelBuilder;
 use crate::ir::{Buf, Type, Val};
-use kiln_core::Result;
-use kiln_graph::ops::Op;
-use kiln_graph::ops::activation::{Activation, RESIDUAL, SLOPE};
+use kiln_graph::ops::activation::Activation;
 
 /// Rows and vector columns of the largest register tile.
 pub const MR: usize = 4;
@@ -299,6 +294,28 @@ impl Gen<'_> {
         }
     }
 
+    /// All column tiles for the `mr` rows at `m0`: full 8-column panels, then a 4-column
+    /// vector tile and single columns for what is left.
+    fn cols(&self, b: &mut KernelBuilder, o: &BatchOffs, m0: Val, mr: usize) {
+        let s = self.s;
+        let full = s.n / NR * NR;
+        if full > 0 {
+            b.for_(0, full as i64, NR as i64, |b, n0| {
+                self.tile(b, o, m0, mr, n0, Cols::Vectors(2))
+            });
+        }
+        let mut c = full;
+        if s.n - c >= 4 {
+            let n0 = b.index(c as i64);
+            self.tile(b, o, m0, mr, n0, Cols::Vectors(1));
+            c += 4;
+        }
+        for col in c..s.n {
+            let n0 = b.index(col as i64);
+            self.tile(b, o, m0, mr, n0, Cols::Scalar);
+        }
+    }
+
     /// Nested loops over the batch dimensions, then `body` with the batch offsets.
     fn batches(
         &self,
@@ -352,14 +369,32 @@ impl Gen<'_> {
     }
 }
 
-/// Emits the GEMM as one or two kernels (full column panels in parallel; leftover columns).
-/// `declare` declares the kernel's buffers (the same in both kernels) and returns the spec, whose
-/// column count is `n`.
+/// Whether the GEMM sweeps row tiles in its outer (parallel) loop, each row tile visiting
+/// every column panel, instead of the reverse. The outer operand's block stays in L1 while
+/// the inner one is streamed once per outer step, so the smaller operand should be the
+/// streamed one: with columns outer, A is read `n / 8` times; with rows outer, B is read
+/// `m / 4` times. A 3×3 NHWC conv at 56×56×64 has A (its im2col) 49× larger than B, and
+/// columns outer spent most of its time streaming A from memory. Batched products keep
+/// columns outer (their row counts are small).
+pub fn rows_outer(m: usize, n: usize, batched: bool) -> bool {
+    !batched && m > n && m >= 2 * MR
+}
+
+/// Emits the GEMM as one or two kernels: the tiles along the outer dimension in parallel
+/// (see [`rows_outer`]), then the leftover rows or columns. `declare` declares the kernel's
+/// buffers (the same in both kernels) and returns the spec, whose column count is `n`.
 pub fn emit(
     name: &str,
     n: usize,
     declare: &dyn Fn(&mut KernelBuilder) -> GemmSpec,
 ) -> Vec<crate::ir::Kernel> {
+    let (m, batched) = {
+        let s = declare(&mut KernelBuilder::new(name));
+        (s.m, s.batch.iter().product::<usize>() > 1)
+    };
+    if rows_outer(m, n, batched) {
+        return emit_rows_outer(name, m, declare);
+    }
     let mut out = Vec::new();
     let full = n / NR * NR;
     if full > 0 {
@@ -388,6 +423,39 @@ pub fn emit(
                 let n0 = b.index(col as i64);
                 g.rows(b, o, n0, Cols::Scalar);
             }
+        });
+        out.push(b.finish());
+    }
+    out
+}
+
+/// [`emit`] with row tiles outer: full 4-row tiles in parallel, the `m mod 4` leftover rows
+/// in a second kernel.
+fn emit_rows_outer(
+    name: &str,
+    m: usize,
+    declare: &dyn Fn(&mut KernelBuilder) -> GemmSpec,
+) -> Vec<crate::ir::Kernel> {
+    let mut out = Vec::new();
+    let full = m / MR * MR;
+    if full > 0 {
+        let mut b = KernelBuilder::new(name);
+        let s = declare(&mut b);
+        let g = Gen { s: &s };
+        b.parallel(0, full as i64, MR as i64, |b, m0| {
+            let o = BatchOffs::zero(b);
+            g.batches(b, 0, o, &|b, o| g.cols(b, o, m0, MR));
+        });
+        out.push(b.finish());
+    }
+    if full < m {
+        let mut b = KernelBuilder::new(format!("{name}_edge"));
+        let s = declare(&mut b);
+        let g = Gen { s: &s };
+        let o = BatchOffs::zero(&mut b);
+        g.batches(&mut b, 0, o, &|b, o| {
+            let m0 = b.index(full as i64);
+            g.cols(b, o, m0, m - full)
         });
         out.push(b.finish());
     }
@@ -453,7 +521,7 @@ pub fn pack_a_kernels(
 /// element, so it only wins when A is large (measured: a 256×144 A took as long to pack as its
 /// whole GEMM; a 3136×576 A saved 20 % of the conv).
 pub fn worth_packing_a(m: usize, k: usize, n: usize) -> bool {
-    m * k >= 1 << 16 && m >= 2 * MR && k >= 16 && n >= 2 * NR
+    !rows_outer(m, n, false) && m * k >= 1 << 16 && m >= 2 * MR && k >= 16 && n >= 2 * NR
 }
 
 /// Loads `ty` (f32 or f32x4) at `off + disp` from a row with element stride `cs`: a splat when
@@ -480,196 +548,4 @@ pub fn load_strided(
         }
         v
     }
-}
-
-/// Strides of an epilogue operand of `shape` broadcast to the result `out` (`[batch.., m, n]`).
-fn epi_operand(buf: Buf, shape: &[usize], out: &[usize]) -> Strided {
-    let st = broadcast_strides(shape, out);
-    let r = out.len();
-    Strided {
-        buf,
-        rs: st[r - 2],
-        cs: st[r - 1],
-        batch: st[..r - 2].to_vec(),
-    }
-}
-
-/// Lowers Gemm and MatMul (with their fused epilogues).
-pub fn lower(op: &Op, cx: &NodeCx) -> Result<Option<Vec<Lowered>>> {
-    let (act, trans_a, trans_b, alpha, beta, is_gemm) = match op {
-        Op::Gemm(g) => (g.act, g.trans_a, g.trans_b, g.alpha, g.beta, true),
-        Op::MatMul(m) => (m.act, m.trans_a, m.trans_b, 1.0, 1.0, false),
-        _ => return Ok(None),
-    };
-    let (Some(ash), Some(bsh)) = (cx.in_shape(0), cx.in_shape(1)) else {
-        return Ok(None);
-    };
-    let out = cx.out_shape(0).to_vec();
-    // Rank-1 operands (numpy promotion) are rare in CNNs: leave them to the reference path.
-    if ash.len() < 2 || bsh.len() < 2 || out.len() < 2 {
-        return Ok(None);
-    }
-    let r = out.len();
-    let (m, n) = (out[r - 2], out[r - 1]);
-    let k = if trans_a {
-        ash[ash.len() - 2]
-    } else {
-        ash[ash.len() - 1]
-    };
-    let batch = out[..r - 2].to_vec();
-    // Batch strides of A and B as if their matrices were [m,k] / [k,n] blocks.
-    let mat_batch = |shape: &[usize]| -> Vec<i64> {
-        let mut full = batch.clone();
-        full.extend_from_slice(&shape[shape.len() - 2..]);
-        let st = broadcast_strides(shape, &full);
-        st[..r - 2].to_vec()
-    };
-    let a_cols = ash[ash.len() - 1] as i64;
-    let (b_rows, b_cols) = (bsh[bsh.len() - 2] as i64, bsh[bsh.len() - 1] as i64);
-    let b_const = cx.const_f32(1).filter(|_| bsh.len() == 2);
-    let mut args = vec![Arg::Operand(0)];
-    let packed_b = b_const.map(|w| {
-        pack_b(k, n, |kk, nn| {
-            if trans_b {
-                w[nn * b_cols as usize + kk]
-            } else {
-                w[kk * b_cols as usize + nn]
-            }
-        })
-    });
-    // A runtime B read across columns (transposed) cannot be vectorised along n: a first
-    // kernel transposes it into scratch, laid out `[batch.., k, n]`.
-    let b_bytes = bsh.iter().product::<usize>() * 4;
-    let transpose_b = packed_b.is_none() && trans_b;
-    match &packed_b {
-        Some(p) => args.push(Arg::Const(p.clone())),
-        None if transpose_b => args.push(Arg::Scratch(b_bytes)),
-        None => args.push(Arg::Operand(1)),
-    }
-    let a_batch = mat_batch(ash);
-    let b_batch = mat_batch(bsh);
-    // Pack A at run time into panels (unbatched products only); it goes after B's scratch.
-    let pack_a_at = b_bytes.div_ceil(64) * 64;
-    let pack_a = batch.iter().product::<usize>() == 1 && worth_packing_a(m, k, n);
-    if pack_a {
-        args[0] = Arg::ScratchAt(pack_a_at, m * k * 4);
-    }
-    let bias_k = if is_gemm || cx.ins.get(2).copied().flatten().is_some() {
-        2
-    } else {
-        usize::MAX
-    };
-    let opt = |k: usize| cx.in_shape(k).map(|s| s.to_vec());
-    let bias_shape = if bias_k == 2 { opt(2) } else { None };
-    let (res_shape, slope_shape) = (opt(RESIDUAL), opt(SLOPE));
-    for (k, s) in [
-        (2, &bias_shape),
-        (RESIDUAL, &res_shape),
-        (SLOPE, &slope_shape),
-    ] {
-        if s.is_some() {
-            args.push(Arg::Operand(k));
-        }
-    }
-    args.push(Arg::Result(0));
-    let len = |s: &[usize]| s.iter().product::<usize>();
-    let (asz, bsz) = (len(ash), packed_b.as_ref().map_or(len(bsh), |p| p.len()));
-    let declare = |b: &mut KernelBuilder| -> GemmSpec {
-        let abuf = b.buf("a", Type::F32, asz, true);
-        let bbuf = b.buf("b", Type::F32, bsz, true);
-        let mut epi = |s: &Option<Vec<usize>>, nm: &str| {
-            s.as_ref()
-                .map(|s| epi_operand(b.buf(nm, Type::F32, len(s), true), s, &out))
-        };
-        let bias = epi(&bias_shape, "bias");
-        let residual = epi(&res_shape, "y");
-        let slope = epi(&slope_shape, "slope");
-        let cbuf = b.buf("c", Type::F32, len(&out), false);
-        let c = Strided {
-            buf: cbuf,
-            rs: n as i64,
-            cs: 1,
-            batch: dense_strides(&out)[..r - 2].to_vec(),
-        };
-        let a = if pack_a {
-            AOperand::Packed(abuf)
-        } else {
-            AOperand::Strided(Strided {
-                buf: abuf,
-                rs: if trans_a { 1 } else { a_cols },
-                cs: if trans_a { a_cols } else { 1 },
-                batch: a_batch.clone(),
-            })
-        };
-        let bop = if packed_b.is_some() {
-            BOperand::Packed(bbuf)
-        } else {
-            BOperand::Strided(Strided {
-                buf: bbuf,
-                rs: if trans_b { b_rows } else { b_cols },
-                cs: 1,
-                batch: b_batch.clone(),
-            })
-        };
-        GemmSpec {
-            m,
-            n,
-            k,
-            batch: batch.clone(),
-            a,
-            b: bop,
-            c,
-            bias,
-            residual,
-            slope,
-            alpha,
-            beta,
-            act,
-        }
-    };
-    let mut lowered = Vec::new();
-    if pack_a {
-        let (rs, cs) = if trans_a { (1, a_cols) } else { (a_cols, 1) };
-        lowered.extend(pack_a_kernels(
-            &cx.name,
-            (m, k),
-            (rs, cs),
-            (Arg::Operand(0), asz),
-            Arg::ScratchAt(pack_a_at, m * k * 4),
-        ));
-    }
-    if transpose_b {
-        let r = bsh.len();
-        let mut dims = bsh.to_vec();
-        dims.swap(r - 2, r - 1);
-        let src_st = super::elementwise::dense_strides(bsh);
-        let mut strides = src_st.clone();
-        strides.swap(r - 2, r - 1);
-        let src = super::elementwise::View {
-            arg: Arg::Operand(1),
-            len: b_bytes / 4,
-            off: 0,
-            strides,
-        };
-        let dst = super::elementwise::View {
-            arg: Arg::Scratch(b_bytes),
-            len: b_bytes / 4,
-            off: 0,
-            strides: super::elementwise::dense_strides(&dims),
-        };
-        lowered.push(super::elementwise::map_views(
-            &format!("{}_bt", cx.name),
-            &dims,
-            &[src],
-            &dst,
-            &|_, v| v[0],
-        ));
-    }
-    for kernel in emit(&cx.name, n, &declare) {
-        lowered.push(Lowered {
-            kernel,
-            args: args.clone(),
-        });
-    }
-    Ok(Some(lowered))
 }

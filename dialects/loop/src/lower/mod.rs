@@ -13,6 +13,7 @@ pub mod depthwise;
 pub mod elementwise;
 pub mod gemm;
 pub mod grouped_nhwc;
+pub mod matmul;
 pub mod pool;
 pub mod reduce;
 
@@ -94,7 +95,7 @@ pub fn lower_op(op: &Op, cx: &NodeCx) -> Result<Option<Vec<Lowered>>> {
     if let Some(l) = elementwise::lower(op, cx)? {
         return Ok(Some(l));
     }
-    if let Some(l) = gemm::lower(op, cx)? {
+    if let Some(l) = matmul::lower(op, cx)? {
         return Ok(Some(l));
     }
     if let Some(l) = conv::lower(op, cx)? {
