@@ -2,10 +2,13 @@
 //! updated by `dot_u8s8` (one `vpdpbusd` on VNNI hosts), and the epilogue of kiln-quant's
 //! contract applied in registers before the single store.
 //!
-//! Register tile: up to 4 rows × 3 vectors of 4 output channels — twelve `i32x4`
-//! accumulators, three weight vectors and one broadcast fit the 16 xmm registers. Per k step
-//! of 4 bytes a tile loads 3 weight vectors and broadcasts 4 activation words (one
-//! `vbroadcastss` each, as ARCHITECTURE.md measured), then issues 12 dot products.
+//! Register tile: twelve `i32x4` accumulators, as 4 rows × 3 vectors of 4 output channels,
+//! 6 × 2 or 12 × 1 (with the weight vectors and one broadcast they fit the 16 xmm
+//! registers). Twelve independent chains cover `vpdpbusd`'s latency at two per cycle; a
+//! narrower tile of 4 rows (the old column tail) has too few and ran at a third of the
+//! speed. The widest tile that divides the channel count is used, so a 64-channel conv has
+//! no column tail. Per k step of 4 bytes a tile loads its weight vectors and broadcasts
+//! one activation word per row, then issues 12 dot products.
 //!
 //! The activation zero point is folded into the bias at compile time:
 //! `Σ (a − z)·w = Σ a·w − z·Σ w`, so the k loop works on raw u8 codes; i32 arithmetic wraps,
@@ -20,10 +23,22 @@ use crate::lower::act::per_lane;
 use kiln_graph::ops::Activation;
 use kiln_quant::plan::Epilogue;
 
-/// Rows of the register tile.
-pub const MR: usize = 4;
-/// Vectors (of 4 channels) of the register tile.
+/// Vectors (of 4 channels) of the widest register tile.
 pub const NV: usize = 3;
+
+/// Rows of a tile `nv` vectors wide: twelve accumulators in all.
+fn rows_for(nv: usize) -> usize {
+    12 / nv.clamp(1, NV)
+}
+
+/// The tile width (in vectors) for `n` channels: the widest whose blocks divide `n`, else
+/// the widest (the leftover columns get a kernel of their own).
+fn main_nv(n: usize) -> usize {
+    (1..=NV)
+        .rev()
+        .find(|&nv| n.is_multiple_of(4 * nv))
+        .unwrap_or(NV)
+}
 
 /// Where result `(row r, channel n)` goes: `(r / per_batch)·bs + (r mod per_batch)·rs + n·cs`.
 #[derive(Debug, Clone, Copy)]
@@ -84,33 +99,53 @@ pub fn pack_weights(n: usize, k_len: usize, kp: usize, w: &dyn Fn(usize, usize) 
 /// The kernels of one GEMM; buffers in the order
 /// `panel, weights, bias, scales, [residual], out` (see [`QGemm::residual`]).
 pub fn kernels(name: &str, g: &QGemm) -> Vec<Kernel> {
-    let full_rows = g.rows / MR * MR;
-    let block = 4 * NV;
-    let full_cols = g.n / block * block;
+    let nv = main_nv(g.n);
+    let full_cols = g.n / (4 * nv) * (4 * nv);
     let mut ks = Vec::new();
-    let mut add = |suffix: &str, rows: (usize, usize), mr: usize, cols: (usize, usize)| {
-        if rows.0 < rows.1 && cols.0 < cols.1 {
-            ks.push(kernel(&format!("{name}{suffix}"), g, rows, mr, cols));
+    // The main columns, then the leftover ones (under one block), each in row tiles of the
+    // height that suits its width and a kernel for the rows left under one tile.
+    for (suffix, cols, nv) in [
+        ("", (0, full_cols), nv),
+        ("_c", (full_cols, g.n), (g.n - full_cols).div_ceil(4)),
+    ] {
+        if cols.0 >= cols.1 {
+            continue;
         }
-    };
-    add("", (0, full_rows), MR, (0, full_cols));
-    add("_c", (0, full_rows), MR, (full_cols, g.n));
-    add(
-        "_r",
-        (full_rows, g.rows),
-        g.rows - full_rows,
-        (0, full_cols),
-    );
-    add(
-        "_rc",
-        (full_rows, g.rows),
-        g.rows - full_rows,
-        (full_cols, g.n),
-    );
+        let mr = rows_for(nv);
+        let full_rows = g.rows / mr * mr;
+        if full_rows > 0 {
+            ks.push(kernel(
+                &format!("{name}{suffix}"),
+                g,
+                (0, full_rows),
+                mr,
+                cols,
+                nv,
+            ));
+        }
+        if full_rows < g.rows {
+            let rows = (full_rows, g.rows);
+            ks.push(kernel(
+                &format!("{name}_r{suffix}"),
+                g,
+                rows,
+                g.rows - full_rows,
+                cols,
+                nv,
+            ));
+        }
+    }
     ks
 }
 
-fn kernel(name: &str, g: &QGemm, rows: (usize, usize), mr: usize, cols: (usize, usize)) -> Kernel {
+fn kernel(
+    name: &str,
+    g: &QGemm,
+    rows: (usize, usize),
+    mr: usize,
+    cols: (usize, usize),
+    nv: usize,
+) -> Kernel {
     let mut b = KernelBuilder::new(name);
     let k4 = g.kp / 4;
     let np = g.np();
@@ -135,20 +170,15 @@ fn kernel(name: &str, g: &QGemm, rows: (usize, usize), mr: usize, cols: (usize, 
         residual,
         out,
     };
-    let width = cols.1 - cols.0;
-    // Full blocks loop; a tail narrower than a block is one block of fewer vectors.
-    let (nv, blocks) = if width.is_multiple_of(4 * NV) {
-        (NV, width / (4 * NV))
-    } else {
-        (width.div_ceil(4), 1)
-    };
+    // Whole blocks of `nv` vectors loop; the column tail is one block of its own width.
+    let blocks = (cols.1 - cols.0) / (4 * nv);
     b.parallel(rows.0 as i64, rows.1 as i64, mr as i64, |b, r| {
-        if blocks == 1 {
+        if blocks <= 1 {
             let cb = b.index(cols.0 as i64);
             tile(b, g, &bufs, r, mr, cb, cols.0, nv);
         } else {
-            b.for_(cols.0 as i64, cols.1 as i64, (4 * NV) as i64, |b, cb| {
-                tile(b, g, &bufs, r, mr, cb, usize::MAX, NV);
+            b.for_(cols.0 as i64, cols.1 as i64, (4 * nv) as i64, |b, cb| {
+                tile(b, g, &bufs, r, mr, cb, usize::MAX, nv);
             });
         }
     });
