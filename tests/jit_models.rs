@@ -32,6 +32,26 @@ fn check(name: &str, pipeline: &str, threads: usize) {
             );
         }
     }
+    // Idle long enough for the workers to stop spinning and park, then run on other inputs
+    // (the arena still holds the last results, so a chunk left undone would go unnoticed on
+    // the same ones): the wake-up path must hand out every chunk.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let halved: Vec<_> = inputs
+        .iter()
+        .map(|t| match t {
+            kiln_core::Tensor::F32(a) => kiln_core::Tensor::F32(a.mapv(|x| 0.5 * x - 0.25)),
+            other => other.clone(),
+        })
+        .collect();
+    let want = interp::run(&g, &halved).unwrap();
+    let got = c.run(&halved).unwrap();
+    for (k, (a, b)) in got.iter().zip(&want).enumerate() {
+        if let Err(e) = common::compare(a, b, 1e-4, 1e-5) {
+            panic!(
+                "{name} ({pipeline}, {threads} threads), after the pool parked: output {k}: {e}"
+            );
+        }
+    }
 }
 
 #[test]

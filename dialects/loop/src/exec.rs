@@ -2,18 +2,19 @@
 //! over threads.
 //!
 //! A compiled model owns a small pool of worker threads (`threads - 1` of them; the calling
-//! thread takes the first chunk). A kernel's parallel range is cut into one contiguous chunk per
-//! thread (rounded to the loop step), which keeps each thread's writes disjoint.
+//! thread takes the first chunk), see [`crate::pool`].
 
 use crate::codegen::jit::HostIsa;
 use crate::codegen::{Jit, JitKernel};
+use crate::pool::{Pool, Ptrs, call};
 use crate::program::{Loc, Program, Step, contiguous_bytes, tensor_bytes, tensor_from_bytes};
 use kiln_core::{Result, Tensor, TensorType, bail, ensure};
 use std::time::{Duration, Instant};
 
-/// Steps with less work than this run on the calling thread only: below it, handing chunks
-/// to workers (a channel send and a wake-up each) costs more than it saves.
-const PARALLEL_MIN_FLOPS: u64 = 2_000_000;
+/// Steps with less work than this (a few microseconds) run on the calling thread only:
+/// below it, publishing a job to the spinning workers and waiting for them costs more than
+/// it saves.
+const PARALLEL_MIN_FLOPS: u64 = 100_000;
 
 /// A program with its machine code.
 pub struct Compiled {
@@ -29,12 +30,6 @@ pub struct Compiled {
     pool: Pool,
     pub compile_time: Duration,
 }
-
-#[derive(Clone, Copy)]
-struct Ptrs(*const *mut u8);
-// SAFETY: the pointer array outlives the scoped threads, and kernels write disjoint ranges.
-unsafe impl Send for Ptrs {}
-unsafe impl Sync for Ptrs {}
 
 impl Compiled {
     /// JIT-compiles every kernel of `program`.
@@ -206,85 +201,4 @@ fn read(ptr: *mut u8, ty: &TensorType) -> Result<Tensor> {
     // SAFETY: the location holds a tensor of type `ty`.
     let b = unsafe { std::slice::from_raw_parts(ptr as *const u8, n) };
     tensor_from_bytes(ty, b)
-}
-
-/// One chunk of a kernel's parallel loop.
-struct Job {
-    kernel: JitKernel,
-    ptrs: Ptrs,
-    lo: i64,
-    hi: i64,
-    done: std::sync::mpsc::Sender<()>,
-}
-
-/// Worker threads fed through channels; dropped with the compiled model.
-struct Pool {
-    workers: Vec<std::sync::mpsc::Sender<Job>>,
-}
-
-impl Pool {
-    fn new(n: usize) -> Pool {
-        let workers = (0..n)
-            .map(|_| {
-                let (tx, rx) = std::sync::mpsc::channel::<Job>();
-                std::thread::spawn(move || {
-                    while let Ok(job) = rx.recv() {
-                        let p = job.ptrs;
-                        // SAFETY: chunks are disjoint ranges of a parallel loop; the caller
-                        // waits for `done` before its buffers go away.
-                        unsafe { (job.kernel.entry)(p.0, job.lo, job.hi) };
-                        let _ = job.done.send(());
-                    }
-                });
-                tx
-            })
-            .collect();
-        Pool { workers }
-    }
-}
-
-/// Runs a kernel: its parallel range split over the pool when `spread`, else whole here.
-fn call(k: JitKernel, ptrs: Ptrs, extent: Option<(i64, i64, i64)>, pool: &Pool, spread: bool) {
-    let Some((lo, hi, step)) = extent else {
-        // SAFETY: the kernel reads and writes only its own buffers, all live.
-        unsafe { (k.entry)(ptrs.0, 0, 0) };
-        return;
-    };
-    let iters = ((hi - lo).max(0) + step - 1) / step;
-    let workers = if spread { pool.workers.len() as i64 } else { 0 };
-    let threads = (workers + 1).min(iters).max(1);
-    if threads == 1 {
-        // SAFETY: as above.
-        unsafe { (k.entry)(ptrs.0, lo, hi) };
-        return;
-    }
-    let per = (iters + threads - 1) / threads;
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
-    let mut sent = 0;
-    for t in 1..threads {
-        let a = lo + t * per * step;
-        let b = (a + per * step).min(hi);
-        if a >= b {
-            continue;
-        }
-        let job = Job {
-            kernel: k,
-            ptrs,
-            lo: a,
-            hi: b,
-            done: done_tx.clone(),
-        };
-        if pool.workers[(t - 1) as usize].send(job).is_ok() {
-            sent += 1;
-        } else {
-            // A worker that died (it cannot, short of a crash) leaves its chunk to us.
-            // SAFETY: as above.
-            unsafe { (k.entry)(ptrs.0, a, b) };
-        }
-    }
-    // SAFETY: the first chunk, on the calling thread.
-    unsafe { (k.entry)(ptrs.0, lo, (lo + per * step).min(hi)) };
-    for _ in 0..sent {
-        let _ = done_rx.recv();
-    }
 }

@@ -12,6 +12,7 @@ pub mod int8;
 pub mod ir;
 pub mod lower;
 pub mod peak;
+pub mod pool;
 pub mod program;
 
 pub use builder::KernelBuilder;
