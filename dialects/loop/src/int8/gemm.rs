@@ -510,9 +510,9 @@ pub(super) fn activation_with(b: &mut KernelBuilder, act: &Activation, v: Val, m
             clamp01(b, t, mm)
         }
         Activation::HardSwish => {
-            let six = c(b, 6.0);
+            let alpha = c(b, kiln_quant::arith::HARD_SWISH_ALPHA);
             let half = c(b, 0.5);
-            let t = b.div(v, six);
+            let t = b.mul(v, alpha);
             let t = b.add(t, half);
             let t = clamp01(b, t, mm);
             b.mul(v, t)

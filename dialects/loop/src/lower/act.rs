@@ -208,9 +208,9 @@ pub fn clip(b: &mut KernelBuilder, x: Val, lo: f32, hi: f32) -> Val {
 
 fn hard_swish(b: &mut KernelBuilder, x: Val) -> Val {
     let ty = b.ty(x);
-    let six = b.fsplat(ty, 6.0);
+    let alpha = b.fsplat(ty, 1.0 / 6.0);
     let half = b.fsplat(ty, 0.5);
-    let t = b.div(x, six);
+    let t = b.mul(x, alpha);
     let t = b.add(t, half);
     let t = clamp01(b, t);
     b.mul(x, t)
