@@ -97,6 +97,48 @@ fn opt_prints_ir_that_parses_back_and_instruments_passes() {
     );
 }
 
+/// Loop-dialect text goes through the loop passes and then to Cranelift IR or machine code;
+/// a broadcast load feeding an FMA in a loop that carries its accumulator must fold into
+/// `vbroadcastss m32` (the codegen's loop latch exists for this).
+#[test]
+fn opt_compiles_loop_text_to_clif_and_asm() {
+    let dir = scratch("opt_loop_asm");
+    let path = dir.join("k.kir");
+    std::fs::write(
+        &path,
+        "kernel @dot(@0 a: f32[64] readonly, @1 b: f32[64] readonly, @2 c: f32[4]) {
+  %0 = iconst index 0
+  %1 = load f32x4 @2[%0]
+  %2 = for %3 = 0 to 16 step 1 iter(%4 = %1) {
+    %5 = load f32 @0[%3]
+    %6 = splat f32x4 %5
+    %7 = load f32x4 @1[%3]
+    %8 = fma %6, %7, %4 : f32x4
+    yield %8
+  }
+  store @2[%0], %2
+}
+",
+    )
+    .unwrap();
+    let p = path.display().to_string();
+    let clif = kiln(&["opt", &p, "--pipeline", "loop-opt", "--emit", "clif"]);
+    assert!(clif.status.success(), "{}", stderr(&clif));
+    assert!(stdout(&clif).contains("fma"), "{}", stdout(&clif));
+    let asm = kiln(&["opt", &p, "--emit", "asm"]);
+    assert!(asm.status.success(), "{}", stderr(&asm));
+    let text = stdout(&asm);
+    assert!(text.contains("; kernel @dot"), "{text}");
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        assert!(
+            text.lines()
+                .any(|l| l.contains("vbroadcastss") && l.contains("(%")),
+            "the broadcast load should fold into vbroadcastss m32:\n{text}"
+        );
+    }
+}
+
 #[test]
 fn opt_writes_ir_with_a_weights_file_that_runs() {
     let dir = scratch("cli_opt");

@@ -34,7 +34,8 @@ pub struct OptArgs {
     #[arg(long)]
     pub list: bool,
     /// After the graph passes, lower and print a lower level instead of the graph: `loop`
-    /// (the loop dialect), `clif` (Cranelift IR) or `asm` (the JIT's machine code).
+    /// (the loop dialect), `clif` (Cranelift IR) or `asm` (the JIT's machine code). On
+    /// loop-dialect text, `clif` and `asm` compile its kernels after the loop passes.
     #[arg(long, value_parser = ["graph", "loop", "clif", "asm"], default_value = "graph")]
     pub emit: String,
     /// With `--emit loop|clif|asm`: lower the fp32 program, or quantise (with the
