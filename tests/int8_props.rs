@@ -368,6 +368,14 @@ fn activation_matmul_int8_matches_the_simulator() {
 }
 
 #[test]
+fn eltwise_sum_int8_matches_the_simulator() {
+    family("eltwise sum", 24, 500, &|rng| {
+        let c = eltwise_sum_case(rng);
+        mixed(c, rng)
+    });
+}
+
+#[test]
 fn softmax_int8_matches_the_simulator() {
     family("softmax", 21, 500, &|rng| {
         let c = softmax_case(rng);

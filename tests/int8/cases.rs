@@ -277,6 +277,44 @@ pub fn binary_case(rng: &mut Rng) -> Case {
     Case::new(s, false)
 }
 
+/// EltwiseSum of 1–4 broadcasting operands (some of one element, as a fused `x·c + b`
+/// has) with coefficients of both signs; it must run as a kernel, not a host step.
+pub fn eltwise_sum_case(rng: &mut Rng) -> Case {
+    let rank = range(rng, 1, 4);
+    let out: Vec<usize> = (0..rank).map(|_| range(rng, 1, 9)).collect();
+    let n = range(rng, 1, 4);
+    let shapes: Vec<Vec<usize>> = (0..n)
+        .map(|i| {
+            if i > 0 && one_in(rng, 3) {
+                vec![1]
+            } else {
+                let drop = range(rng, 0, rank - 1);
+                out[drop..]
+                    .iter()
+                    .map(|&d| if i > 0 && one_in(rng, 3) { 1 } else { d })
+                    .collect()
+            }
+        })
+        .collect();
+    let coeffs: Vec<String> = (0..n)
+        .map(|_| format!("{:?}", (rng.next_u64() % 2001) as f32 / 500.0 - 2.0))
+        .collect();
+    let params: Vec<String> = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, d)| format!("%x{i}: f32[{}]", dims(d)))
+        .collect();
+    let args: Vec<String> = (0..n).map(|i| format!("%x{i}")).collect();
+    let mut s = format!(
+        "graph @e({}) -> (?) {{\n  %o = graph.eltwise_sum({}) {{coeffs=[{}]}} : ?\n",
+        params.join(", "),
+        args.join(", "),
+        coeffs.join(",")
+    );
+    finish(rng, &mut s);
+    Case::new(s, true)
+}
+
 /// A 4-D activation shape in either layout, and the layout attribute.
 fn image(rng: &mut Rng) -> (Vec<usize>, bool) {
     let (n, c, h, w) = (

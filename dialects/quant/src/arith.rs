@@ -218,6 +218,15 @@ pub fn mul(a: i32, za: i32, b: i32, zb: i32, m: f32, out: &QParams) -> i32 {
     )
 }
 
+/// EltwiseSum in a quantised unit: `Σ cᵢ·xᵢ` in f32, operand by operand, each product
+/// rounded and then added (no fused multiply-add, so every host computes the same bits).
+/// The graph op itself sums in f64; this is the form an int8 program's kernel can compute.
+pub fn eltwise_sum(xs: impl Iterator<Item = f32>, coeffs: &[f32]) -> f32 {
+    let mut terms = xs.zip(coeffs).map(|(x, &c)| x * c);
+    let first = terms.next().unwrap_or(0.0);
+    terms.fold(first, |acc, t| acc + t)
+}
+
 /// Whether an accumulation of `k` products of `|x| ≤ xmax`, `|w| ≤ wmax` plus a bias of
 /// magnitude `bmax` always fits i32 (the compile-time check kernels rely on).
 pub fn acc_fits_i32(k: usize, xmax: i64, wmax: i64, bmax: i64) -> bool {

@@ -234,10 +234,14 @@ pub fn eval_node(
         Some(t) => (vec![t], true),
         None => {
             let refs: Vec<Option<&Tensor>> = ins.iter().map(|t| t.as_ref()).collect();
-            let outs = node
-                .op
-                .eval(&refs, node.outputs().len())
-                .map_err(|e| node.locate(e))?;
+            let outs = match &node.op {
+                Op::EltwiseSum(e) => {
+                    vec![eltwise_sum(&refs, &e.coeffs).map_err(|e| node.locate(e))?]
+                }
+                op => op
+                    .eval(&refs, node.outputs().len())
+                    .map_err(|e| node.locate(e))?,
+            };
             (outs, false)
         }
     };
@@ -406,7 +410,83 @@ fn compute(q: &QuantGraph, n: NodeId, p: &ComputePlan, ins: &[Option<Tensor>]) -
 
 /// Fake-quantises `t` with parameters `p` (codes, then their values).
 pub fn fake_quant_params(t: &Tensor, p: &QParams) -> Result<Tensor> {
+    // Per tensor on a row-major f32 tensor (host steps' usual case): one pass, the same
+    // arithmetic, without the dynamic-rank walks and the intermediate code array.
+    if let (Tensor::F32(a), None, [s], [z]) = (t, p.axis, p.scale.as_slice(), p.zero.as_slice())
+        && let Some(xs) = a.as_slice()
+    {
+        let (s, z) = (*s, *z);
+        let v: Vec<f32> = xs
+            .iter()
+            .map(|&x| arith::dequantize(arith::quantize(x, s, z, p.qmin, p.qmax, p.rounding), s, z))
+            .collect();
+        return Ok(Tensor::F32(
+            ArrayD::from_shape_vec(a.raw_dim(), v).expect("same shape"),
+        ));
+    }
     Ok(dequantize_tensor(&quantize_tensor(t, p)?, p, t.dtype()))
+}
+
+/// EltwiseSum by [`arith::eltwise_sum`], with broadcasting; f32 operands only.
+fn eltwise_sum(ins: &[Option<&Tensor>], coeffs: &[f32]) -> Result<Tensor> {
+    let mut xs = Vec::with_capacity(ins.len());
+    let mut shape: Vec<usize> = Vec::new();
+    for (i, t) in ins.iter().enumerate() {
+        let Some(t) = t else {
+            bail!(Eval, "eltwise_sum: operand {i} is missing");
+        };
+        let a = t.as_f32()?;
+        shape = kiln_graph::ops::util::broadcast_shapes(&shape, a.shape())?;
+        xs.push(a);
+    }
+    if xs.len() != coeffs.len() || xs.is_empty() {
+        bail!(
+            Eval,
+            "eltwise_sum: {} operands for {} coefficients",
+            xs.len(),
+            coeffs.len()
+        );
+    }
+    let dim = IxDyn(&shape);
+    // Row-major operands of the full shape or of one element read by index (the common
+    // case); anything else through broadcast views.
+    let flat: Option<Vec<(&[f32], bool)>> = xs
+        .iter()
+        .map(|a| {
+            let s = a.as_slice()?;
+            (a.shape() == shape.as_slice() || s.len() == 1).then_some((s, s.len() == 1))
+        })
+        .collect();
+    let n: usize = shape.iter().product();
+    let data: Vec<f32> = match flat {
+        Some(ops) => (0..n)
+            .map(|i| {
+                arith::eltwise_sum(
+                    ops.iter().map(|(s, one)| s[if *one { 0 } else { i }]),
+                    coeffs,
+                )
+            })
+            .collect(),
+        None => {
+            let views: Vec<_> = xs
+                .iter()
+                .map(|a| a.broadcast(dim.clone()).expect("shapes broadcast"))
+                .collect();
+            let mut its: Vec<_> = views.iter().map(|v| v.iter()).collect();
+            (0..n)
+                .map(|_| {
+                    let vals: Vec<f32> = its
+                        .iter_mut()
+                        .map(|it| *it.next().expect("n elements"))
+                        .collect();
+                    arith::eltwise_sum(vals.into_iter(), coeffs)
+                })
+                .collect()
+        }
+    };
+    Ok(Tensor::F32(
+        ArrayD::from_shape_vec(dim, data).expect("same shape"),
+    ))
 }
 
 /// The lookup table of an element-wise op: entry `i` is the output code for input code

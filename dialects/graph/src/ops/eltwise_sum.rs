@@ -25,6 +25,45 @@ impl EltwiseSum {
     }
 }
 
+impl EltwiseSum {
+    /// The common case, f32 operands that are either of the result's shape in row-major
+    /// order or a single element, as one flat loop with the general path's arithmetic
+    /// (each `c·x` in f64, summed in operand order from 0, rounded once). The general path
+    /// casts, broadcasts and walks dynamic-rank arrays at ~100 ns per element, which made
+    /// each `x·c + b` of PP-OCRv4's recogniser take 10 ms on the int8 simulator path.
+    fn eval_dense_f32(&self, xs: &[&Tensor], shape: &[usize]) -> Result<Option<Tensor>> {
+        let n: usize = shape.iter().product();
+        // Each operand as a slice and whether it is one broadcast element.
+        let mut ops = Vec::with_capacity(xs.len());
+        for x in xs {
+            let Tensor::F32(a) = x else {
+                return Ok(None);
+            };
+            let Some(s) = a.as_slice() else {
+                return Ok(None);
+            };
+            if a.shape() == shape {
+                ops.push((s, false));
+            } else if s.len() == 1 {
+                ops.push((s, true));
+            } else {
+                return Ok(None);
+            }
+        }
+        let coeffs: Vec<f64> = self.coeffs.iter().map(|&c| c as f64).collect();
+        let out: Vec<f32> = (0..n)
+            .map(|i| {
+                let mut acc = 0.0f64;
+                for ((x, one), c) in ops.iter().zip(&coeffs) {
+                    acc += c * x[if *one { 0 } else { i }] as f64;
+                }
+                acc as f32
+            })
+            .collect();
+        Tensor::from_vec(shape, out).map(Some)
+    }
+}
+
 impl OpDef for EltwiseSum {
     fn names() -> &'static [&'static str] {
         &["eltwise_sum"]
@@ -90,6 +129,9 @@ impl OpDef for EltwiseSum {
             "eltwise_sum needs f32 or f64 operands, got {dtype}"
         );
         // Accumulated in f64 and rounded once: at least as accurate as the Mul/Add chain.
+        if let Some(y) = self.eval_dense_f32(&xs, &shape)? {
+            return Ok(vec![y]);
+        }
         let mut acc = ArrayD::<f64>::zeros(IxDyn(&shape));
         for (x, &c) in xs.iter().zip(&self.coeffs) {
             let c = c as f64;
@@ -112,6 +154,30 @@ impl OpDef for EltwiseSum {
 mod tests {
     use super::*;
     use kiln_core::ErrorKind;
+
+    /// The flat path (row-major operands, single elements) and the general broadcasting
+    /// path give the same bits.
+    #[test]
+    fn flat_path_matches_the_general_one() {
+        let x: Vec<f32> = (0..24).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+        let y: Vec<f32> = (0..24).map(|i| (i as f32 * 1.1).cos()).collect();
+        let a = Tensor::from_vec(&[2, 3, 4], x).unwrap();
+        let b = Tensor::from_vec(&[2, 3, 4], y).unwrap();
+        let one = Tensor::from_vec(&[1], vec![0.3f32]).unwrap();
+        let op = EltwiseSum {
+            coeffs: vec![0.1675188, -1.3, 1.0],
+        };
+        let fast = op.eval(&[Some(&a), Some(&b), Some(&one)], 1).unwrap();
+        // The same values in column-major order are not a row-major slice: general path.
+        let mut af =
+            ndarray::ArrayD::<f32>::zeros(ndarray::ShapeBuilder::f(ndarray::IxDyn(&[2, 3, 4])));
+        af.assign(a.as_array::<f32>().unwrap());
+        let af = Tensor::F32(af);
+        let ts = [&af, &b, &one];
+        assert!(op.eval_dense_f32(&ts, &[2, 3, 4]).unwrap().is_none());
+        let general = op.eval(&[Some(&af), Some(&b), Some(&one)], 1).unwrap();
+        assert_eq!(fast[0], general[0]);
+    }
 
     #[test]
     fn weighted_broadcast_sum() {

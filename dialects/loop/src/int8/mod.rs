@@ -152,6 +152,8 @@ fn exact_fp32(op: &Op) -> bool {
             | Op::SpaceToDepth(_)
             | Op::MaxPool(_)
     ) || matches!(op, Op::GlobalPool(p) if p.kind == GlobalPoolKind::Max)
+        // The simulator sums in f32 by `arith::eltwise_sum`, as the kernel does.
+        || matches!(op, Op::EltwiseSum(_))
         // One IEEE operation per element: the f32 result is the correctly rounded one,
         // whether the reference computes in f32 or in f64 and rounds (double rounding is
         // innocuous for +, −, ×, ÷). Max/Min are left out: NaN and ±0 conventions differ.

@@ -286,13 +286,16 @@ pub fn lower(op: &Op, cx: &NodeCx) -> Result<Option<Vec<Lowered>>> {
             let ks: Vec<usize> = (0..e.coeffs.len()).collect();
             let coeffs = e.coeffs.clone();
             operands(cx, &ks).map(|ops| {
+                // `kiln_quant::arith::eltwise_sum`'s arithmetic (multiply, then add; no
+                // fused multiply-add), so the int8 program runs this kernel as it is.
                 vec![map(name, &out, &ops, &move |b, v| {
                     let ty = b.ty(v[0]);
                     let c0 = b.fsplat(ty, coeffs[0]);
                     let mut acc = b.mul(v[0], c0);
                     for (x, &c) in v[1..].iter().zip(&coeffs[1..]) {
                         let cv = b.fsplat(ty, c);
-                        acc = b.fma(*x, cv, acc);
+                        let t = b.mul(*x, cv);
+                        acc = b.add(acc, t);
                     }
                     acc
                 })]
