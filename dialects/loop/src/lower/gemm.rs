@@ -297,22 +297,32 @@ impl Gen<'_> {
     /// All column tiles for the `mr` rows at `m0`: full 8-column panels, then a 4-column
     /// vector tile and single columns for what is left.
     fn cols(&self, b: &mut KernelBuilder, o: &BatchOffs, m0: Val, mr: usize) {
-        let s = self.s;
-        let full = s.n / NR * NR;
+        let full = self.s.n / NR * NR;
         if full > 0 {
             b.for_(0, full as i64, NR as i64, |b, n0| {
                 self.tile(b, o, m0, mr, n0, Cols::Vectors(2))
             });
         }
-        let mut c = full;
-        if s.n - c >= 4 {
+        self.leftover_cols(b, &mut |b, n0, cols| self.tile(b, o, m0, mr, n0, cols));
+    }
+
+    /// The columns after the last 8-column panel: one 4-column vector tile if they allow,
+    /// then single columns, each handed to `f` with its first column.
+    fn leftover_cols(
+        &self,
+        b: &mut KernelBuilder,
+        f: &mut dyn FnMut(&mut KernelBuilder, Val, Cols),
+    ) {
+        let n = self.s.n;
+        let mut c = n / NR * NR;
+        if n - c >= 4 {
             let n0 = b.index(c as i64);
-            self.tile(b, o, m0, mr, n0, Cols::Vectors(1));
+            f(b, n0, Cols::Vectors(1));
             c += 4;
         }
-        for col in c..s.n {
+        for col in c..n {
             let n0 = b.index(col as i64);
-            self.tile(b, o, m0, mr, n0, Cols::Scalar);
+            f(b, n0, Cols::Scalar);
         }
     }
 
@@ -393,70 +403,63 @@ pub fn emit(
         (s.m, s.batch.iter().product::<usize>() > 1)
     };
     if rows_outer(m, n, batched) {
-        return emit_rows_outer(name, m, declare);
+        // Full 4-row tiles in parallel, the `m mod 4` leftover rows in the second kernel.
+        let full = m / MR * MR;
+        two_kernels(
+            name,
+            declare,
+            (full, MR),
+            &|g, b, o, m0| g.cols(b, o, m0, MR),
+            (full < m).then_some(&|g: &Gen, b: &mut KernelBuilder, o: &BatchOffs| {
+                let m0 = b.index(full as i64);
+                g.cols(b, o, m0, m - full)
+            }),
+        )
+    } else {
+        // Full 8-column panels in parallel, the `n mod 8` leftover columns in the second.
+        let full = n / NR * NR;
+        two_kernels(
+            name,
+            declare,
+            (full, NR),
+            &|g, b, o, n0| g.rows(b, o, n0, Cols::Vectors(2)),
+            (full < n).then_some(&|g: &Gen, b: &mut KernelBuilder, o: &BatchOffs| {
+                g.leftover_cols(b, &mut |b, n0, cols| g.rows(b, o, n0, cols))
+            }),
+        )
     }
-    let mut out = Vec::new();
-    let full = n / NR * NR;
-    if full > 0 {
-        let mut b = KernelBuilder::new(name);
-        let s = declare(&mut b);
-        let g = Gen { s: &s };
-        b.parallel(0, full as i64, NR as i64, |b, n0| {
-            let o = BatchOffs::zero(b);
-            g.batches(b, 0, o, &|b, o| g.rows(b, o, n0, Cols::Vectors(2)));
-        });
-        out.push(b.finish());
-    }
-    if full < n {
-        let mut b = KernelBuilder::new(format!("{name}_edge"));
-        let s = declare(&mut b);
-        let g = Gen { s: &s };
-        let o = BatchOffs::zero(&mut b);
-        g.batches(&mut b, 0, o, &|b, o| {
-            let mut c = full;
-            if s.n - c >= 4 {
-                let n0 = b.index(c as i64);
-                g.rows(b, o, n0, Cols::Vectors(1));
-                c += 4;
-            }
-            for col in c..s.n {
-                let n0 = b.index(col as i64);
-                g.rows(b, o, n0, Cols::Scalar);
-            }
-        });
-        out.push(b.finish());
-    }
-    out
 }
 
-/// [`emit`] with row tiles outer: full 4-row tiles in parallel, the `m mod 4` leftover rows
-/// in a second kernel.
-fn emit_rows_outer(
+/// The body of a GEMM's second kernel (leftover rows or columns).
+type EdgeFn<'a> = dyn Fn(&Gen, &mut KernelBuilder, &BatchOffs) + 'a;
+
+/// A kernel whose parallel loop runs `main` for each outer tile `0..full` (step `step`)
+/// and, when there is one, an `_edge` kernel running `edge` once, both inside the batch
+/// loops: a kernel's parallel loop must be its only top-level loop.
+fn two_kernels(
     name: &str,
-    m: usize,
     declare: &dyn Fn(&mut KernelBuilder) -> GemmSpec,
+    (full, step): (usize, usize),
+    main: &dyn Fn(&Gen, &mut KernelBuilder, &BatchOffs, Val),
+    edge: Option<&EdgeFn<'_>>,
 ) -> Vec<crate::ir::Kernel> {
     let mut out = Vec::new();
-    let full = m / MR * MR;
     if full > 0 {
         let mut b = KernelBuilder::new(name);
         let s = declare(&mut b);
         let g = Gen { s: &s };
-        b.parallel(0, full as i64, MR as i64, |b, m0| {
+        b.parallel(0, full as i64, step as i64, |b, t| {
             let o = BatchOffs::zero(b);
-            g.batches(b, 0, o, &|b, o| g.cols(b, o, m0, MR));
+            g.batches(b, 0, o, &|b, o| main(&g, b, o, t));
         });
         out.push(b.finish());
     }
-    if full < m {
+    if let Some(edge) = edge {
         let mut b = KernelBuilder::new(format!("{name}_edge"));
         let s = declare(&mut b);
         let g = Gen { s: &s };
         let o = BatchOffs::zero(&mut b);
-        g.batches(&mut b, 0, o, &|b, o| {
-            let m0 = b.index(full as i64);
-            g.cols(b, o, m0, m - full)
-        });
+        g.batches(&mut b, 0, o, &|b, o| edge(&g, b, o));
         out.push(b.finish());
     }
     out
