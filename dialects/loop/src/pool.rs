@@ -16,11 +16,18 @@ use std::hint::spin_loop;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-/// Idle polls of the generation before a worker parks: about 50 µs, long enough to span
-/// the gap between two kernels and between two runs of a benchmark loop, short enough not
-/// to hold a core for a caller that has stopped.
-const SPIN: u32 = 20_000;
+/// How long an idle worker spins before it parks: long enough to span the gap between two
+/// kernels and between two runs of a benchmark loop, short enough not to hold a core for a
+/// caller that has stopped.
+const SPIN: Duration = Duration::from_micros(50);
+
+/// How long the calling thread spins for its workers before it yields its core.
+const YIELD_AFTER: Duration = Duration::from_micros(20);
+
+/// Polls between two looks at the clock while spinning.
+const POLLS: u32 = 64;
 
 /// A kernel's argument pointers.
 #[derive(Clone, Copy)]
@@ -124,8 +131,17 @@ impl Pool {
             // SAFETY: the kernel reads and writes only its own buffers, all live.
             unsafe { (kernel.entry)(ptrs.0, a, b) };
         }
+        // A worker that lost its core (more threads than cores) gets it back sooner if
+        // this thread stops competing for it: after 20 µs of waiting it yields.
+        let waited = Instant::now();
+        let mut polls = 0u32;
         while s.pending.load(Acquire) != 0 {
-            spin_loop();
+            polls = polls.wrapping_add(1);
+            if polls < POLLS || waited.elapsed() < YIELD_AFTER {
+                spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
         }
     }
 }
@@ -147,7 +163,8 @@ impl Drop for Pool {
 fn worker(s: &Shared, w: usize) {
     let mut seen = 0u64;
     loop {
-        let mut idle = 0u32;
+        let mut polls = 0u32;
+        let mut since = Instant::now();
         loop {
             let g = s.generation.load(Acquire);
             if g != seen {
@@ -157,8 +174,8 @@ fn worker(s: &Shared, w: usize) {
             if s.quit.load(Acquire) {
                 return;
             }
-            idle += 1;
-            if idle < SPIN {
+            polls += 1;
+            if !polls.is_multiple_of(POLLS) || since.elapsed() < SPIN {
                 spin_loop();
                 continue;
             }
@@ -171,7 +188,7 @@ fn worker(s: &Shared, w: usize) {
                 guard = s.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
             }
             s.sleeping.fetch_sub(1, SeqCst);
-            idle = 0;
+            since = Instant::now();
         }
         // SAFETY: the caller wrote the job before bumping the generation (Release/Acquire)
         // and does not touch it until `pending` reaches zero.
