@@ -32,6 +32,26 @@ fn check(name: &str, pipeline: &str, threads: usize) {
             );
         }
     }
+    // The same inputs in column-major order are not row-major slices: the runtime stages
+    // them through its own buffers instead of reading them in place, to the same bits.
+    let strided: Vec<_> = inputs
+        .iter()
+        .map(|t| match t {
+            kiln_core::Tensor::F32(a) => {
+                let mut f = ndarray::ArrayD::<f32>::zeros(ndarray::ShapeBuilder::f(a.raw_dim()));
+                f.assign(a);
+                kiln_core::Tensor::F32(f)
+            }
+            other => other.clone(),
+        })
+        .collect();
+    let again = c.run(&strided).unwrap();
+    for (k, (a, b)) in again.iter().zip(&got).enumerate() {
+        assert_eq!(
+            a, b,
+            "{name} ({pipeline}, {threads} threads): output {k}, strided inputs"
+        );
+    }
     // Idle long enough for the workers to stop spinning and park, then run on other inputs
     // (the arena still holds the last results, so a chunk left undone would go unnoticed on
     // the same ones): the wake-up path must hand out every chunk.

@@ -108,23 +108,26 @@ impl Compiled {
             // Kernels only read inputs (the memory plan never places a result there), so a
             // row-major tensor is read where it lies; 16-byte alignment keeps it as good as
             // the arena for any vector load Cranelift folds into an SSE operand.
-            match contiguous_bytes(t) {
-                Some(b) if (b.as_ptr() as usize).is_multiple_of(16) => ins.push(b.as_ptr()),
-                _ => {
-                    let b = tensor_bytes(t);
-                    let words = &mut self.staged[i];
-                    words.resize(b.len().div_ceil(16), 0);
-                    // SAFETY: `words` holds at least `b.len()` bytes; any byte pattern is valid.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(
-                            b.as_ptr(),
-                            words.as_mut_ptr() as *mut u8,
-                            b.len(),
-                        )
-                    };
-                    ins.push(words.as_ptr() as *const u8);
-                }
+            let in_place = contiguous_bytes(t);
+            if let Some(b) = in_place.filter(|b| (b.as_ptr() as usize).is_multiple_of(16)) {
+                ins.push(b.as_ptr());
+                continue;
             }
+            let owned;
+            let b = match in_place {
+                Some(b) => b,
+                None => {
+                    owned = tensor_bytes(t);
+                    &owned
+                }
+            };
+            let words = &mut self.staged[i];
+            words.resize(b.len().div_ceil(16), 0);
+            // SAFETY: `words` holds at least `b.len()` bytes; any byte pattern is valid.
+            unsafe {
+                std::ptr::copy_nonoverlapping(b.as_ptr(), words.as_mut_ptr() as *mut u8, b.len())
+            };
+            ins.push(words.as_ptr() as *const u8);
         }
         let arena = self.arena.as_mut_ptr() as *mut u8;
         let addr = |l: Loc| -> *mut u8 {

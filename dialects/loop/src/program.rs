@@ -116,23 +116,19 @@ impl ConstData {
 
 /// Raw bytes of a tensor in its element type (row-major).
 pub fn tensor_bytes(t: &Tensor) -> Vec<u8> {
-    fn raw<T: Copy>(a: &ndarray::ArrayD<T>) -> Vec<u8> {
-        // A row-major array is one memcpy; only strided views walk element by element
-        // (ndarray's dynamic-rank iterator costs nanoseconds per element, which on a
-        // small model's input was a quarter of each run).
-        let owned: Vec<T>;
-        let v: &[T] = match a.as_slice() {
-            Some(s) => s,
-            None => {
-                owned = a.iter().copied().collect();
-                &owned
-            }
-        };
-        let n = std::mem::size_of_val(v);
-        // SAFETY: reading the initialised elements of `v` as bytes (plain-old-data types).
-        unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, n) }.to_vec()
+    // A row-major array is one memcpy; only strided views walk element by element
+    // (ndarray's dynamic-rank iterator costs nanoseconds per element, which on a small
+    // model's input was a quarter of each run).
+    if let Some(b) = contiguous_bytes(t) {
+        return b.to_vec();
     }
-    kiln_core::dispatch!(t, a => raw(a))
+    fn walk<T: Copy>(a: &ndarray::ArrayD<T>) -> Vec<u8> {
+        let v: Vec<T> = a.iter().copied().collect();
+        // SAFETY: reading the initialised elements of `v` as bytes (plain-old-data types).
+        unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, size_of_val(v.as_slice())) }
+            .to_vec()
+    }
+    kiln_core::dispatch!(t, a => walk(a))
 }
 
 /// The bytes of a row-major tensor in place, without copying (`None` for a strided view).

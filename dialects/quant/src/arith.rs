@@ -53,9 +53,7 @@
 
 use crate::rounding::Rounding;
 use kiln_graph::ops::Activation;
-
-/// HardSwish's slope α = 1/6, rounded to f32 as ONNX's attribute is.
-pub const HARD_SWISH_ALPHA: f32 = 1.0 / 6.0;
+use kiln_graph::ops::activation::HARD_SWISH_ALPHA;
 
 /// The fused activation of the f32 epilogue, in f32, one operation at a time in this
 /// order (kernels mirror it; no contraction into fused multiply-adds). `slope` is PRelu's.
@@ -79,8 +77,6 @@ pub fn activation(act: &Activation, v: f32, slope: f32) -> f32 {
             }
         }
         Activation::HardSigmoid { alpha, beta } => (alpha * v + beta).clamp(0.0, 1.0),
-        // ONNX's definition, `x·clamp(αx + β)` with α = f32(1/6): a multiply, where `x / 6`
-        // cost a division per vector in every fused epilogue.
         Activation::HardSwish => v * (v * HARD_SWISH_ALPHA + 0.5).clamp(0.0, 1.0),
         Activation::Sigmoid => 1.0 / (1.0 + (-v).exp()),
         Activation::Swish => v / (1.0 + (-v).exp()),

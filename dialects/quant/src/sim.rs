@@ -450,13 +450,7 @@ fn eltwise_sum(ins: &[Option<&Tensor>], coeffs: &[f32]) -> Result<Tensor> {
     let dim = IxDyn(&shape);
     // Row-major operands of the full shape or of one element read by index (the common
     // case); anything else through broadcast views.
-    let flat: Option<Vec<(&[f32], bool)>> = xs
-        .iter()
-        .map(|a| {
-            let s = a.as_slice()?;
-            (a.shape() == shape.as_slice() || s.len() == 1).then_some((s, s.len() == 1))
-        })
-        .collect();
+    let flat = kiln_graph::ops::eltwise_sum::flat_operands(&xs, &shape);
     let n: usize = shape.iter().product();
     let data: Vec<f32> = match flat {
         Some(ops) => (0..n)

@@ -12,6 +12,21 @@ pub struct EltwiseSum {
     pub coeffs: Vec<f32>,
 }
 
+/// Each operand as a row-major slice and whether it is one element broadcast everywhere,
+/// when every operand is either of the full `shape` in row-major order or a single element
+/// (the common case, which then needs no broadcasting walk); `None` otherwise.
+pub fn flat_operands<'a>(
+    xs: &[&'a ArrayD<f32>],
+    shape: &[usize],
+) -> Option<Vec<(&'a [f32], bool)>> {
+    xs.iter()
+        .map(|a| {
+            let s = a.as_slice()?;
+            (a.shape() == shape || s.len() == 1).then_some((s, s.len() == 1))
+        })
+        .collect()
+}
+
 impl EltwiseSum {
     /// The operand count must match the coefficients, and there must be at least one.
     fn check_arity(&self, n: usize) -> Result<()> {
@@ -23,33 +38,24 @@ impl EltwiseSum {
         );
         Ok(())
     }
-}
 
-impl EltwiseSum {
     /// The common case, f32 operands that are either of the result's shape in row-major
     /// order or a single element, as one flat loop with the general path's arithmetic
     /// (each `c·x` in f64, summed in operand order from 0, rounded once). The general path
-    /// casts, broadcasts and walks dynamic-rank arrays at ~100 ns per element, which made
-    /// each `x·c + b` of PP-OCRv4's recogniser take 10 ms on the int8 simulator path.
+    /// casts, broadcasts and walks dynamic-rank arrays at ~100 ns per element: 10 ms for
+    /// each `x·c + b` of PP-OCRv4's recogniser, which calibration runs through here.
     fn eval_dense_f32(&self, xs: &[&Tensor], shape: &[usize]) -> Result<Option<Tensor>> {
         let n: usize = shape.iter().product();
-        // Each operand as a slice and whether it is one broadcast element.
-        let mut ops = Vec::with_capacity(xs.len());
+        let mut arrays = Vec::with_capacity(xs.len());
         for x in xs {
             let Tensor::F32(a) = x else {
                 return Ok(None);
             };
-            let Some(s) = a.as_slice() else {
-                return Ok(None);
-            };
-            if a.shape() == shape {
-                ops.push((s, false));
-            } else if s.len() == 1 {
-                ops.push((s, true));
-            } else {
-                return Ok(None);
-            }
+            arrays.push(a);
         }
+        let Some(ops) = flat_operands(&arrays, shape) else {
+            return Ok(None);
+        };
         let coeffs: Vec<f64> = self.coeffs.iter().map(|&c| c as f64).collect();
         let out: Vec<f32> = (0..n)
             .map(|i| {

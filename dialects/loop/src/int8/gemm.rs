@@ -21,6 +21,7 @@ use crate::builder::KernelBuilder;
 use crate::ir::{BinOp, Buf, CmpOp, Helper, Kernel, Type, Val};
 use crate::lower::act::per_lane;
 use kiln_graph::ops::Activation;
+use kiln_graph::ops::activation::HARD_SWISH_ALPHA;
 use kiln_quant::plan::Epilogue;
 
 /// Vectors (of 4 channels) of the widest register tile.
@@ -510,7 +511,7 @@ pub(super) fn activation_with(b: &mut KernelBuilder, act: &Activation, v: Val, m
             clamp01(b, t, mm)
         }
         Activation::HardSwish => {
-            let alpha = c(b, kiln_quant::arith::HARD_SWISH_ALPHA);
+            let alpha = c(b, HARD_SWISH_ALPHA);
             let half = c(b, 0.5);
             let t = b.mul(v, alpha);
             let t = b.add(t, half);

@@ -7,6 +7,7 @@
 
 use crate::builder::KernelBuilder;
 use crate::ir::{CmpOp, Helper, Type, UnOp, Val};
+use kiln_graph::ops::activation::HARD_SWISH_ALPHA;
 use kiln_graph::ops::{Activation, UnaryKind};
 
 /// `max(x, y)` as the reference computes it (Rust's `f64::max`: a NaN operand yields the other
@@ -208,7 +209,7 @@ pub fn clip(b: &mut KernelBuilder, x: Val, lo: f32, hi: f32) -> Val {
 
 fn hard_swish(b: &mut KernelBuilder, x: Val) -> Val {
     let ty = b.ty(x);
-    let alpha = b.fsplat(ty, 1.0 / 6.0);
+    let alpha = b.fsplat(ty, HARD_SWISH_ALPHA);
     let half = b.fsplat(ty, 0.5);
     let t = b.mul(x, alpha);
     let t = b.add(t, half);
