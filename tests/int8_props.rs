@@ -106,6 +106,11 @@ fn small_networks_int8_match_the_simulator() {
 }
 
 #[test]
+fn concat_fed_convs_int8_match_the_simulator() {
+    family("csp blocks (concat-fed convs)", 25, 500, &csp_case);
+}
+
+#[test]
 fn other_platforms_int8_match_the_simulator() {
     family("other platforms", 19, 600, &|rng| {
         let c = other_platform_case(rng);

@@ -9,7 +9,7 @@
 //! in i64 (so `R` results beyond i32 saturate instead of wrapping). **Dequantise**:
 //! `x̂ = f32(q − z) · s` (the subtraction in i32, one f32 multiply).
 //!
-//! **Compute ops** (Conv, Gemm with alpha = beta = 1 and no transA, MatMul) on kiln-x86:
+//! **Compute ops** (Conv, Gemm with alpha = beta = 1, MatMul) on kiln-x86:
 //! 1. `acc[c] = Σ (q_x − z_x)·(q_w[c] − z_w[c]) + q_b[c]` exactly, in i32 (the
 //!    simulator computes it in f64, which is exact for these integers: every partial sum
 //!    is below 2^53; [`acc_fits_i32`] is the bound check).
@@ -22,7 +22,8 @@
 //!    Every other fused activation, a residual operand or a PRelu slope use the **f32
 //!    epilogue**: `v = f32(acc) · f32(f64(s_x)·f64(s_w[c]))` (same f32 conversions),
 //!    `v = v + x̂_residual` (f32 add), `v = act(v)` in f32 exactly as [`activation`]
-//!    writes it (operation by operation, libm's f32 `exp`/`tanh`/`erf`), then
+//!    writes it (operation by operation; `exp` is [`exp`], `tanh` and `erf` libm's f32
+//!    functions), then
 //!    `q_y = quantise(v)`.
 //!
 //! 5. a result the platform leaves in f32 (kiln-x86's graph outputs: their TQC is FP32)
@@ -78,8 +79,8 @@ pub fn activation(act: &Activation, v: f32, slope: f32) -> f32 {
         }
         Activation::HardSigmoid { alpha, beta } => (alpha * v + beta).clamp(0.0, 1.0),
         Activation::HardSwish => v * (v * HARD_SWISH_ALPHA + 0.5).clamp(0.0, 1.0),
-        Activation::Sigmoid => 1.0 / (1.0 + (-v).exp()),
-        Activation::Swish => v / (1.0 + (-v).exp()),
+        Activation::Sigmoid => 1.0 / (1.0 + exp(-v)),
+        Activation::Swish => v / (1.0 + exp(-v)),
         Activation::Tanh => v.tanh(),
         Activation::Gelu { tanh: false } => {
             0.5 * v * (1.0 + libm::erff(v / std::f32::consts::SQRT_2))
@@ -89,6 +90,49 @@ pub fn activation(act: &Activation, v: f32, slope: f32) -> f32 {
             0.5 * v * (1.0 + (c * (v + 0.044715 * v * v * v)).tanh())
         }
     }
+}
+
+/// Cody–Waite range reduction and Cephes' single-precision polynomial for `e^x`.
+/// Kernels build the same operations from these constants (kiln-loop's `act::exp`).
+pub mod exp_poly {
+    /// Inputs are clamped to `[LO, HI]`, where `e^x` is finite and normal.
+    pub const HI: f32 = 88.376_26;
+    pub const LO: f32 = -87.336_55;
+    /// `ln 2 = LN2_HI + LN2_LO`; `LN2_HI` = 355/512 has 9 significant bits, so `n·LN2_HI`
+    /// is exact.
+    pub const LN2_HI: f32 = 355.0 / 512.0;
+    pub const LN2_LO: f32 = -2.121_944_4e-4;
+    /// Horner coefficients of `p(r)`, highest degree first: `e^r ≈ 1 + r + r²·p(r)`.
+    pub const P: [f32; 6] = [
+        1.987_569_1e-4,
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        0.166_666_65,
+        0.5,
+    ];
+}
+
+/// `e^x` as kiln's kernels compute it, in both precisions: a few ulp from the true value,
+/// vectorised in every kernel, and the same on every host. Separate multiplies and adds
+/// (no fused multiply-add, which a host without FMA could not reproduce); the clamps are
+/// `x < HI ? x : HI` and `x > LO ? x : LO` (a NaN becomes `HI`), the form of a vector
+/// compare and select.
+pub fn exp(x: f32) -> f32 {
+    use exp_poly::*;
+    let x = if x < HI { x } else { HI };
+    let x = if x > LO { x } else { LO };
+    // n = ⌊x·log2(e) + ½⌋, r = x − n·ln 2.
+    let n = crate::rounding::floor(x * std::f32::consts::LOG2_E + 0.5);
+    let r = x - n * LN2_HI;
+    let r = r - n * LN2_LO;
+    let mut p = P[0];
+    for k in &P[1..] {
+        p = p * r + k;
+    }
+    let p = p * (r * r) + (r + 1.0);
+    // 2^n from its exponent bits: n is in [−126, 128] after the clamps.
+    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
 /// Per-tensor or per-channel quantisation parameters in the form kernels use.
@@ -223,6 +267,121 @@ pub fn eltwise_sum(xs: impl Iterator<Item = f32>, coeffs: &[f32]) -> f32 {
     terms.fold(first, |acc, t| acc + t)
 }
 
+/// Softmax in a quantised unit, over lanes of `len` elements `inner` apart (`x` holds
+/// whole `[outer, len, inner]` blocks), in f32: `m` = the lane's maximum (IEEE `maximum`:
+/// NaN wins, +0 above −0, so any order gives it), `e = exp(x − m)` with [`exp`], `s` =
+/// the sum of the `e`, and `y = e · f32(1 / s)`. The graph op computes in f64; this is
+/// the form a kernel computes, in kiln's fp32 softmax kernel's order of additions:
+/// * a strided lane (`inner > 1`) adds one element after another from +0;
+/// * a contiguous lane (`inner = 1`) adds its first `⌊len/16⌋·16` elements into sixteen
+///   partial sums (sum `j` takes the elements `j mod 16`), combined `(p₀ + p₁) + (p₂ +
+///   p₃)` as four groups of four; then each further group of four element by element
+///   into those four; then the four in order; then the remaining elements one by one.
+pub fn softmax(x: &[f32], len: usize, inner: usize) -> Vec<f32> {
+    let mut y = vec![0.0; x.len()];
+    if len == 0 || inner == 0 {
+        return y;
+    }
+    let block = len * inner;
+    for (xb, yb) in x.chunks(block).zip(y.chunks_mut(block)) {
+        for i in 0..inner {
+            let lane: Vec<f32> = (0..len).map(|j| xb[j * inner + i]).collect();
+            let m = lane.iter().copied().fold(f32::NEG_INFINITY, maximum);
+            let e: Vec<f32> = lane.iter().map(|&v| exp(v - m)).collect();
+            let s = if inner == 1 {
+                lane_sum(&e)
+            } else {
+                e.iter().fold(0.0, |a, &v| a + v)
+            };
+            let inv = 1.0 / s;
+            for (j, &v) in e.iter().enumerate() {
+                yb[j * inner + i] = v * inv;
+            }
+        }
+    }
+    y
+}
+
+/// LayerNormalization in a quantised unit, over rows of `cols` elements, in f32 as kiln's
+/// fp32 kernel computes it: `k = f32(1 / cols)`, `mean = Σx · k` and `var = Σ(x − mean)² ·
+/// k` with [`softmax`]'s contiguous-lane order of additions, `inv = 1 / sqrt(var + eps)`,
+/// then `y = ((x − mean) · inv) · scale + bias` (separate multiplies and adds). `scale`
+/// and `bias` hold one value per element of `x` (broadcast by the caller). The graph op
+/// computes in f64.
+pub fn layer_norm(
+    x: &[f32],
+    cols: usize,
+    eps: f32,
+    scale: &[f32],
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
+    let mut y = vec![0.0; x.len()];
+    if cols == 0 {
+        return y;
+    }
+    let k = 1.0 / cols as f32;
+    for (r, (xr, yr)) in x.chunks(cols).zip(y.chunks_mut(cols)).enumerate() {
+        let mean = lane_sum(xr) * k;
+        let sq: Vec<f32> = xr.iter().map(|&v| (v - mean) * (v - mean)).collect();
+        let var = lane_sum(&sq) * k;
+        let inv = 1.0 / (var + eps).sqrt();
+        for (j, (o, &v)) in yr.iter_mut().zip(xr).enumerate() {
+            let i = r * cols + j;
+            let t = (v - mean) * inv * scale[i];
+            *o = match bias {
+                Some(b) => t + b[i],
+                None => t,
+            };
+        }
+    }
+    y
+}
+
+/// IEEE 754-2019 `maximum` (what Cranelift's `fmax` computes).
+fn maximum(a: f32, b: f32) -> f32 {
+    if a.is_nan() || b.is_nan() {
+        f32::NAN
+    } else if a == b {
+        if a.is_sign_positive() { a } else { b }
+    } else if a > b {
+        a
+    } else {
+        b
+    }
+}
+
+/// The sum of a contiguous lane in the order [`softmax`] documents.
+fn lane_sum(e: &[f32]) -> f32 {
+    let n16 = e.len() / 16 * 16;
+    let mut acc: Option<[f32; 4]> = None;
+    if n16 > 0 {
+        let mut p = [[0.0f32; 4]; 4];
+        for chunk in e[..n16].chunks(16) {
+            for (j, pj) in p.iter_mut().enumerate() {
+                for (l, v) in pj.iter_mut().enumerate() {
+                    *v += chunk[4 * j + l];
+                }
+            }
+        }
+        acc = Some(std::array::from_fn(|l| {
+            (p[0][l] + p[1][l]) + (p[2][l] + p[3][l])
+        }));
+    }
+    let mut k = n16;
+    while k + 4 <= e.len() {
+        let a = acc.get_or_insert([0.0; 4]);
+        for l in 0..4 {
+            a[l] += e[k + l];
+        }
+        k += 4;
+    }
+    let mut s = acc.map_or(0.0, |a| ((a[0] + a[1]) + a[2]) + a[3]);
+    for &v in &e[k..] {
+        s += v;
+    }
+    s
+}
+
 /// Whether an accumulation of `k` products of `|x| ≤ xmax`, `|w| ≤ wmax` plus a bias of
 /// magnitude `bmax` always fits i32 (the compile-time check kernels rely on).
 pub fn acc_fits_i32(k: usize, xmax: i64, wmax: i64, bmax: i64) -> bool {
@@ -332,5 +491,62 @@ mod tests {
         assert_eq!(mul(3, 1, 4, 2, 0.25, &out), 11);
         assert!(acc_fits_i32(3 * 3 * 512, 255, 127, 1 << 20));
         assert!(!acc_fits_i32(1 << 20, 255, 127, 0));
+    }
+
+    /// Seeded values in `[-a, a)`.
+    fn values(n: usize, a: f32, seed: u64) -> Vec<f32> {
+        let mut rng = kiln_core::Rng::new(seed);
+        (0..n)
+            .map(|_| ((rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * a)
+            .collect()
+    }
+
+    #[test]
+    fn softmax_contract_is_close_to_the_f64_softmax() {
+        // Contiguous lanes of every remainder mod 16 and mod 4, and a strided layout.
+        for (len, inner) in [(1, 1), (3, 1), (16, 1), (37, 1), (6625, 1), (5, 3), (20, 7)] {
+            let x = values(2 * len * inner, 8.0, len as u64);
+            let y = softmax(&x, len, inner);
+            for (b, (xb, yb)) in x.chunks(len * inner).zip(y.chunks(len * inner)).enumerate() {
+                for i in 0..inner {
+                    let lane: Vec<f64> = (0..len).map(|j| xb[j * inner + i] as f64).collect();
+                    let m = lane.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let s: f64 = lane.iter().map(|v| (v - m).exp()).sum();
+                    for (j, v) in lane.iter().enumerate() {
+                        let want = (v - m).exp() / s;
+                        let got = yb[j * inner + i] as f64;
+                        assert!(
+                            (got - want).abs() <= 1e-5 * want + 1e-30,
+                            "len {len} inner {inner} block {b}: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn layer_norm_contract_is_close_to_the_f64_layer_norm() {
+        for cols in [1, 4, 15, 16, 33, 384] {
+            let x = values(3 * cols, 3.0, cols as u64);
+            let scale = values(3 * cols, 2.0, 7);
+            let bias = values(3 * cols, 1.0, 8);
+            let y = layer_norm(&x, cols, 1e-5, &scale, Some(&bias));
+            for (r, row) in x.chunks(cols).enumerate() {
+                let n = cols as f64;
+                let mean = row.iter().map(|&v| v as f64).sum::<f64>() / n;
+                let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+                let inv = 1.0 / (var + 1e-5).sqrt();
+                for (j, &v) in row.iter().enumerate() {
+                    let i = r * cols + j;
+                    let want = (v as f64 - mean) * inv * scale[i] as f64 + bias[i] as f64;
+                    assert!(
+                        (y[i] as f64 - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                        "cols {cols} row {r} col {j}: {} vs {want}",
+                        y[i]
+                    );
+                }
+            }
+        }
     }
 }

@@ -57,17 +57,54 @@ pub fn output_params(q: &QuantGraph, v: Value) -> Option<QParams> {
             if q.graph.outputs().contains(&v) {
                 return None;
             }
-            let uses = q.graph.uses(v);
-            let root = q.root(id);
-            let all = !uses.is_empty()
-                && uses.iter().all(|&(m, k)| {
-                    q.in_tqc(m, k)
-                        .is_some_and(|i| q.tqc(i).state.quantises() && q.root(i) == root)
-                });
-            if all { params(q, id) } else { None }
+            let p = params(q, id)?;
+            requantised_downstream(q, v, q.root(id), &p, 0).then_some(p)
         }
         _ => None,
     }
+}
+
+/// Whether every element of `v` is fake-quantised with the group `root` (parameters `p`)
+/// before anything computes with it: each reader quantises with that group, or is a
+/// Concat overlapped by it whose result is, in turn, requantised so. A concatenation
+/// copies elements unchanged, so fake-quantising its result per tensor equals
+/// fake-quantising each operand first: the producer may then write its result on the
+/// group's grid (the device requantises once, at the producer) and the simulator,
+/// which asks the same question, agrees.
+fn requantised_downstream(
+    q: &QuantGraph,
+    v: Value,
+    root: TqcId,
+    p: &QParams,
+    depth: usize,
+) -> bool {
+    // Concat chains in real models are one or two deep; the bound only guards cycles in
+    // malformed graphs.
+    if depth > 8 || q.graph.outputs().contains(&v) || p.axis.is_some() {
+        return false;
+    }
+    let uses = q.graph.uses(v);
+    let group = |t: Option<TqcId>| t.is_some_and(|i| q.root(i) == root);
+    !uses.is_empty()
+        && uses.iter().all(|&(m, k)| {
+            let tin = q.in_tqc(m, k);
+            if tin.is_some_and(|i| q.tqc(i).state.quantises()) {
+                return group(tin);
+            }
+            let node = q.graph.node(m);
+            let [out] = node.outputs() else {
+                return false;
+            };
+            matches!(node.op, Op::Concat(_))
+                && k < node.inputs().len()
+                && (tin.is_none() || group(tin))
+                && group(q.out_tqc(*out))
+                && match q.out_tqc(*out).map(|t| q.tqc(t).state) {
+                    Some(State::Activated | State::Slave) => true,
+                    Some(State::Overlapped) => requantised_downstream(q, *out, root, p, depth + 1),
+                    _ => false,
+                }
+        })
 }
 
 /// How a compute op's accumulator becomes its result.
@@ -143,6 +180,20 @@ pub enum IntPlan {
         out: QParams,
         table: Vec<i32>,
     },
+}
+
+impl IntPlan {
+    /// The grid the result is written on (`None`: left in f32).
+    pub fn out_params(&self) -> Option<&QParams> {
+        match self {
+            IntPlan::Compute(c) => match &c.epilogue {
+                Epilogue::Requant { out, .. } => Some(out),
+                Epilogue::Float { out, .. } => out.as_ref(),
+            },
+            IntPlan::Binary(b) => Some(&b.out),
+            IntPlan::GlobalAvg { out, .. } | IntPlan::Lut { out, .. } => Some(out),
+        }
+    }
 }
 
 /// The integer path of node `n`, or `None` when the op runs in fp32.
@@ -260,8 +311,8 @@ fn compute(q: &QuantGraph, n: NodeId, out: Option<QParams>) -> Result<Option<Com
     let node = g.node(n);
     let act = match &node.op {
         Op::Conv(c) => c.act,
-        Op::Gemm(gm) if gm.alpha == 1.0 && gm.beta == 1.0 && !gm.trans_a => gm.act,
-        Op::MatMul(m) if !m.trans_a => m.act,
+        Op::Gemm(gm) if gm.alpha == 1.0 && gm.beta == 1.0 => gm.act,
+        Op::MatMul(m) => m.act,
         _ => return Ok(None),
     };
     let (Some(x), Some(w)) = (operand_params(q, n, 0), operand_params(q, n, 1)) else {

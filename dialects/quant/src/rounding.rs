@@ -106,7 +106,7 @@ impl Rounding {
 /// baseline x86-64 build (it was a fifth of the int8 simulator path's time): every f32 of
 /// magnitude at least 2^23 is already an integer; below that, truncation through i32 is
 /// exact and one step down fixes negative non-integers; ±0 are returned as they are.
-fn floor(x: f32) -> f32 {
+pub(crate) fn floor(x: f32) -> f32 {
     if x.abs() >= 8_388_608.0 || x == 0.0 {
         return x;
     }

@@ -12,10 +12,10 @@
 //! - An op the platform runs in int8 takes its *integer path* when all its operands have
 //!   parameters (their TQC quantises, is OVERLAPPED into a group with parameters, or is a
 //!   baked/activated weight) and its result has *output parameters*: its output TQC
-//!   quantises, or it is OVERLAPPED and every reader's input TQC quantises with that same
-//!   group (the device requantises once, at the producer). Integer paths: Conv, Gemm
-//!   (alpha = beta = 1, no transA), MatMul (no transA), Add/Sub/Mul, global average pool,
-//!   element-wise unary ops (lookup tables).
+//!   quantises, or it is OVERLAPPED and every reader quantises with that same group,
+//!   directly or after a Concat whose result does (the device requantises once, at the
+//!   producer). Integer paths: Conv, Gemm (alpha = beta = 1), MatMul, Add/Sub/Mul, global
+//!   average pool, element-wise unary ops (lookup tables).
 //! - Everything else runs the graph dialect's fp32 `eval` on the (fake-)quantised operands:
 //!   quantise/dequantise at the boundary.
 
@@ -25,7 +25,9 @@ use crate::plan::{self, ComputePlan, Epilogue, IntPlan};
 use crate::platform::{self, Dispatch};
 use crate::tqc::Tqc;
 use kiln_core::{DType, Error, ErrorKind, Result, Tensor, bail};
-use kiln_graph::ops::{Activation, BinaryKind, activation::RESIDUAL, activation::SLOPE};
+use kiln_graph::ops::{
+    Activation, BinaryKind, SoftmaxKind, activation::RESIDUAL, activation::SLOPE,
+};
 use kiln_graph::{NodeId, Op, Value};
 use ndarray::{ArrayD, IxDyn};
 
@@ -238,6 +240,16 @@ pub fn eval_node(
                 Op::EltwiseSum(e) => {
                     vec![eltwise_sum(&refs, &e.coeffs).map_err(|e| node.locate(e))?]
                 }
+                Op::AveragePool(p) if matches!(refs.first(), Some(Some(Tensor::F32(_)))) => {
+                    let x = refs[0].expect("matched");
+                    vec![p.eval_f32_kernel_order(x).map_err(|e| node.locate(e))?]
+                }
+                Op::LayerNormalization(ln) if node.outputs().len() == 1 => {
+                    vec![layer_norm(&refs, ln.axis, ln.epsilon).map_err(|e| node.locate(e))?]
+                }
+                Op::Softmax(s) if s.kind == SoftmaxKind::Softmax => {
+                    vec![softmax(&refs, s.axis).map_err(|e| node.locate(e))?]
+                }
                 op => op
                     .eval(&refs, node.outputs().len())
                     .map_err(|e| node.locate(e))?,
@@ -428,6 +440,59 @@ pub fn fake_quant_params(t: &Tensor, p: &QParams) -> Result<Tensor> {
 }
 
 /// EltwiseSum by [`arith::eltwise_sum`], with broadcasting; f32 operands only.
+/// LayerNormalization (its normalised result only) by [`arith::layer_norm`].
+fn layer_norm(ins: &[Option<&Tensor>], axis: i64, eps: f32) -> Result<Tensor> {
+    let (Some(Some(x)), Some(Some(scale))) = (ins.first(), ins.get(1)) else {
+        bail!(Eval, "layer_normalization: an operand is missing");
+    };
+    let x = x.as_f32()?;
+    let shape = x.shape().to_vec();
+    let rank = shape.len() as i64;
+    let ax = if axis < 0 { axis + rank } else { axis };
+    if !(0..rank).contains(&ax) {
+        bail!(
+            Eval,
+            "layer_normalization: axis {axis} is out of range for rank {rank}"
+        );
+    }
+    let full = |t: &Tensor, what: &str| -> Result<Vec<f32>> {
+        let a = t.as_f32()?;
+        let b = a.broadcast(IxDyn(&shape)).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Shape,
+                format!("layer_normalization: {what} does not broadcast to X {shape:?}"),
+            )
+        })?;
+        Ok(b.iter().copied().collect())
+    };
+    let s = full(scale, "Scale")?;
+    let b = match ins.get(2) {
+        Some(Some(b)) => Some(full(b, "B")?),
+        _ => None,
+    };
+    let xs: Vec<f32> = x.iter().copied().collect();
+    let cols = shape[ax as usize..].iter().product();
+    Tensor::from_vec(&shape, arith::layer_norm(&xs, cols, eps, &s, b.as_deref()))
+}
+
+/// Softmax by [`arith::softmax`] (f32, kiln's `exp`, the kernel's order of additions).
+fn softmax(ins: &[Option<&Tensor>], axis: i64) -> Result<Tensor> {
+    let Some(Some(t)) = ins.first() else {
+        bail!(Eval, "softmax: the operand is missing");
+    };
+    let a = t.as_f32()?;
+    let shape = a.shape().to_vec();
+    let rank = shape.len() as i64;
+    let ax = if axis < 0 { axis + rank } else { axis };
+    if !(0..rank).contains(&ax) {
+        bail!(Eval, "softmax: axis {axis} is out of range for rank {rank}");
+    }
+    let ax = ax as usize;
+    let x: Vec<f32> = a.iter().copied().collect();
+    let y = arith::softmax(&x, shape[ax], shape[ax + 1..].iter().product());
+    Tensor::from_vec(&shape, y)
+}
+
 fn eltwise_sum(ins: &[Option<&Tensor>], coeffs: &[f32]) -> Result<Tensor> {
     let mut xs = Vec::with_capacity(ins.len());
     let mut shape: Vec<usize> = Vec::new();

@@ -348,6 +348,45 @@ fn average_pool_kernel<T: Element>(x: &ArrayD<T>, geo: &Geometry, include_pad: b
     )
 }
 
+impl AveragePool {
+    /// The average as kiln's fp32 kernel computes it: one f32 sum per output from +0 over
+    /// the window's taps in row-major order, times `f32(1 / divisor)`. The quantised
+    /// unit's contract (`kiln_quant::sim`) is this form, so the int8 program runs that
+    /// kernel; [`OpDef::eval`] keeps the f64 reference.
+    pub fn eval_f32_kernel_order(&self, x: &Tensor) -> Result<Tensor> {
+        let x = &*self.layout.to_nchw(x);
+        let Tensor::F32(a) = x else {
+            bail!(
+                Type,
+                "average_pool's f32 form is not defined for {} tensors",
+                x.dtype()
+            );
+        };
+        let geo = self.geometry(x.shape())?;
+        let a = a.as_standard_layout();
+        let xs = a.as_slice().expect("standard layout");
+        let planes = a.shape()[0] * a.shape()[1];
+        let strides = row_major_strides(&geo.input);
+        let vals = pool_map(xs, planes, &geo, |plane, dims| {
+            let mut sum = 0.0f32;
+            visit_rows(dims, &strides, 0, &mut |first, step, count| {
+                for &v in plane[first..].iter().step_by(step).take(count) {
+                    sum += v;
+                }
+            });
+            let div: usize = if self.count_include_pad {
+                dims.iter().map(|d| d.padded).product()
+            } else {
+                dims.iter().map(|d| d.count).product()
+            };
+            sum * (1.0 / div as f32)
+        });
+        let y = ArrayD::from_shape_vec(IxDyn(&out_shape(a.shape(), &geo.output)), vals)
+            .expect("sizes match");
+        Ok(self.layout.from_nchw(Tensor::F32(y)))
+    }
+}
+
 impl OpDef for AveragePool {
     fn names() -> &'static [&'static str] {
         &["average_pool"]

@@ -2,8 +2,8 @@
 //! the `vpdpbusd` GEMM with the plan's epilogue.
 //!
 //! Supported here: constant s8 weights with zero offset (kiln-x86's symmetric weights),
-//! u8 activation codes, 2-D convolutions with one group in either layout, Gemm without
-//! transA, MatMul with a 2-D constant B. Anything else returns `None` and the node runs
+//! u8 activation codes, 2-D convolutions with one group in either layout, Gemm and MatMul
+//! with a 2-D constant B (a transposed A when its K is a multiple of 4). Anything else returns `None` and the node runs
 //! the simulator's code instead (a host step, still exact).
 
 use super::codes::{self, Im2col, RowMap};
@@ -182,19 +182,25 @@ pub(super) fn lower(
             (panel, rows, k_len, kp, co, out, wfn)
         }
         Op::Gemm(_) | Op::MatMul(_) => {
-            let trans_b = match &node.op {
-                Op::Gemm(gm) => gm.trans_b,
-                Op::MatMul(m) => m.trans_b,
-                _ => false,
+            let (trans_a, trans_b) = match &node.op {
+                Op::Gemm(gm) => (gm.trans_a, gm.trans_b),
+                Op::MatMul(m) => (m.trans_a, m.trans_b),
+                _ => (false, false),
             };
-            if w.ndim() != 2 || x_shape.len() < 2 {
+            let rank = x_shape.len();
+            if w.ndim() != 2 || rank < 2 {
                 return Ok(None);
             }
-            let k_len = *x_shape.last().expect("rank >= 2");
+            let k_len = x_shape[if trans_a { rank - 2 } else { rank - 1 }];
             let rows = x_len / k_len.max(1);
             let nout = w.shape()[if trans_b { 0 } else { 1 }];
             let kp = k_len.div_ceil(4) * 4;
-            if spec.on_grid {
+            // A transposed operand is gathered into rows by a transposing quantiser, whose
+            // rows are `k_len` bytes apart: it needs no padding, and f32 input.
+            if trans_a && (kp != k_len || coded_in) {
+                return Ok(None);
+            }
+            if spec.on_grid && !trans_a {
                 cx.could_read(n, 0);
             }
             if let Some(grid) = &code_grid
@@ -202,7 +208,22 @@ pub(super) fn lower(
             {
                 cx.could_write(n, 0, grid);
             }
-            let panel = if coded_in && kp == k_len {
+            let panel = if trans_a {
+                // [.., K, M] read as NCHW [batches, K, 1, M] into NHWC rows (m, k).
+                let m_len = x_shape[rank - 1];
+                let batches = rows / m_len.max(1);
+                let panel = scratch.alloc(rows * kp);
+                let map =
+                    RowMap::padded_nhwc([batches, 1, m_len, k_len], 1, m_len, 0, 0, rows * kp);
+                let k = codes::quantize_nchw(
+                    &format!("{name}_codes"),
+                    [batches, k_len, 1, m_len],
+                    &map,
+                    &spec,
+                );
+                pieces.push(kernel(k, vec![Arg::Operand(0), panel.clone()]));
+                panel
+            } else if coded_in && kp == k_len {
                 Arg::Operand(0)
             } else {
                 let panel = scratch.alloc(rows * kp);

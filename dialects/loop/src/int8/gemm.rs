@@ -556,11 +556,11 @@ pub(super) fn activation_with(b: &mut KernelBuilder, act: &Activation, v: Val, m
     }
 }
 
-/// `1 + exp(−v)` with libm's f32 `exp`, as the contract writes sigmoid and swish.
+/// `1 + exp(−v)` with the contract's `exp`, as it writes sigmoid and swish.
 fn exp_neg_plus_one(b: &mut KernelBuilder, v: Val) -> Val {
     let ty = b.ty(v);
     let n = b.unary(crate::ir::UnOp::Neg, v);
-    let e = per_lane(b, Helper::Exp, &[n]);
+    let e = crate::lower::act::exp(b, n);
     let one = b.fsplat(ty, 1.0);
     b.add(one, e)
 }

@@ -7,7 +7,10 @@
 //!   operand turned into u8 codes (quantised, padded, im2col'd), the `vpdpbusd` GEMM, the
 //!   contract's epilogue in registers, the result written as `dequant(q)`;
 //! * a pure data-movement op (and max pooling) runs its fp32 kernel, which moves the same
-//!   bits the simulator's fp32 evaluation moves;
+//!   bits the simulator's fp32 evaluation moves; so do ops whose fp32 kernel computes
+//!   exactly what the simulator does (one rounded operation per element, or a contract
+//!   written as that kernel's arithmetic: EltwiseSum, Softmax, AveragePool,
+//!   LayerNormalization);
 //! * everything else runs the simulator's own code for that node ([`Step::Host`]), so the
 //!   program is exact by construction and the host steps are counted and reported;
 //! * fake quantisation happens where the simulator applies it — at graph inputs, at
@@ -30,7 +33,6 @@ mod depthwise;
 mod eltwise;
 pub mod gemm;
 mod matmul;
-mod norm;
 pub mod quantize;
 mod tame;
 
@@ -38,7 +40,7 @@ use crate::lower::elementwise::{View, dense_strides, map_views};
 use crate::lower::{Arg, Lowered, NodeCx};
 use crate::program::{self, HostFn, Piece, Program};
 use kiln_core::{Result, Tensor};
-use kiln_graph::ops::{BinaryKind, GlobalPoolKind, Op};
+use kiln_graph::ops::{BinaryKind, GlobalPoolKind, Op, SoftmaxKind};
 use kiln_graph::{NodeId, Value};
 use kiln_quant::QuantGraph;
 use kiln_quant::arith::QParams;
@@ -134,8 +136,30 @@ impl Scratch {
 }
 
 /// Whether the fp32 kernel of `op` computes exactly what the simulator's fp32 evaluation
-/// does: it moves or selects bits, or does one correctly rounded operation per element.
+/// does: it moves or selects bits, does one correctly rounded operation per element, or
+/// is an op whose quantised-unit contract is written as its fp32 kernel computes it.
 fn exact_fp32(op: &Op) -> bool {
+    moves_data(op)
+        // The simulator sums in f32 by `arith::eltwise_sum`, as the kernel does.
+        || matches!(op, Op::EltwiseSum(_))
+        // `arith::softmax`: the kernel's exp and order of additions.
+        || matches!(op, Op::Softmax(s) if s.kind == SoftmaxKind::Softmax)
+        // `AveragePool::eval_f32_kernel_order`: the kernel's f32 sum and multiplier.
+        || matches!(op, Op::AveragePool(_))
+        // `arith::layer_norm`: the kernel's statistics, order of additions and affine step.
+        || matches!(op, Op::LayerNormalization(_))
+        // One IEEE operation per element: the f32 result is the correctly rounded one,
+        // whether the reference computes in f32 or in f64 and rounds (double rounding is
+        // innocuous for +, −, ×, ÷). Max/Min are left out: NaN and ±0 conventions differ.
+        || matches!(op, Op::Binary(b) if matches!(
+            b.kind,
+            BinaryKind::Add | BinaryKind::Sub | BinaryKind::Mul | BinaryKind::Div
+        ))
+}
+
+/// Ops whose results are some of their data operands' elements, unchanged: a result is
+/// on a grid when those operands are.
+fn moves_data(op: &Op) -> bool {
     matches!(
         op,
         Op::Reshape(_)
@@ -152,15 +176,6 @@ fn exact_fp32(op: &Op) -> bool {
             | Op::SpaceToDepth(_)
             | Op::MaxPool(_)
     ) || matches!(op, Op::GlobalPool(p) if p.kind == GlobalPoolKind::Max)
-        // The simulator sums in f32 by `arith::eltwise_sum`, as the kernel does.
-        || matches!(op, Op::EltwiseSum(_))
-        // One IEEE operation per element: the f32 result is the correctly rounded one,
-        // whether the reference computes in f32 or in f64 and rounds (double rounding is
-        // innocuous for +, −, ×, ÷). Max/Min are left out: NaN and ±0 conventions differ.
-        || matches!(op, Op::Binary(b) if matches!(
-            b.kind,
-            BinaryKind::Add | BinaryKind::Sub | BinaryKind::Mul | BinaryKind::Div
-        ))
 }
 
 impl Cx {
@@ -304,10 +319,6 @@ impl Cx {
                 None => self.lower_exact(n, ncx)?,
             },
             None if exact_fp32(&node.op) => self.lower_exact(n, ncx)?,
-            // Softmax and LayerNormalization (f64 reference arithmetic).
-            None if matches!(node.op, Op::Softmax(_) | Op::LayerNormalization(_)) => {
-                norm::lower(self, n, ncx)
-            }
             None => None,
         };
         let pieces = match lowered {
@@ -317,7 +328,13 @@ impl Cx {
         // What is now on a grid: results whose TQC quantises (the simulator fake-quantised
         // them; kernels either produced them on that grid or applied the same step), and
         // results of pure data movement whose operands were all on one grid.
-        let moved = self.moved_grid(n);
+        // An integer path also leaves its result on its output grid when the TQC there is
+        // overlapped (the group requantises downstream, see `plan::output_params`).
+        let moved = plan
+            .as_ref()
+            .and_then(IntPlan::out_params)
+            .cloned()
+            .or_else(|| self.moved_grid(n));
         for &v in node.outputs() {
             match plan::quantises(&q, q.out_tqc(v)).or_else(|| moved.clone()) {
                 Some(p) => self.on_grid.insert(v, p),
@@ -331,7 +348,7 @@ impl Cx {
     /// operands' common grid, after the fake quantisations it applies to them.
     fn moved_grid(&self, n: NodeId) -> Option<QParams> {
         let node = self.q.graph.node(n);
-        if !exact_fp32(&node.op) || matches!(node.op, Op::Binary(_)) {
+        if !moves_data(&node.op) {
             return None;
         }
         let grid = |k: usize| {

@@ -32,10 +32,12 @@ pub fn min_of(b: &mut KernelBuilder, x: Val, y: Val) -> Val {
     }
 }
 
-/// `e^x`, accurate to a few ulp over the f32 range (inputs clamped to ±88.3).
-// The coefficients are kept as published (more digits than f32 holds, rounded on conversion).
-#[allow(clippy::excessive_precision)]
+/// `e^x` exactly as the int8 contract writes it ([`kiln_quant::arith::exp`], a few ulp from
+/// the true value): the same operations in the same order, so an fp32 kernel and an int8
+/// epilogue agree with the simulator on every host. Plain multiplies and adds, because
+/// the loop dialect's `fma` fuses only where the host has FMA.
 pub fn exp(b: &mut KernelBuilder, x: Val) -> Val {
+    use kiln_quant::arith::exp_poly::{HI, LN2_HI, LN2_LO, LO, P};
     let ty = b.ty(x);
     let int = if ty.is_vector() {
         Type::I32X4
@@ -43,35 +45,36 @@ pub fn exp(b: &mut KernelBuilder, x: Val) -> Val {
         Type::I32
     };
     let c = |b: &mut KernelBuilder, v: f32| b.fsplat(ty, v);
-    let hi = c(b, 88.3762626647949);
-    let lo = c(b, -87.3365447504);
-    // NaN must stay NaN here: the IEEE min/max propagate it.
-    let x = b.min(x, hi);
-    let x = b.max(x, lo);
-    // n = round(x / ln 2), r = x - n ln 2 (ln 2 split in two for an exact product).
+    let hi = c(b, HI);
+    let lo = c(b, LO);
+    // Compare and select in scalar code too (where `min_of` is IEEE `fmin`), so a NaN
+    // becomes `HI` in every lane as in the contract.
+    let below = b.cmp(CmpOp::Lt, x, hi);
+    let x = b.select(below, x, hi);
+    let above = b.cmp(CmpOp::Gt, x, lo);
+    let x = b.select(above, x, lo);
+    // n = ⌊x·log2(e) + ½⌋, r = x − n·ln 2 (ln 2 split in two for an exact product).
     let log2e = c(b, std::f32::consts::LOG2_E);
     let half = c(b, 0.5);
-    let t = b.fma(x, log2e, half);
+    let t = b.mul(x, log2e);
+    let t = b.add(t, half);
     let n = b.unary(UnOp::Floor, t);
-    let c1 = c(b, -0.693359375);
-    let c2 = c(b, 2.12194440e-4);
-    let r = b.fma(n, c1, x);
-    let r = b.fma(n, c2, r);
-    let mut p = c(b, 1.9875691500e-4);
-    for k in [
-        1.3981999507e-3,
-        8.3334519073e-3,
-        4.1665795894e-2,
-        1.6666665459e-1,
-        5.0000001201e-1,
-    ] {
+    let (c1, c2) = (c(b, LN2_HI), c(b, LN2_LO));
+    let nc = b.mul(n, c1);
+    let r = b.sub(x, nc);
+    let nc = b.mul(n, c2);
+    let r = b.sub(r, nc);
+    let mut p = c(b, P[0]);
+    for &k in &P[1..] {
         let kc = c(b, k);
-        p = b.fma(p, r, kc);
+        let pr = b.mul(p, r);
+        p = b.add(pr, kc);
     }
     let r2 = b.mul(r, r);
     let one = c(b, 1.0);
     let r1 = b.add(r, one);
-    let p = b.fma(p, r2, r1);
+    let p = b.mul(p, r2);
+    let p = b.add(p, r1);
     // 2^n from its exponent bits.
     let ni = b.cast(int, n);
     let bias = b.iconst(Type::I32, 127);

@@ -244,12 +244,15 @@ fn layer_norm(cx: &NodeCx, axis: i64, eps: f32) -> Option<Vec<Lowered>> {
             let d = b.sub(v, pick(ty, mean, mean4));
             let t = b.mul(d, pick(ty, inv, inv4));
             let s = b.load(ty, sb, p.col, p.disp);
+            // A multiply and an add, not `fma` (fused only on FMA hosts): the int8
+            // contract (`arith::layer_norm`) is this kernel's arithmetic on every host.
+            let ts = b.mul(t, s);
             let o = match bb {
                 Some(bb) => {
                     let c = b.load(ty, bb, p.col, p.disp);
-                    b.fma(t, s, c)
+                    b.add(ts, c)
                 }
-                None => b.mul(t, s),
+                None => ts,
             };
             b.store(y, p.abs, p.disp, o);
         });
