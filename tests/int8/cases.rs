@@ -372,6 +372,38 @@ pub fn pool_case(rng: &mut Rng) -> Case {
         range(rng, 0, kw - 1),
     ];
     let (sh, sw) = (range(rng, 1, 3), range(rng, 1, 3));
+    if one_in(rng, 5) {
+        // Nearest upsampling (YOLO's neck), in every coordinate and rounding mode but
+        // `tf_crop_and_resize`: pure data movement, so the fp32 kernel runs it.
+        let (sh, sw) = (range(rng, 1, 3), range(rng, 1, 3));
+        let scales = if nhwc { [1, sh, sw, 1] } else { [1, 1, sh, sw] };
+        let coord = pick(
+            rng,
+            &[
+                "half_pixel",
+                "asymmetric",
+                "align_corners",
+                "pytorch_half_pixel",
+            ],
+        );
+        let nearest = pick(
+            rng,
+            &["round_prefer_floor", "floor", "ceil", "round_prefer_ceil"],
+        );
+        let mut s = format!(
+            "graph @resize(%x: f32[{}]) -> (?) {{\n  \
+             %sc = const f32[4] dense<[{:?}, {:?}, {:?}, {:?}]>\n  \
+             %o = graph.resize(%x, _, %sc) {{coordinate_transformation_mode=\"{coord}\", \
+             nearest_mode=\"{nearest}\"}} : ?\n",
+            dims(&x),
+            scales[0] as f32,
+            scales[1] as f32,
+            scales[2] as f32,
+            scales[3] as f32,
+        );
+        finish(rng, &mut s);
+        return Case::new(s, true);
+    }
     let avg = one_in(rng, 2);
     let op = if avg { "average_pool" } else { "max_pool" };
     let mut attrs = format!(

@@ -40,7 +40,7 @@ use crate::lower::elementwise::{View, dense_strides, map_views};
 use crate::lower::{Arg, Lowered, NodeCx};
 use crate::program::{self, HostFn, Piece, Program};
 use kiln_core::{Result, Tensor};
-use kiln_graph::ops::{BinaryKind, GlobalPoolKind, Op, SoftmaxKind};
+use kiln_graph::ops::{BinaryKind, CoordMode, GlobalPoolKind, Op, ResizeMode, SoftmaxKind};
 use kiln_graph::{NodeId, Value};
 use kiln_quant::QuantGraph;
 use kiln_quant::arith::QParams;
@@ -176,6 +176,9 @@ fn moves_data(op: &Op) -> bool {
             | Op::SpaceToDepth(_)
             | Op::MaxPool(_)
     ) || matches!(op, Op::GlobalPool(p) if p.kind == GlobalPoolKind::Max)
+        // Nearest resizing picks elements; only `tf_crop_and_resize` can write a fill value.
+        || matches!(op, Op::Resize(r)
+            if r.mode == ResizeMode::Nearest && r.coord != CoordMode::TfCropAndResize)
 }
 
 impl Cx {
