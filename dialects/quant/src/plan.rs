@@ -96,7 +96,6 @@ fn requantised_downstream(
                 return false;
             };
             matches!(node.op, Op::Concat(_))
-                && k < node.inputs().len()
                 && (tin.is_none() || group(tin))
                 && group(q.out_tqc(*out))
                 && match q.out_tqc(*out).map(|t| q.tqc(t).state) {
