@@ -4,6 +4,7 @@
 pub mod attr;
 pub mod dtype;
 pub mod error;
+pub mod float;
 pub mod lexer;
 pub mod pass;
 pub mod rng;

@@ -286,7 +286,10 @@ pub fn softmax(x: &[f32], len: usize, inner: usize) -> Vec<f32> {
     for (xb, yb) in x.chunks(block).zip(y.chunks_mut(block)) {
         for i in 0..inner {
             let lane: Vec<f32> = (0..len).map(|j| xb[j * inner + i]).collect();
-            let m = lane.iter().copied().fold(f32::NEG_INFINITY, maximum);
+            let m = lane
+                .iter()
+                .copied()
+                .fold(f32::NEG_INFINITY, kiln_core::float::maximum);
             let e: Vec<f32> = lane.iter().map(|&v| exp(v - m)).collect();
             let s = if inner == 1 {
                 lane_sum(&e)
@@ -335,19 +338,6 @@ pub fn layer_norm(
         }
     }
     y
-}
-
-/// IEEE 754-2019 `maximum` (what Cranelift's `fmax` computes).
-fn maximum(a: f32, b: f32) -> f32 {
-    if a.is_nan() || b.is_nan() {
-        f32::NAN
-    } else if a == b {
-        if a.is_sign_positive() { a } else { b }
-    } else if a > b {
-        a
-    } else {
-        b
-    }
 }
 
 /// The sum of a contiguous lane in the order [`softmax`] documents.

@@ -439,7 +439,16 @@ pub fn fake_quant_params(t: &Tensor, p: &QParams) -> Result<Tensor> {
     Ok(dequantize_tensor(&quantize_tensor(t, p)?, p, t.dtype()))
 }
 
-/// EltwiseSum by [`arith::eltwise_sum`], with broadcasting; f32 operands only.
+/// `axis` of a rank-`rank` tensor, counted from the front.
+fn axis_of(op: &str, axis: i64, rank: usize) -> Result<usize> {
+    let r = rank as i64;
+    let ax = if axis < 0 { axis + r } else { axis };
+    if !(0..r).contains(&ax) {
+        bail!(Eval, "{op}: axis {axis} is out of range for rank {rank}");
+    }
+    Ok(ax as usize)
+}
+
 /// LayerNormalization (its normalised result only) by [`arith::layer_norm`].
 fn layer_norm(ins: &[Option<&Tensor>], axis: i64, eps: f32) -> Result<Tensor> {
     let (Some(Some(x)), Some(Some(scale))) = (ins.first(), ins.get(1)) else {
@@ -447,14 +456,7 @@ fn layer_norm(ins: &[Option<&Tensor>], axis: i64, eps: f32) -> Result<Tensor> {
     };
     let x = x.as_f32()?;
     let shape = x.shape().to_vec();
-    let rank = shape.len() as i64;
-    let ax = if axis < 0 { axis + rank } else { axis };
-    if !(0..rank).contains(&ax) {
-        bail!(
-            Eval,
-            "layer_normalization: axis {axis} is out of range for rank {rank}"
-        );
-    }
+    let ax = axis_of("layer_normalization", axis, shape.len())?;
     let full = |t: &Tensor, what: &str| -> Result<Vec<f32>> {
         let a = t.as_f32()?;
         let b = a.broadcast(IxDyn(&shape)).ok_or_else(|| {
@@ -471,7 +473,7 @@ fn layer_norm(ins: &[Option<&Tensor>], axis: i64, eps: f32) -> Result<Tensor> {
         _ => None,
     };
     let xs: Vec<f32> = x.iter().copied().collect();
-    let cols = shape[ax as usize..].iter().product();
+    let cols = shape[ax..].iter().product();
     Tensor::from_vec(&shape, arith::layer_norm(&xs, cols, eps, &s, b.as_deref()))
 }
 
@@ -482,17 +484,13 @@ fn softmax(ins: &[Option<&Tensor>], axis: i64) -> Result<Tensor> {
     };
     let a = t.as_f32()?;
     let shape = a.shape().to_vec();
-    let rank = shape.len() as i64;
-    let ax = if axis < 0 { axis + rank } else { axis };
-    if !(0..rank).contains(&ax) {
-        bail!(Eval, "softmax: axis {axis} is out of range for rank {rank}");
-    }
-    let ax = ax as usize;
+    let ax = axis_of("softmax", axis, shape.len())?;
     let x: Vec<f32> = a.iter().copied().collect();
     let y = arith::softmax(&x, shape[ax], shape[ax + 1..].iter().product());
     Tensor::from_vec(&shape, y)
 }
 
+/// EltwiseSum by [`arith::eltwise_sum`], with broadcasting; f32 operands only.
 fn eltwise_sum(ins: &[Option<&Tensor>], coeffs: &[f32]) -> Result<Tensor> {
     let mut xs = Vec::with_capacity(ins.len());
     let mut shape: Vec<usize> = Vec::new();

@@ -2,6 +2,7 @@
 //! parent module for the rules). Shared by the evaluator and `loop.fold-constants`.
 
 use crate::ir::*;
+use kiln_core::float::{maximum as fmax, minimum as fmin};
 use kiln_core::{Error, ErrorKind, Result};
 
 /// One lane of a value: integers (all widths, bool, index) as canonical i64, floats as f32.
@@ -45,30 +46,6 @@ fn bits(t: Type) -> u32 {
         Type::I16 => 16,
         Type::I32 | Type::F32 => 32,
         _ => 64,
-    }
-}
-
-fn fmin(a: f32, b: f32) -> f32 {
-    if a.is_nan() || b.is_nan() {
-        f32::NAN
-    } else if a == b {
-        if a.is_sign_negative() { a } else { b }
-    } else if a < b {
-        a
-    } else {
-        b
-    }
-}
-
-fn fmax(a: f32, b: f32) -> f32 {
-    if a.is_nan() || b.is_nan() {
-        f32::NAN
-    } else if a == b {
-        if a.is_sign_positive() { a } else { b }
-    } else if a > b {
-        a
-    } else {
-        b
     }
 }
 
