@@ -174,3 +174,34 @@ fn swish_semantics() {
         );
     }
 }
+
+/// `graph.conv-transpose-to-conv` (a rewrite into more ops, so not in `CASES`) computes the
+/// same numbers, alone and with the layout pass that then keeps the shuffle channels-last.
+#[test]
+fn conv_transpose_to_conv_keeps_the_numbers() {
+    let cases = [
+        (
+            include_str!("../../../tests/filetests/graph/conv_transpose_to_conv.kir"),
+            "graph.conv-transpose-to-conv",
+        ),
+        (
+            include_str!("../../../tests/filetests/graph/layout_depth_to_space.kir"),
+            "graph.conv-transpose-to-conv,graph.layout,graph.dce",
+        ),
+    ];
+    for (src, list) in cases {
+        let original = text::parse(src).unwrap();
+        let mut g = original.clone();
+        assert!(run_passes(&mut g, list), "{list} changed nothing");
+        assert!(
+            !run_passes(&mut g, list),
+            "{list}: a second run changed the IR"
+        );
+        for seed in [1, 2, 3] {
+            let ins = inputs(&original, seed);
+            let before = interp::run(&original, &ins).unwrap();
+            let after = interp::run(&g, &ins).unwrap();
+            assert_close(list, &before, &after);
+        }
+    }
+}

@@ -4,6 +4,7 @@
 //! Both are a reshape to 6-D, a transpose and a reshape back; the transpose is one strided
 //! copy through ndarray.
 
+use super::channel_layout::Layout;
 use super::util::arg;
 use super::{InferInputs, OpDef};
 use kiln_core::{AttrReader, Attrs, Element, Result, Tensor, TensorType, bail, dispatch, ensure};
@@ -116,6 +117,8 @@ macro_rules! block_op {
         pub struct $ty {
             pub blocksize: usize,
             pub mode: BlockMode,
+            /// `nhwc`: the tensors are channels-last (set by `graph.layout`).
+            pub layout: Layout,
         }
 
         impl OpDef for $ty {
@@ -126,19 +129,24 @@ macro_rules! block_op {
                 $name
             }
             fn from_attrs(_: &str, r: &mut AttrReader) -> Result<Self> {
-                Ok($ty { blocksize: read_blocksize(r)?, mode: read_mode(r)? })
+                Ok($ty {
+                    blocksize: read_blocksize(r)?,
+                    mode: read_mode(r)?,
+                    layout: Layout::read(r)?,
+                })
             }
             fn attrs(&self) -> Attrs {
-                write_attrs(self.blocksize, self.mode)
+                self.layout.write(write_attrs(self.blocksize, self.mode))
             }
             fn infer(&self, ins: InferInputs) -> Result<Vec<TensorType>> {
-                let x = ins.ty(0)?;
-                Ok(vec![TensorType::new(x.dtype, $plan(&x.shape, self.blocksize, self.mode)?.out)])
+                let x = self.layout.to_nchw_type(ins.ty(0)?);
+                let out = $plan(&x.shape, self.blocksize, self.mode)?.out;
+                Ok(vec![self.layout.from_nchw_type(&TensorType::new(x.dtype, out))])
             }
             fn eval(&self, ins: &[Option<&Tensor>], _: usize) -> Result<Vec<Tensor>> {
-                let x = arg(ins, 0)?;
+                let x = &*self.layout.to_nchw(arg(ins, 0)?);
                 let p = $plan(x.shape(), self.blocksize, self.mode)?;
-                Ok(vec![dispatch!(x, a => rearrange(a, &p))])
+                Ok(vec![self.layout.from_nchw(dispatch!(x, a => rearrange(a, &p)))])
             }
             fn flops(&self, _: &[Option<&TensorType>], _: &[TensorType]) -> u64 {
                 0
@@ -170,6 +178,7 @@ mod tests {
             &DepthToSpace {
                 blocksize: 2,
                 mode: BlockMode::Dcr,
+                layout: Layout::Nchw,
             },
             &[x()],
         );
@@ -182,6 +191,7 @@ mod tests {
             &DepthToSpace {
                 blocksize: 2,
                 mode: BlockMode::Crd,
+                layout: Layout::Nchw,
             },
             &[x()],
         );
@@ -194,7 +204,8 @@ mod tests {
             fails(
                 &DepthToSpace {
                     blocksize: 3,
-                    mode: BlockMode::Dcr
+                    mode: BlockMode::Dcr,
+                    layout: Layout::Nchw,
                 },
                 &[x()],
                 1
@@ -205,7 +216,8 @@ mod tests {
             fails(
                 &DepthToSpace {
                     blocksize: 2,
-                    mode: BlockMode::Dcr
+                    mode: BlockMode::Dcr,
+                    layout: Layout::Nchw,
                 },
                 &[Some(iota(&[8, 2, 3]))],
                 1
@@ -221,6 +233,7 @@ mod tests {
             &SpaceToDepth {
                 blocksize: 2,
                 mode: BlockMode::Dcr,
+                layout: Layout::Nchw,
             },
             &[x()],
         );
@@ -233,6 +246,7 @@ mod tests {
             &SpaceToDepth {
                 blocksize: 2,
                 mode: BlockMode::Crd,
+                layout: Layout::Nchw,
             },
             &[x()],
         );
@@ -244,7 +258,8 @@ mod tests {
             fails(
                 &SpaceToDepth {
                     blocksize: 3,
-                    mode: BlockMode::Dcr
+                    mode: BlockMode::Dcr,
+                    layout: Layout::Nchw,
                 },
                 &[x()],
                 1
@@ -253,9 +268,23 @@ mod tests {
         );
         // Each op undoes the other in the same mode.
         for mode in [BlockMode::Dcr, BlockMode::Crd] {
-            let s = run1(&SpaceToDepth { blocksize: 2, mode }, &[x()]);
+            let s = run1(
+                &SpaceToDepth {
+                    blocksize: 2,
+                    mode,
+                    layout: Layout::Nchw,
+                },
+                &[x()],
+            );
             assert_eq!(
-                run1(&DepthToSpace { blocksize: 2, mode }, &[Some(s)]),
+                run1(
+                    &DepthToSpace {
+                        blocksize: 2,
+                        mode,
+                        layout: Layout::Nchw
+                    },
+                    &[Some(s)]
+                ),
                 iota(&[1, 2, 4, 6])
             );
         }
@@ -266,5 +295,29 @@ mod tests {
                 .kind,
             ErrorKind::Attribute
         );
+    }
+
+    /// Channels last, each op moves the same blocks: its result is the channels-first
+    /// result transposed.
+    #[test]
+    fn nhwc_forms_equal_the_transposed_nchw_ones() {
+        let x = iota(&[1, 8, 2, 4]);
+        let to_nhwc = |t: &Tensor| Layout::Nhwc.from_nchw(t.clone());
+        for mode in [BlockMode::Dcr, BlockMode::Crd] {
+            let d = |layout| DepthToSpace {
+                blocksize: 2,
+                mode,
+                layout,
+            };
+            let want = to_nhwc(&run1(&d(Layout::Nchw), &[Some(x.clone())]));
+            assert_eq!(run1(&d(Layout::Nhwc), &[Some(to_nhwc(&x))]), want);
+            let s = |layout| SpaceToDepth {
+                blocksize: 2,
+                mode,
+                layout,
+            };
+            let want = to_nhwc(&run1(&s(Layout::Nchw), &[Some(x.clone())]));
+            assert_eq!(run1(&s(Layout::Nhwc), &[Some(to_nhwc(&x))]), want);
+        }
     }
 }

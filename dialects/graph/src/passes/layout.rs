@@ -142,6 +142,8 @@ pub fn roles(g: &Graph, n: NodeId) -> Option<(Roles, bool)> {
             return Some((Roles { data, consts }, true));
         }
         Op::MaxPool(p) if !p.layout.is_nhwc() => data0,
+        Op::DepthToSpace(p) if !p.layout.is_nhwc() => data0,
+        Op::SpaceToDepth(p) if !p.layout.is_nhwc() => data0,
         Op::AveragePool(p) if !p.layout.is_nhwc() => data0,
         Op::GlobalPool(p) if !p.layout.is_nhwc() => data0,
         Op::BatchNormalization(p) if !p.layout.is_nhwc() => data0,

@@ -81,6 +81,8 @@ fn flip_op(g: &mut Graph, n: NodeId, d: &Analysis) -> Result<()> {
     match g.op_mut(n) {
         Op::Conv(o) => o.layout = DataLayout::Nhwc,
         Op::MaxPool(o) => o.layout = DataLayout::Nhwc,
+        Op::DepthToSpace(o) => o.layout = DataLayout::Nhwc,
+        Op::SpaceToDepth(o) => o.layout = DataLayout::Nhwc,
         Op::AveragePool(o) => o.layout = DataLayout::Nhwc,
         Op::GlobalPool(o) => o.layout = DataLayout::Nhwc,
         Op::BatchNormalization(o) => o.layout = DataLayout::Nhwc,

@@ -3,6 +3,7 @@
 use crate::Graph;
 use kiln_core::PassRegistry;
 
+pub mod conv_transpose_to_conv;
 pub mod dce;
 pub mod fold_arith;
 pub mod fold_constants;
@@ -55,7 +56,10 @@ pub mod reduce_mean_to_gap;
 /// 5. the residual before the activation: the fused op computes act(W·x + b + Y), so
 ///    Conv→Add→Relu becomes one op, while Conv→Relu→Add keeps its Add (the lecture's point
 ///    that fusion order changes the result);
-/// 6. weighted sums last, so they never take a Mul that a compute op or a pattern wanted;
+/// 6. a conv_transpose whose kernel equals its stride becomes a 1×1 conv and a
+///    depth_to_space once its BatchNormalization, bias and activation are fused, so they
+///    travel into the conv; weighted sums last, so they never take a Mul that a compute op
+///    or a pattern wanted;
 /// 7. layout last (`graph.layout`): every fusion above matches channels-first ops (the Pad,
 ///    scale-shift, BatchNorm and merge folds decline channels-last convs), so the regions
 ///    are laid out only once they are final; in later rounds every conv is already NHWC and
@@ -74,7 +78,8 @@ graph.fuse-layer-norm,graph.fuse-gelu,graph.fuse-hard-swish,graph.fuse-hard-sigm
 graph.fuse-prelu,graph.reduce-mean-to-gap,\
 graph.fold-arith,graph.fuse-transpose-matmul,\
 graph.fuse-pad,graph.fuse-scale-shift,graph.fuse-batchnorm,graph.fuse-bias,graph.merge-linear,\
-graph.fuse-residual,graph.fuse-activation,graph.fuse-eltwise-sum,graph.layout,graph.dce";
+graph.fuse-residual,graph.fuse-activation,graph.conv-transpose-to-conv,graph.fuse-eltwise-sum,\
+graph.layout,graph.dce";
 
 /// Every graph pass and pipeline, by name.
 pub fn registry() -> PassRegistry<Graph> {
@@ -153,6 +158,11 @@ pub fn registry() -> PassRegistry<Graph> {
         "graph.fuse-prelu",
         "fuse Relu(x) - c*Relu(-x) forms into prelu",
         || Box::new(fuse_prelu::FusePRelu),
+    );
+    r.register(
+        "graph.conv-transpose-to-conv",
+        "turn a conv_transpose whose kernel equals its stride into a 1x1 conv and depth_to_space",
+        || Box::new(conv_transpose_to_conv::ConvTransposeToConv),
     );
     r.register(
         "graph.reduce-mean-to-gap",
