@@ -8,11 +8,15 @@
 //! and a fused activation are per channel and element-wise, so they stay in the conv.
 //!
 //! Matched: 2-D, one group, square kernel equal to the strides, no padding, dilation 1,
-//! no output padding or explicit output shape, constant f32 weight (and bias).
+//! no output padding or explicit output shape, constant f32 weight (and bias), no fused
+//! residual or PRelu slope.
 
 use super::pattern::{add_const, const_tensor, out, replace};
 use crate::graph::{Graph, NodeId};
-use crate::ops::{BlockMode, Conv, DepthToSpace, Op, spatial::AutoPad, spatial::Window};
+use crate::ops::activation::{RESIDUAL, SLOPE};
+use crate::ops::{
+    Activation, BlockMode, Conv, DepthToSpace, Op, spatial::AutoPad, spatial::Window,
+};
 use kiln_core::{Pass, Result, Tensor, TensorType};
 
 pub struct ConvTransposeToConv;
@@ -26,8 +30,10 @@ impl Pass<Graph> for ConvTransposeToConv {
     }
 }
 
-/// The block size `b` when `n` is a transposed conv the rewrite applies to.
-fn block(g: &Graph, n: NodeId) -> Option<usize> {
+/// The block size `b` and fused activation when `n` is a transposed conv the rewrite
+/// applies to. A fused residual or PRelu slope has the upsampled shape, which the 1×1 conv
+/// does not produce, so such an op is left alone.
+fn block(g: &Graph, n: NodeId) -> Option<(usize, Activation)> {
     let node = g.node(n);
     let Op::ConvTranspose(ct) = &node.op else {
         return None;
@@ -45,20 +51,19 @@ fn block(g: &Graph, n: NodeId) -> Option<usize> {
         && w.auto_pad == AutoPad::NotSet
         && zeros(&ct.output_padding)
         && ct.output_shape.is_empty()
+        && node.input(RESIDUAL).is_none()
+        && node.input(SLOPE).is_none()
+        && ct.act != Activation::PRelu
         && node.outputs().len() == 1;
     let x = g.value(node.input(0)?).ty.as_ref()?;
-    (plain && x.shape.len() == 4).then_some(b as usize)
+    (plain && x.shape.len() == 4).then_some((b as usize, ct.act))
 }
 
 fn rewrite(g: &mut Graph, n: NodeId) -> bool {
-    let Some(b) = block(g, n) else {
+    let Some((b, act)) = block(g, n) else {
         return false;
     };
     let node = g.node(n);
-    let Op::ConvTranspose(ct) = &node.op else {
-        return false;
-    };
-    let act = ct.act;
     let (Some(wv), x) = (node.input(1), node.input(0)) else {
         return false;
     };
