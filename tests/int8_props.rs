@@ -301,6 +301,17 @@ fn edge_cases_match_the_simulator() {
             vec![unit],
             vec![&[-0.01, 0.5]],
         ),
+        (
+            "f64 softmax and layer norm keep the graph ops' evaluation (the f32 contracts are for f32)",
+            "graph @m(%x: f32[1,4]) -> (?) {\n  %d = graph.cast(%x) {to=\"f64\"} : ?\n  \
+             %s = graph.softmax(%d) {axis=1} : ?\n  \
+             %g = const f64[4] dense<[1.0, 2.0, 0.5, -1.0]>\n  \
+             %n = graph.layer_normalization(%s, %g) : ?\n  \
+             %o = graph.cast(%n) {to=\"f32\"} : ?\n  return %o\n}\n"
+                .to_string(),
+            vec![&[-1.0, 0.0, 0.5, 1.0]],
+            vec![&[-0.5, 0.25, 0.75, 2.0]],
+        ),
     ];
     let mut failed = Vec::new();
     for (what, src, calib, input) in &cases {

@@ -236,18 +236,22 @@ pub fn eval_node(
         Some(t) => (vec![t], true),
         None => {
             let refs: Vec<Option<&Tensor>> = ins.iter().map(|t| t.as_ref()).collect();
+            let f32_data = refs.iter().flatten().all(|t| matches!(t, Tensor::F32(_)))
+                && matches!(refs.first(), Some(Some(_)));
             let outs = match &node.op {
                 Op::EltwiseSum(e) => {
                     vec![eltwise_sum(&refs, &e.coeffs).map_err(|e| node.locate(e))?]
                 }
-                Op::AveragePool(p) if matches!(refs.first(), Some(Some(Tensor::F32(_)))) => {
-                    let x = refs[0].expect("matched");
+                // The f32 contracts (their kernels' arithmetic) for f32 data; other float
+                // types keep the graph op's evaluation, as their programs do.
+                Op::AveragePool(p) if f32_data => {
+                    let x = refs[0].expect("f32 data");
                     vec![p.eval_f32_kernel_order(x).map_err(|e| node.locate(e))?]
                 }
-                Op::LayerNormalization(ln) if node.outputs().len() == 1 => {
+                Op::LayerNormalization(ln) if f32_data && node.outputs().len() == 1 => {
                     vec![layer_norm(&refs, ln.axis, ln.epsilon).map_err(|e| node.locate(e))?]
                 }
-                Op::Softmax(s) if s.kind == SoftmaxKind::Softmax => {
+                Op::Softmax(s) if f32_data && s.kind == SoftmaxKind::Softmax => {
                     vec![softmax(&refs, s.axis).map_err(|e| node.locate(e))?]
                 }
                 op => op
