@@ -47,40 +47,31 @@ pub fn operand_params(q: &QuantGraph, n: NodeId, k: usize) -> Option<QParams> {
     }
 }
 
-/// Output parameters of a result: its TQC quantises, or it is OVERLAPPED and every reader
-/// quantises with that same group (the device requantises once, at the producer).
+/// Output parameters of a result: its TQC quantises, or it is OVERLAPPED, per tensor, not a
+/// graph output, and requantised downstream by its group ([`requantised_downstream`]).
 pub fn output_params(q: &QuantGraph, v: Value) -> Option<QParams> {
     let id = q.out_tqc(v)?;
     match q.tqc(id).state {
         State::Activated | State::Slave => params(q, id),
         State::Overlapped => {
-            if q.graph.outputs().contains(&v) {
-                return None;
-            }
             let p = params(q, id)?;
-            requantised_downstream(q, v, q.root(id), &p, 0).then_some(p)
+            (p.axis.is_none() && requantised_downstream(q, v, q.root(id), 0)).then_some(p)
         }
         _ => None,
     }
 }
 
-/// Whether every element of `v` is fake-quantised with the group `root` (parameters `p`)
+/// Whether every element of `v` is fake-quantised with the group `root` (per tensor)
 /// before anything computes with it: each reader quantises with that group, or is a
 /// Concat overlapped by it whose result is, in turn, requantised so. A concatenation
 /// copies elements unchanged, so fake-quantising its result per tensor equals
 /// fake-quantising each operand first: the producer may then write its result on the
 /// group's grid (the device requantises once, at the producer) and the simulator,
 /// which asks the same question, agrees.
-fn requantised_downstream(
-    q: &QuantGraph,
-    v: Value,
-    root: TqcId,
-    p: &QParams,
-    depth: usize,
-) -> bool {
+fn requantised_downstream(q: &QuantGraph, v: Value, root: TqcId, depth: usize) -> bool {
     // Concat chains in real models are one or two deep; the bound only guards cycles in
     // malformed graphs.
-    if depth > 8 || q.graph.outputs().contains(&v) || p.axis.is_some() {
+    if depth > 8 || q.graph.outputs().contains(&v) {
         return false;
     }
     let uses = q.graph.uses(v);
@@ -100,7 +91,7 @@ fn requantised_downstream(
                 && group(q.out_tqc(*out))
                 && match q.out_tqc(*out).map(|t| q.tqc(t).state) {
                     Some(State::Activated | State::Slave) => true,
-                    Some(State::Overlapped) => requantised_downstream(q, *out, root, p, depth + 1),
+                    Some(State::Overlapped) => requantised_downstream(q, *out, root, depth + 1),
                     _ => false,
                 }
         })
