@@ -337,15 +337,18 @@ fn average_pool_kernel<T: Element>(x: &ArrayD<T>, geo: &Geometry, include_pad: b
         x,
         geo,
         |v| v,
-        |sum, dims| {
-            let count: usize = if include_pad {
-                dims.iter().map(|d| d.padded).product()
-            } else {
-                dims.iter().map(|d| d.count).product()
-            };
-            sum / count as f64
-        },
+        |sum, dims| sum / divisor(dims, include_pad) as f64,
     )
+}
+
+/// An average's divisor: the window's taps inside the input, or inside the padded input
+/// (`count_include_pad`).
+fn divisor(dims: &[&DimWindow], include_pad: bool) -> usize {
+    if include_pad {
+        dims.iter().map(|d| d.padded).product()
+    } else {
+        dims.iter().map(|d| d.count).product()
+    }
 }
 
 impl AveragePool {
@@ -374,12 +377,7 @@ impl AveragePool {
                     sum += v;
                 }
             });
-            let div: usize = if self.count_include_pad {
-                dims.iter().map(|d| d.padded).product()
-            } else {
-                dims.iter().map(|d| d.count).product()
-            };
-            sum * (1.0 / div as f32)
+            sum * (1.0 / divisor(dims, self.count_include_pad) as f32)
         });
         let y = ArrayD::from_shape_vec(IxDyn(&out_shape(a.shape(), &geo.output)), vals)
             .expect("sizes match");
