@@ -86,10 +86,15 @@ fn global_average_pool_int8_matches_the_simulator() {
 
 #[test]
 fn pools_int8_match_the_simulator() {
-    family("max/average pool, nearest resize", 16, 500, &|rng| {
-        let c = pool_case(rng);
-        mixed(c, rng)
-    });
+    family(
+        "max/average pool, nearest resize, depth/space shuffles",
+        16,
+        500,
+        &|rng| {
+            let c = pool_case(rng);
+            mixed(c, rng)
+        },
+    );
 }
 
 #[test]

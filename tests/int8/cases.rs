@@ -362,6 +362,9 @@ pub fn gap_case(rng: &mut Rng) -> Case {
 
 /// Max pooling (or, one case in five, average pooling) in either layout.
 pub fn pool_case(rng: &mut Rng) -> Case {
+    if one_in(rng, 6) {
+        return shuffle_case(rng);
+    }
     let (x, nhwc) = image(rng);
     let (h, w) = if nhwc { (x[1], x[2]) } else { (x[2], x[3]) };
     let (kh, kw) = (range(rng, 1, 3.min(h)), range(rng, 1, 3.min(w)));
@@ -424,6 +427,42 @@ pub fn pool_case(rng: &mut Rng) -> Case {
     let mut s = format!(
         "graph @pool(%x: f32[{}]) -> (?) {{\n  %o = graph.{op}(%x) {{{attrs}}} : ?\n",
         dims(&x)
+    );
+    finish(rng, &mut s);
+    Case::new(s, true)
+}
+
+/// `depth_to_space` or `space_to_depth` in either block order and either layout (the
+/// channels-last form is what `graph.layout` makes of an upsampling head): data movement,
+/// so the int8 program runs the fp32 kernel, whose bits must be the interpreter's.
+fn shuffle_case(rng: &mut Rng) -> Case {
+    let b = range(rng, 2, 3);
+    let (n, c, h, w) = (
+        range(rng, 1, 2),
+        range(rng, 1, 4),
+        range(rng, 1, 4),
+        range(rng, 1, 4),
+    );
+    let d2s = one_in(rng, 2);
+    // Channels b²·c for depth_to_space, spatial sizes b·h, b·w for space_to_depth.
+    let (c, h, w) = if d2s {
+        (b * b * c, h, w)
+    } else {
+        (c, b * h, b * w)
+    };
+    let nhwc = one_in(rng, 2);
+    let x = if nhwc { [n, h, w, c] } else { [n, c, h, w] };
+    let mut s = format!(
+        "graph @shuffle(%x: f32[{}]) -> (?) {{\n  \
+         %o = graph.{}(%x) {{blocksize={b}, mode=\"{}\"{}}} : ?\n",
+        dims(&x),
+        if d2s {
+            "depth_to_space"
+        } else {
+            "space_to_depth"
+        },
+        pick(rng, &["DCR", "CRD"]),
+        if nhwc { ", layout=\"nhwc\"" } else { "" },
     );
     finish(rng, &mut s);
     Case::new(s, true)
