@@ -437,21 +437,17 @@ pub fn pool_case(rng: &mut Rng) -> Case {
 /// so the int8 program runs the fp32 kernel, whose bits must be the interpreter's.
 fn shuffle_case(rng: &mut Rng) -> Case {
     let b = range(rng, 2, 3);
-    let (n, c, h, w) = (
-        range(rng, 1, 2),
-        range(rng, 1, 4),
-        range(rng, 1, 4),
-        range(rng, 1, 4),
-    );
+    let (x, nhwc) = image(rng);
+    let (ci, hi, wi) = if nhwc { (3, 1, 2) } else { (1, 2, 3) };
     let d2s = one_in(rng, 2);
     // Channels b²·c for depth_to_space, spatial sizes b·h, b·w for space_to_depth.
-    let (c, h, w) = if d2s {
-        (b * b * c, h, w)
+    let mut x = x;
+    if d2s {
+        x[ci] *= b * b;
     } else {
-        (c, b * h, b * w)
-    };
-    let nhwc = one_in(rng, 2);
-    let x = if nhwc { [n, h, w, c] } else { [n, c, h, w] };
+        x[hi] *= b;
+        x[wi] *= b;
+    }
     let mut s = format!(
         "graph @shuffle(%x: f32[{}]) -> (?) {{\n  \
          %o = graph.{}(%x) {{blocksize={b}, mode=\"{}\"{}}} : ?\n",

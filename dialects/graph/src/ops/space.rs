@@ -301,23 +301,24 @@ mod tests {
     /// result transposed.
     #[test]
     fn nhwc_forms_equal_the_transposed_nchw_ones() {
-        let x = iota(&[1, 8, 2, 4]);
-        let to_nhwc = |t: &Tensor| Layout::Nhwc.from_nchw(t.clone());
+        fn check<O: OpDef + PartialEq + std::fmt::Debug>(op: impl Fn(Layout) -> O) {
+            let x = iota(&[1, 8, 2, 4]);
+            let to_nhwc = |t: &Tensor| Layout::Nhwc.from_nchw(t.clone());
+            let want = to_nhwc(&run1(&op(Layout::Nchw), &[Some(x.clone())]));
+            assert_eq!(run1(&op(Layout::Nhwc), &[Some(to_nhwc(&x))]), want);
+        }
         for mode in [BlockMode::Dcr, BlockMode::Crd] {
-            let d = |layout| DepthToSpace {
-                blocksize: 2,
+            let (blocksize, mode) = (2, mode);
+            check(|layout| DepthToSpace {
+                blocksize,
                 mode,
                 layout,
-            };
-            let want = to_nhwc(&run1(&d(Layout::Nchw), &[Some(x.clone())]));
-            assert_eq!(run1(&d(Layout::Nhwc), &[Some(to_nhwc(&x))]), want);
-            let s = |layout| SpaceToDepth {
-                blocksize: 2,
+            });
+            check(|layout| SpaceToDepth {
+                blocksize,
                 mode,
                 layout,
-            };
-            let want = to_nhwc(&run1(&s(Layout::Nchw), &[Some(x.clone())]));
-            assert_eq!(run1(&s(Layout::Nhwc), &[Some(to_nhwc(&x))]), want);
+            });
         }
     }
 }
