@@ -11,6 +11,8 @@
 //!   `// CHECK-DAG: pat` — filecheck's `check`, `nextln`, `sameln`, `not`, `unordered`.
 //! - `// ERROR: kind` — the run must fail with this error kind; CHECK lines then match the
 //!   error message.
+//! - `// EMIT: clif` (loop dialect) — CHECK lines match the Cranelift IR the kernels
+//!   translate to (after the RUN passes), as Cranelift's own `test compile` files do.
 //!
 //! Every successful output is also parsed back and printed again, and must be identical:
 //! printer output always parses.
@@ -21,6 +23,7 @@ use std::path::{Path, PathBuf};
 struct FileTest {
     passes: Vec<String>,
     error: Option<String>,
+    emit: Option<String>,
     checks: String,
 }
 
@@ -28,6 +31,7 @@ fn directives(src: &str) -> FileTest {
     let mut t = FileTest {
         passes: Vec::new(),
         error: None,
+        emit: None,
         checks: String::new(),
     };
     for line in src.lines() {
@@ -46,6 +50,8 @@ fn directives(src: &str) -> FileTest {
             t.passes.push(p.trim().to_string());
         } else if let Some(k) = c.strip_prefix("ERROR:") {
             t.error = Some(k.trim().to_string());
+        } else if let Some(k) = c.strip_prefix("EMIT:") {
+            t.emit = Some(k.trim().to_string());
         } else if let Some((from, to)) = map.iter().find(|(from, _)| c.starts_with(from)) {
             t.checks
                 .push_str(&format!("{to} {}\n", c[from.len()..].trim()));
@@ -62,25 +68,49 @@ fn run_file(path: &Path) -> Result<(), String> {
             path,
             kiln_quant::text::parse,
             kiln_quant::passes::registry(),
+            None,
         );
     }
     // looptext: begin
     if dialect.is_some_and(|d| d == "loop") {
         let registry = kiln_loop::passes::registry();
-        return run_with(path, kiln_loop::text::parse_module, registry);
+        return run_with(
+            path,
+            kiln_loop::text::parse_module,
+            registry,
+            Some(emit_loop),
+        );
     }
     // looptext: end
     run_with(
         path,
         kiln_graph::text::parse,
         kiln_graph::passes::registry(),
+        None,
     )
 }
+
+/// A lower level of loop-dialect IR: `clif`, the Cranelift IR of every kernel.
+fn emit_loop(m: &kiln_loop::ir::Module, what: &str) -> kiln_core::Result<String> {
+    if what != "clif" {
+        kiln_core::bail!(Unsupported, "EMIT: {what}: only `clif` is supported");
+    }
+    let mut jit = kiln_loop::codegen::Jit::new()?;
+    jit.keep_clif = true;
+    for k in &m.kernels {
+        jit.add(k)?;
+    }
+    Ok(jit.clif.join("\n"))
+}
+
+/// How a dialect's IR is printed at a lower level (`EMIT:`).
+type Emit<I> = fn(&I, &str) -> kiln_core::Result<String>;
 
 fn run_with<I: Ir + 'static>(
     path: &Path,
     parse: fn(&str) -> kiln_core::Result<I>,
     registry: kiln_core::PassRegistry<I>,
+    emit: Option<Emit<I>>,
 ) -> Result<(), String> {
     // quant: end
     let src = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
@@ -103,7 +133,11 @@ fn run_with<I: Ir + 'static>(
             if text != text2 {
                 return Err(format!("print→parse→print differs:\n{text}\n---\n{text2}"));
             }
-            text
+            match (&t.emit, emit) {
+                (None, _) => text,
+                (Some(what), Some(emit)) => emit(g, what).map_err(|e| e.to_string())?,
+                (Some(what), None) => return Err(format!("EMIT: {what}: not for this dialect")),
+            }
         }
         (Err(e), Some(kind)) if e.kind.name() == kind => e.to_string(),
         (Err(e), Some(kind)) => return Err(format!("expected a {kind} error, got: {e}")),

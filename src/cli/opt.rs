@@ -62,6 +62,8 @@ fn run_loop(path: &std::path::Path, a: &OptArgs) -> anyhow::Result<()> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut m = kiln_loop::text::parse_module(&text)?;
+    // Before any pass: with none, nothing else would check it before Cranelift does.
+    kiln_loop::verify::verify_module(&m)?;
     let list = a.passes.clone().or(a.pipeline.clone()).unwrap_or_default();
     let mut pm = kiln_core::PassManager::new(kiln_loop::passes::registry().parse(&list)?);
     pm.options = PassOptions {

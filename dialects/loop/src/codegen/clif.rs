@@ -5,6 +5,9 @@
 //! `opt_level=none` (the egraph optimiser re-places pure ops at their uses and spills register
 //! blocks, see ARCHITECTURE.md) and the schedule chosen by the loop dialect must survive.
 //!
+//! One exception to literalness: vector constants are reloaded near their uses rather than
+//! held in a register (`consts.rs` says why).
+//!
 //! Loops are emitted rotated (test at the bottom): the trip count of every non-parallel loop is
 //! a compile-time constant, so the entry test is decided here and each iteration costs one
 //! compare-and-branch.
@@ -17,7 +20,10 @@ use cranelift_codegen::ir::{
 use cranelift_frontend::FunctionBuilder;
 use kiln_core::{Result, bail};
 
+mod consts;
 mod int8;
+
+use consts::Consts;
 
 /// The Cranelift type that holds a loop-dialect type.
 pub fn clif_type(t: Type) -> types::Type {
@@ -72,6 +78,7 @@ pub struct Translator<'a, 'b> {
     feat: Features,
     lo: Value,
     hi: Value,
+    consts: Consts,
 }
 
 fn mem() -> MemFlagsData {
@@ -109,6 +116,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             feat,
             lo,
             hi,
+            consts: Consts::new(kernel.types.len()),
         };
         t.region(&kernel.body)?;
         t.b.ins().return_(&[]);
@@ -116,7 +124,12 @@ impl<'a, 'b> Translator<'a, 'b> {
         Ok(())
     }
 
-    fn v(&self, v: Val) -> Result<Value> {
+    /// The value of `v` at this point: its translation, or a fresh load of a constant splat
+    /// ([`Translator::remat`]).
+    fn v(&mut self, v: Val) -> Result<Value> {
+        if let Some(x) = self.remat(v) {
+            return Ok(x);
+        }
         match self.vals.get(v.index()).copied().flatten() {
             Some(x) => Ok(x),
             None => bail!(
@@ -132,13 +145,17 @@ impl<'a, 'b> Translator<'a, 'b> {
     }
 
     fn region(&mut self, r: &Region) -> Result<Vec<Value>> {
+        let outer = self.consts.enter();
+        let mut out = vec![];
         for inst in &r.insts {
             if let InstKind::Yield(vs) = &inst.kind {
-                return vs.iter().map(|&v| self.v(v)).collect();
+                out = vs.iter().map(|&v| self.v(v)).collect::<Result<_>>()?;
+                break;
             }
             self.inst(inst)?;
         }
-        Ok(vec![])
+        self.consts.leave(outer);
+        Ok(out)
     }
 
     fn ty(&self, v: Val) -> Type {
@@ -146,9 +163,19 @@ impl<'a, 'b> Translator<'a, 'b> {
     }
 
     fn inst(&mut self, inst: &Inst) -> Result<()> {
+        self.consts.count += 1;
         let x = match &inst.kind {
-            InstKind::Iconst(t, c) => self.b.ins().iconst(clif_type(*t), *c),
-            InstKind::Fconst(c) => self.b.ins().f32const(*c),
+            InstKind::Iconst(t, c) => {
+                let width = clif_type(*t).bytes() as usize;
+                self.consts
+                    .scalar(inst.results[0], &c.to_le_bytes()[..width]);
+                self.b.ins().iconst(clif_type(*t), *c)
+            }
+            InstKind::Fconst(c) => {
+                self.consts
+                    .scalar(inst.results[0], &c.to_bits().to_le_bytes());
+                self.b.ins().f32const(*c)
+            }
             InstKind::Binary(op, a, b) => self.binary(*op, *a, *b)?,
             InstKind::Unary(op, a) => self.unary(*op, *a)?,
             InstKind::Fma(a, b, c) => {
@@ -175,10 +202,13 @@ impl<'a, 'b> Translator<'a, 'b> {
                     self.b.ins().select(cv, av, bv)
                 }
             }
-            InstKind::Splat(t, a) => {
-                let a = self.v(*a)?;
-                self.b.ins().splat(clif_type(*t), a)
-            }
+            InstKind::Splat(t, a) => match self.consts.splat_bytes(*a) {
+                Some(bytes) => self.const_splat(inst.results[0], *t, bytes),
+                None => {
+                    let a = self.v(*a)?;
+                    self.b.ins().splat(clif_type(*t), a)
+                }
+            },
             InstKind::Extract(a, lane) => {
                 let a = self.v(*a)?;
                 self.b.ins().extractlane(a, *lane)
