@@ -6,7 +6,7 @@
 //! (tanh, erf, log, sin, cos, pow) call the runtime's scalar routine once per lane.
 
 use crate::builder::KernelBuilder;
-use crate::ir::{CmpOp, Helper, Type, UnOp, Val};
+use crate::ir::{BinOp, CmpOp, Helper, Type, UnOp, Val};
 use kiln_graph::ops::activation::HARD_SWISH_ALPHA;
 use kiln_graph::ops::{Activation, UnaryKind};
 
@@ -51,7 +51,9 @@ pub fn exp(b: &mut KernelBuilder, x: Val) -> Val {
     // becomes `HI` in every lane as in the contract.
     let below = b.cmp(CmpOp::Lt, x, hi);
     let x = b.select(below, x, hi);
-    let above = b.cmp(CmpOp::Gt, x, lo);
+    // `lo < x` rather than `x > lo` (the same on the non-NaN x left): the form x64 lowers
+    // to one `maxps`.
+    let above = b.cmp(CmpOp::Lt, lo, x);
     let x = b.select(above, x, lo);
     // n = ⌊x·log2(e) + ½⌋, r = x − n·ln 2 (ln 2 split in two for an exact product).
     let log2e = c(b, std::f32::consts::LOG2_E);
@@ -75,22 +77,14 @@ pub fn exp(b: &mut KernelBuilder, x: Val) -> Val {
     let r1 = b.add(r, one);
     let p = b.mul(p, r2);
     let p = b.add(p, r1);
-    // 2^n from its exponent bits.
-    let ni = b.cast(int, n);
-    let bias = b.iconst(Type::I32, 127);
-    let bias = if ty.is_vector() {
-        b.splat(int, bias)
-    } else {
-        bias
-    };
-    let e = b.add(ni, bias);
-    let shift = b.iconst(Type::I32, 1 << 23);
-    let shift = if ty.is_vector() {
-        b.splat(int, shift)
-    } else {
-        shift
-    };
-    let bits = b.mul(e, shift);
+    // 2^n from its exponent bits, `(n + 127) << 23`, without a float → int conversion:
+    // adding 1.5·2^23 + 127 to the integral n ∈ [−126, 128] leaves n + 127 in the low
+    // mantissa bits, and the shift drops everything above them.
+    let magic = c(b, 12_582_912.0 + 127.0);
+    let t = b.add(n, magic);
+    let bits = b.bitcast(int, t);
+    let e = b.iconst(Type::I32, 23);
+    let bits = b.binary(BinOp::Shl, bits, e);
     let pow2 = b.bitcast(ty, bits);
     b.mul(p, pow2)
 }
