@@ -328,7 +328,44 @@ fn profile(
             info.node
         );
     }
+    // The same time by kind of kernel: `conv_3_im2col` is an im2col, `sigmoid_0` a sigmoid.
+    let mut kinds: Vec<(String, f64, usize)> = Vec::new();
+    for (i, ms) in &rows {
+        let kind = match &c.program.steps[*i] {
+            kiln_loop::program::Step::Kernel { kernel, .. } => {
+                kernel_kind(&c.program.module.kernels[*kernel].name)
+            }
+            kiln_loop::program::Step::Reference { .. } => "reference".to_string(),
+            kiln_loop::program::Step::Host { .. } => "simulator".to_string(),
+        };
+        match kinds.iter_mut().find(|k| k.0 == kind) {
+            Some(k) => (k.1, k.2) = (k.1 + ms, k.2 + 1),
+            None => kinds.push((kind, *ms, 1)),
+        }
+    }
+    kinds.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let total: f64 = rows.iter().map(|r| r.1).sum();
+    let top: Vec<String> = kinds
+        .iter()
+        .take(8)
+        .map(|(k, ms, n)| format!("{k} {ms:.2} ms ({:.0} %, {n})", 100.0 * ms / total))
+        .collect();
+    println!("by kind    {}", top.join(", "));
     Ok(())
+}
+
+/// What a kernel does, from its name (`<op>_<node>[_<kind>]`): the part after the node
+/// number, or the op when there is none.
+fn kernel_kind(name: &str) -> String {
+    let parts: Vec<&str> = name.split('_').collect();
+    match parts
+        .iter()
+        .position(|p| p.chars().all(|c| c.is_ascii_digit()))
+    {
+        Some(i) if i + 1 < parts.len() => parts[i + 1..].join("_"),
+        Some(i) => parts[..i].join("_"),
+        None => name.to_string(),
+    }
 }
 
 /// onnxruntime's fp32 median latency via `scripts/ort_time.py`.

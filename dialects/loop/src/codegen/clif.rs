@@ -5,8 +5,8 @@
 //! `opt_level=none` (the egraph optimiser re-places pure ops at their uses and spills register
 //! blocks, see ARCHITECTURE.md) and the schedule chosen by the loop dialect must survive.
 //!
-//! One exception to literalness: vector constants are reloaded near their uses rather than
-//! held in a register (`consts.rs` says why).
+//! One exception to literalness: after a register-blocked reduction, vector constants are
+//! reloaded near their uses rather than held in a register (`consts.rs` says why).
 //!
 //! Loops are emitted rotated (test at the bottom): the trip count of every non-parallel loop is
 //! a compile-time constant, so the entry test is decided here and each iteration costs one
@@ -470,6 +470,8 @@ impl<'a, 'b> Translator<'a, 'b> {
     /// The latch's parameters have two predecessors (the entry's edge is only taken by an
     /// empty range), so they stay parameters and the body's results are used once.
     fn emit_loop(&mut self, l: &Loop) -> Result<Vec<Value>> {
+        let vectors = l.args.iter().filter(|&&v| self.ty(v).is_vector()).count();
+        self.consts.after_loop(vectors);
         let inits = l
             .inits
             .iter()

@@ -1,15 +1,19 @@
 //! Vector constants: loaded from the constant pool next to their uses.
 //!
 //! A splat of a constant becomes one 16-byte constant-pool load (`vconst`): one load uop,
-//! where a splat of an immediate costs a move, a `movd` and a broadcast shuffle. And a use
-//! in the region that defined it, more than [`REMAT_AFTER`] instructions after the latest
-//! load, loads it again. Cranelift does not rematerialise, so a constant shared by a long
-//! straight run (the int8 GEMM epilogue applied to twelve accumulators) otherwise holds a
-//! register throughout, and regalloc2 then spills an accumulator across the whole k loop:
-//! a store and a reload in the dependency chain of every iteration. Uses close together
-//! share one load, which keeps the patterns Cranelift matches on one value
+//! where a splat of an immediate costs a move, a `movd` and a broadcast shuffle.
+//!
+//! After a loop that leaves many vectors live (a register-blocked reduction: the int8
+//! GEMM's twelve accumulators), a use in the region that defined the constant, more than
+//! [`REMAT_AFTER`] instructions after its latest load, loads it again. Cranelift does not
+//! rematerialise, so a constant shared by the epilogue of all twelve accumulators otherwise
+//! holds a register throughout, and regalloc2 then spills an accumulator across the whole
+//! k loop: a store and a reload in the dependency chain of every iteration. Uses close
+//! together share one load, which keeps the patterns Cranelift matches on one value
 //! (`select(c < x, x, c)` is one `maxps` only when both `c` are the same value). A use
 //! inside a nested loop keeps the register: the constant stays hoisted out of that loop.
+//! Elsewhere constants stay in registers: reloading them in an epilogue-heavy kernel with
+//! registers to spare (MobileNet's 1×1 convs) only adds load uops (about 10 % slower).
 
 use super::{Translator, clif_type};
 use crate::ir::{Type, Val};
@@ -17,6 +21,9 @@ use cranelift_codegen::ir::{ConstantData, InstBuilder, Value};
 
 /// How many instructions one load of a constant splat serves before a use loads it again.
 const REMAT_AFTER: usize = 6;
+
+/// Vectors a loop must carry for the code after it to count as short of registers.
+const PRESSURE: usize = 8;
 
 /// One splat of a constant.
 #[derive(Clone)]
@@ -39,6 +46,8 @@ pub(super) struct Consts {
     /// The region being translated, and the number of regions entered so far.
     region: u32,
     regions: u32,
+    /// Regions in which a loop carrying [`PRESSURE`] vectors has been emitted.
+    pressed: Vec<u32>,
 }
 
 impl Consts {
@@ -49,6 +58,14 @@ impl Consts {
             count: 0,
             region: 0,
             regions: 0,
+            pressed: Vec::new(),
+        }
+    }
+
+    /// Notes a loop carrying `vectors` vector values, emitted in the current region.
+    pub fn after_loop(&mut self, vectors: usize) {
+        if vectors >= PRESSURE && !self.pressed.contains(&self.region) {
+            self.pressed.push(self.region);
         }
     }
 
@@ -88,11 +105,13 @@ impl Translator<'_, '_> {
         load
     }
 
-    /// A use of `v` when it is a constant splat: its latest load if recent or in another
-    /// region, else a new load.
+    /// A use of `v` when it is a constant splat: its latest load if recent, in another region
+    /// or in one without register pressure, else a new load.
     pub(super) fn remat(&mut self, v: Val) -> Option<Value> {
         let sp = self.consts.splats.get(v.index())?.as_ref()?;
-        if sp.region != self.consts.region || self.consts.count - sp.at <= REMAT_AFTER {
+        let c = &self.consts;
+        if sp.region != c.region || c.count - sp.at <= REMAT_AFTER || !c.pressed.contains(&c.region)
+        {
             return Some(sp.load);
         }
         let bytes = sp.bytes.clone();
