@@ -2,7 +2,10 @@
 //! blocks (1×1 expansion, depthwise, squeeze-and-excitation, projection with an optional
 //! residual) and a classifier, through `graph-opt` so they are fused and channels-last.
 //! Channel counts mix multiples of 16 (whole byte vectors), of 4 (whole i32 stores) and
-//! odd ones (scalar tails), so every coded load and store path runs.
+//! odd ones (scalar tails), so every coded load and store path runs. Some chains move the
+//! data on the way (a nearest upsampling or a depth_to_space, then a conv), sometimes also
+//! returning the moved value or its source, so the move reads and writes codes, reads codes
+//! for an f32 result, and reads an f32 value (on its grid) for a coded result.
 
 use super::harness::{Case, one_in, pick, range};
 use kiln_core::Rng;
@@ -126,6 +129,38 @@ pub fn chain_case(rng: &mut Rng) -> Case {
         }
         c = out;
     }
+    // The move draws from its own stream, so the chains without one are the ones this
+    // family always drew (case `i` stays case `i`).
+    let mv = &mut Rng::new(net.seed.wrapping_mul(7919).wrapping_add(13));
+    let mut outs = vec![];
+    if one_in(mv, 2) {
+        let src = y.clone();
+        let d2s = c.is_multiple_of(4) && one_in(mv, 2);
+        if d2s {
+            let mode = pick(mv, &["DCR", "CRD"]);
+            net.s += &format!(
+                "  %mv = graph.depth_to_space({y}) {{blocksize=2, mode=\"{mode}\"}} : ?\n"
+            );
+            c /= 4;
+        } else {
+            let (sh, sw) = (range(mv, 1, 3), range(mv, 1, 3));
+            let coord = pick(mv, &["half_pixel", "asymmetric", "align_corners"]);
+            net.s += &format!(
+                "  %mv_sc = const f32[4] dense<[1.0, 1.0, {:?}, {:?}]>\n  \
+                 %mv = graph.resize({y}, _, %mv_sc) {{coordinate_transformation_mode=\"{coord}\", \
+                 nearest_mode=\"floor\"}} : ?\n",
+                sh as f32, sw as f32
+            );
+        }
+        match range(mv, 0, 2) {
+            0 => outs.push("%mv".to_string()),
+            1 => outs.push(src),
+            _ => {}
+        }
+        let m = channels(mv);
+        y = net.conv(mv, "after_mv", "%mv", c, m, 1, 1, 1);
+        c = m;
+    }
     let classes = range(rng, 1, 10);
     let (ws, bs) = (net.seed(), net.seed());
     net.s += &format!(
@@ -133,8 +168,12 @@ pub fn chain_case(rng: &mut Rng) -> Case {
          %fl = graph.flatten(%g) {{axis=1}} : ?\n  \
          %wg = const f32[{classes},{c}] random(seed={ws}, min=-1.0, max=1.0)\n  \
          %bg = const f32[{classes}] random(seed={bs}, min=-0.5, max=0.5)\n  \
-         %o = graph.gemm(%fl, %wg, %bg) {{transB=1}} : ?\n  return %o\n}}\n"
+         %o = graph.gemm(%fl, %wg, %bg) {{transB=1}} : ?\n  return %o{}\n}}\n",
+        outs.iter().map(|o| format!(", {o}")).collect::<String>()
     );
+    if !outs.is_empty() {
+        net.s = net.s.replacen("-> (?)", "-> (?, ?)", 1);
+    }
     Case {
         pipeline: "graph-opt",
         ..Case::new(net.s, true)

@@ -13,7 +13,8 @@ use crate::sim::{fake_quant_params, lookup_table, quantize_tensor, recover_tenso
 use crate::tqc::State;
 use kiln_core::{DType, Result, Tensor};
 use kiln_graph::ops::{
-    Activation, BinaryKind, GlobalPoolKind, activation::RESIDUAL, activation::SLOPE,
+    Activation, BinaryKind, CoordMode, GlobalPoolKind, ResizeMode, activation::RESIDUAL,
+    activation::SLOPE,
 };
 use kiln_graph::{NodeId, Op, Value};
 use ndarray::ArrayD;
@@ -62,12 +63,13 @@ pub fn output_params(q: &QuantGraph, v: Value) -> Option<QParams> {
 }
 
 /// Whether every element of `v` is fake-quantised with the group `root` (per tensor)
-/// before anything computes with it: each reader quantises with that group, or is a
-/// Concat overlapped by it whose result is, in turn, requantised so. A concatenation
-/// copies elements unchanged, so fake-quantising its result per tensor equals
-/// fake-quantising each operand first: the producer may then write its result on the
-/// group's grid (the device requantises once, at the producer) and the simulator,
-/// which asks the same question, agrees.
+/// before anything computes with it: each reader quantises with that group, or copies
+/// elements (a Concat, a nearest upsampling, a depth_to_space, ...), is overlapped by it
+/// and its result is, in turn, requantised so. Such an op moves elements unchanged, so
+/// fake-quantising its result per tensor equals fake-quantising its operands first: the
+/// producer may then write its result on the group's grid (the device requantises once,
+/// at the producer, and the codes move) and the simulator, which asks the same question,
+/// agrees.
 fn requantised_downstream(q: &QuantGraph, v: Value, root: TqcId, depth: usize) -> bool {
     // Concat chains in real models are one or two deep; the bound only guards cycles in
     // malformed graphs.
@@ -86,7 +88,8 @@ fn requantised_downstream(q: &QuantGraph, v: Value, root: TqcId, depth: usize) -
             let [out] = node.outputs() else {
                 return false;
             };
-            matches!(node.op, Op::Concat(_))
+            copies_elements(&node.op)
+                && (k == 0 || matches!(node.op, Op::Concat(_)))
                 && (tin.is_none() || group(tin))
                 && group(q.out_tqc(*out))
                 && match q.out_tqc(*out).map(|t| q.tqc(t).state) {
@@ -95,6 +98,24 @@ fn requantised_downstream(q: &QuantGraph, v: Value, root: TqcId, depth: usize) -
                     _ => false,
                 }
         })
+}
+
+/// Ops whose result elements are elements of their data operands (operand 0, or every
+/// operand of a Concat), unchanged.
+fn copies_elements(op: &Op) -> bool {
+    match op {
+        Op::Concat(_)
+        | Op::Reshape(_)
+        | Op::Flatten(_)
+        | Op::Squeeze(_)
+        | Op::Unsqueeze(_)
+        | Op::Transpose(_)
+        | Op::DepthToSpace(_)
+        | Op::SpaceToDepth(_) => true,
+        // Only `tf_crop_and_resize` can write a fill value instead of an element.
+        Op::Resize(r) => r.mode == ResizeMode::Nearest && r.coord != CoordMode::TfCropAndResize,
+        _ => false,
+    }
 }
 
 /// How a compute op's accumulator becomes its result.

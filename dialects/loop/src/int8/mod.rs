@@ -33,6 +33,7 @@ mod depthwise;
 mod eltwise;
 pub mod gemm;
 mod matmul;
+mod moves;
 pub mod quantize;
 mod tame;
 
@@ -318,6 +319,10 @@ impl Cx {
                 eltwise::global_avg(self, n, ncx, x, out, *m)?
             }
             None if matches!(node.op, Op::Transpose(_)) => match self.transpose_codes(n, ncx) {
+                Some(p) => Some(p),
+                None => self.lower_exact(n, ncx)?,
+            },
+            None if moves_data(&node.op) => match self.move_codes(n, ncx) {
                 Some(p) => Some(p),
                 None => self.lower_exact(n, ncx)?,
             },

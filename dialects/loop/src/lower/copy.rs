@@ -24,7 +24,7 @@ fn index_image(shape: &[usize]) -> Option<Tensor> {
 
 /// The source index of every result element, or `None` if the op is not pure data movement
 /// of operand 0 (or the reference rejects an f64 image).
-fn source_map(op: &Op, cx: &NodeCx) -> Option<Vec<i64>> {
+pub(crate) fn source_map(op: &Op, cx: &NodeCx) -> Option<Vec<i64>> {
     let moves = match op {
         Op::Reshape(_)
         | Op::Flatten(_)
@@ -73,7 +73,7 @@ fn source_map(op: &Op, cx: &NodeCx) -> Option<Vec<i64>> {
 }
 
 /// `(base, strides)` if `map[idx] = base + Σ idx_d · stride_d` over `shape`.
-fn affine(map: &[i64], shape: &[usize]) -> Option<(i64, Vec<i64>)> {
+pub(crate) fn affine(map: &[i64], shape: &[usize]) -> Option<(i64, Vec<i64>)> {
     let base = *map.first()?;
     let r = shape.len();
     let mut dense = vec![1usize; r];
