@@ -234,6 +234,20 @@ fn edge_cases_match_the_simulator() {
             vec![&[0.0, 0.5], &[0.0, 1.0]],
         ),
         (
+            "a conv whose bias codes reach the i32 limit (its input calibrated to all zeros, \
+             so s_x·s_w is tiny): the i32 accumulator would wrap, so no integer path",
+            "graph @m(%x: f32[1,2,1,1]) -> (?) {\n  \
+             %w1 = const f32[1,2,1,1] dense<[1.0, 1.0]>\n  \
+             %c1 = graph.conv(%x, %w1) {kernel_shape=[1,1]} : ?\n  \
+             %r = graph.relu(%c1) : ?\n  \
+             %w2 = const f32[2,1,1,1] dense<[1.0, -1.0]>\n  \
+             %b2 = const f32[2] dense<[0.5, -0.5]>\n  \
+             %o = graph.conv(%r, %w2, %b2) {kernel_shape=[1,1]} : ?\n  return %o\n}\n"
+                .to_string(),
+            vec![&[1.0, -1.0]],
+            vec![&[1.0, 1.0]],
+        ),
+        (
             "NaN (0/0) into a conv operand: its code is z",
             compute_after_div(false),
             vec![unit, &[1.0, 1.0]],

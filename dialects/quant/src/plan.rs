@@ -395,7 +395,15 @@ fn compute(q: &QuantGraph, n: NodeId, out: Option<QParams>) -> Result<Option<Com
             .max()
             .unwrap_or(0)
     };
-    if !arith::acc_fits_i32(k_len, span(&x), span(&w), i32::MAX as i64 / 2) {
+    // The bias starts the sum: a bias code near the i32 limit (a degenerate activation
+    // scale makes `s_x·s_w` tiny) would wrap in the kernel's i32 accumulator.
+    let bmax = bias
+        .iter()
+        .flatten()
+        .map(|&b| (b as i64).abs())
+        .max()
+        .unwrap_or(0);
+    if !arith::acc_fits_i32(k_len, span(&x), span(&w), bmax) {
         // Larger reductions would need an overflow analysis kernels do not have yet.
         return Ok(None);
     }
