@@ -101,18 +101,22 @@ fn requantised_downstream(q: &QuantGraph, v: Value, root: TqcId, depth: usize) -
 }
 
 /// Ops whose result elements are elements of their data operands (operand 0, or every
-/// operand of a Concat), unchanged.
-fn copies_elements(op: &Op) -> bool {
+/// operand of a Concat), unchanged: quantising per tensor commutes with them.
+pub fn copies_elements(op: &Op) -> bool {
     match op {
-        Op::Concat(_)
-        | Op::Reshape(_)
+        Op::Reshape(_)
         | Op::Flatten(_)
         | Op::Squeeze(_)
         | Op::Unsqueeze(_)
         | Op::Transpose(_)
+        | Op::Slice(_)
+        | Op::Concat(_)
+        | Op::Split(_)
+        | Op::Expand(_)
+        | Op::Tile(_)
         | Op::DepthToSpace(_)
         | Op::SpaceToDepth(_) => true,
-        // Only `tf_crop_and_resize` can write a fill value instead of an element.
+        // Nearest resizing picks elements; only `tf_crop_and_resize` can write a fill value.
         Op::Resize(r) => r.mode == ResizeMode::Nearest && r.coord != CoordMode::TfCropAndResize,
         _ => false,
     }

@@ -41,7 +41,7 @@ use crate::lower::elementwise::{View, dense_strides, map_views};
 use crate::lower::{Arg, Lowered, NodeCx};
 use crate::program::{self, HostFn, Piece, Program};
 use kiln_core::{Result, Tensor};
-use kiln_graph::ops::{BinaryKind, CoordMode, GlobalPoolKind, Op, ResizeMode, SoftmaxKind};
+use kiln_graph::ops::{BinaryKind, GlobalPoolKind, Op, SoftmaxKind};
 use kiln_graph::{NodeId, Value};
 use kiln_quant::QuantGraph;
 use kiln_quant::arith::QParams;
@@ -158,28 +158,12 @@ fn exact_fp32(op: &Op) -> bool {
         ))
 }
 
-/// Ops whose results are some of their data operands' elements, unchanged: a result is
-/// on a grid when those operands are.
+/// Ops whose results are some of their data operands' elements, unchanged (max pooling
+/// picks one): a result is on a grid when those operands are.
 fn moves_data(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::Reshape(_)
-            | Op::Flatten(_)
-            | Op::Squeeze(_)
-            | Op::Unsqueeze(_)
-            | Op::Transpose(_)
-            | Op::Slice(_)
-            | Op::Concat(_)
-            | Op::Split(_)
-            | Op::Expand(_)
-            | Op::Tile(_)
-            | Op::DepthToSpace(_)
-            | Op::SpaceToDepth(_)
-            | Op::MaxPool(_)
-    ) || matches!(op, Op::GlobalPool(p) if p.kind == GlobalPoolKind::Max)
-        // Nearest resizing picks elements; only `tf_crop_and_resize` can write a fill value.
-        || matches!(op, Op::Resize(r)
-            if r.mode == ResizeMode::Nearest && r.coord != CoordMode::TfCropAndResize)
+    plan::copies_elements(op)
+        || matches!(op, Op::MaxPool(_))
+        || matches!(op, Op::GlobalPool(p) if p.kind == GlobalPoolKind::Max)
 }
 
 impl Cx {

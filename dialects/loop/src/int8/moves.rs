@@ -13,8 +13,8 @@
 use super::quantize;
 use super::{Cx, Piece, plan};
 use crate::builder::KernelBuilder;
-use crate::ir::{Kernel, Type};
-use crate::lower::copy::{affine, source_map};
+use crate::ir::{Type, Val};
+use crate::lower::copy::{affine, gather_kernel, index_table, source_map};
 use crate::lower::{Arg, Lowered, NodeCx};
 use kiln_graph::NodeId;
 use kiln_quant::Rounding;
@@ -26,7 +26,7 @@ impl Cx {
     pub(super) fn move_codes(&mut self, n: NodeId, ncx: &NodeCx) -> Option<Vec<Piece>> {
         let q = self.q.clone();
         let node = q.graph.node(n);
-        if node.inputs().iter().flatten().count() < 1 || node.outputs().len() != 1 {
+        if node.outputs().len() != 1 {
             return None;
         }
         let map = source_map(&node.op, ncx)?;
@@ -53,51 +53,44 @@ impl Cx {
             self.in_codes(n, 0).is_some(),
             self.out_codes(n, 0).is_some(),
         );
-        let kernel = gather(&ncx.name, in_len, &map, &grid, coded_in, coded_out);
-        let table: Vec<f32> = map.iter().map(|&m| f32::from_bits(m as u32)).collect();
+        let types = |coded| if coded { Type::U8 } else { Type::F32 };
+        let kernel = gather_kernel(
+            &ncx.name,
+            in_len,
+            &map,
+            (types(coded_in), types(coded_out)),
+            None,
+            &|b, v| convert(b, v, &grid, coded_in, coded_out),
+        );
         Some(vec![Piece::Kernel(Lowered {
             kernel,
-            args: vec![Arg::Operand(0), Arg::Const(table), Arg::Result(0)],
+            args: vec![
+                Arg::Operand(0),
+                Arg::Const(index_table(&map)),
+                Arg::Result(0),
+            ],
         })])
     }
 }
 
-/// `out[i] = x[map[i]]`, each side f32 or codes of `p`; the map a constant i32 table.
-fn gather(
-    name: &str,
-    in_len: usize,
-    map: &[i64],
-    p: &QParams,
-    coded_in: bool,
-    coded_out: bool,
-) -> Kernel {
-    let mut b = KernelBuilder::new(name);
-    let elem = |coded| if coded { Type::U8 } else { Type::F32 };
-    let x = b.buf("x", elem(coded_in), in_len, true);
-    let table = b.buf("index", Type::I32, map.len(), true);
-    let out = b.buf("out", elem(coded_out), map.len(), false);
-    b.parallel(0, map.len() as i64, 1, |b, i| {
-        let j = b.load(Type::I32, table, i, 0);
-        let j = b.cast(Type::Index, j);
-        let v = b.load(elem(coded_in), x, j, 0);
-        let v = match (coded_in, coded_out) {
-            (true, false) => {
-                let c = b.cast(Type::I32, v);
-                let z = b.iconst(Type::I32, p.z() as i64);
-                let c = b.sub(c, z);
-                let c = b.cast(Type::F32, c);
-                let s = b.fconst(p.s());
-                b.mul(c, s)
-            }
-            (false, true) => {
-                let c = quantize::recover_on_grid(b, v, p);
-                let z = b.iconst(Type::I32, p.z() as i64);
-                let q = b.add(c, z);
-                b.cast(Type::U8, q)
-            }
-            _ => v,
-        };
-        b.store(out, i, 0, v);
-    });
-    b.finish()
+/// An element of `p`'s grid from the operand's form to the result's: a code read for an
+/// f32 result is `f32(q − z)·s`; an f32 value read for a coded result gets its code back.
+fn convert(b: &mut KernelBuilder, v: Val, p: &QParams, coded_in: bool, coded_out: bool) -> Val {
+    match (coded_in, coded_out) {
+        (true, false) => {
+            let c = b.cast(Type::I32, v);
+            let z = b.iconst(Type::I32, p.z() as i64);
+            let c = b.sub(c, z);
+            let c = b.cast(Type::F32, c);
+            let s = b.fconst(p.s());
+            b.mul(c, s)
+        }
+        (false, true) => {
+            let c = quantize::recover_on_grid(b, v, p);
+            let z = b.iconst(Type::I32, p.z() as i64);
+            let q = b.add(c, z);
+            b.cast(Type::U8, q)
+        }
+        _ => v,
+    }
 }

@@ -11,7 +11,7 @@
 use super::elementwise::{View, dense_strides, map_views};
 use super::{Arg, Lowered, NodeCx};
 use crate::builder::KernelBuilder;
-use crate::ir::{CmpOp, Type};
+use crate::ir::{CmpOp, Kernel, Type, Val};
 use kiln_core::{DType, Tensor};
 use kiln_graph::ops::{Op, PadMode, ResizeMode};
 
@@ -113,29 +113,61 @@ pub(crate) fn affine(map: &[i64], shape: &[usize]) -> Option<(i64, Vec<i64>)> {
 
 /// `out[i] = map[i] < 0 ? pad : in[map[i]]`, the index table a constant.
 fn gather(name: &str, in_len: usize, map: &[i64], pad: f32) -> Lowered {
+    let kernel = gather_kernel(
+        name,
+        in_len,
+        map,
+        (Type::F32, Type::F32),
+        Some(pad),
+        &|_, v| v,
+    );
+    Lowered {
+        kernel,
+        args: vec![
+            Arg::Operand(0),
+            Arg::Const(index_table(map)),
+            Arg::Result(0),
+        ],
+    }
+}
+
+/// `out[i] = convert(in[map[i]])` over buffers of the element types `(in, out)`; with a
+/// `pad` (f32 results only), an index below 0 writes it instead. Buffers `x`, `index` (the
+/// map as i32, [`index_table`]), `out`.
+pub(crate) fn gather_kernel(
+    name: &str,
+    in_len: usize,
+    map: &[i64],
+    (from, to): (Type, Type),
+    pad: Option<f32>,
+    convert: &dyn Fn(&mut KernelBuilder, Val) -> Val,
+) -> Kernel {
     let mut b = KernelBuilder::new(name);
-    let x = b.buf("x", Type::F32, in_len, true);
+    let x = b.buf("x", from, in_len, true);
     let table = b.buf("index", Type::I32, map.len(), true);
-    let out = b.buf("out", Type::F32, map.len(), false);
+    let out = b.buf("out", to, map.len(), false);
     let zero = b.iconst(Type::I32, 0);
-    let padv = b.fconst(pad);
+    let padv = pad.map(|p| b.fconst(p));
     b.parallel(0, map.len() as i64, 1, |b, i| {
         let j = b.load(Type::I32, table, i, 0);
-        let valid = b.cmp(CmpOp::Ge, j, zero);
-        let jc = b.max(j, zero);
+        let jc = if padv.is_some() { b.max(j, zero) } else { j };
         let ji = b.cast(Type::Index, jc);
-        let v = b.load(Type::F32, x, ji, 0);
-        let r = b.select(valid, v, padv);
+        let v = b.load(from, x, ji, 0);
+        let mut r = convert(b, v);
+        if let Some(padv) = padv {
+            let valid = b.cmp(CmpOp::Ge, j, zero);
+            r = b.select(valid, r, padv);
+        }
         b.store(out, i, 0, r);
     });
-    let table_bits: Vec<f32> = map
-        .iter()
+    b.finish()
+}
+
+/// A gather's map as the bits of its i32 index table (−1 for every padding element).
+pub(crate) fn index_table(map: &[i64]) -> Vec<f32> {
+    map.iter()
         .map(|&m| f32::from_bits((m.max(-1) as i32) as u32))
-        .collect();
-    Lowered {
-        kernel: b.finish(),
-        args: vec![Arg::Operand(0), Arg::Const(table_bits), Arg::Result(0)],
-    }
+        .collect()
 }
 
 /// Concat and Split: one strided copy per part, between the part and its slot along `axis`
