@@ -309,14 +309,32 @@ pub fn eltwise_sum_case(rng: &mut Rng) -> Case {
     let coeffs: Vec<String> = (0..n)
         .map(|_| format!("{:?}", (rng.next_u64() % 2001) as f32 / 500.0 - 2.0))
         .collect();
-    let params: Vec<String> = shapes
-        .iter()
-        .enumerate()
-        .map(|(i, d)| format!("%x{i}: f32[{}]", dims(d)))
-        .collect();
-    let args: Vec<String> = (0..n).map(|i| format!("%x{i}")).collect();
+    // One case in three is affine, `c₀·x + Σ cᵢ·kᵢ` with constant scalars `kᵢ` (the plan's
+    // table path); drawn from a stream of its own so the other cases stay the ones drawn
+    // before it existed.
+    let mut own = Rng::new(
+        shapes
+            .iter()
+            .flatten()
+            .fold(n as u64, |h, &d| h * 31 + d as u64),
+    );
+    let affine = n > 1 && one_in(&mut own, 3);
+    let mut consts = String::new();
+    let mut params = Vec::new();
+    let mut args = Vec::new();
+    for (i, d) in shapes.iter().enumerate() {
+        if affine && i > 0 {
+            let k = (own.next_u64() % 2001) as f32 / 250.0 - 4.0;
+            consts += &format!("  %k{i} = const f32[1] dense<[{k:?}]>\n");
+            args.push(format!("%k{i}"));
+        } else {
+            let d = if affine { &out } else { d };
+            params.push(format!("%x{i}: f32[{}]", dims(d)));
+            args.push(format!("%x{i}"));
+        }
+    }
     let mut s = format!(
-        "graph @e({}) -> (?) {{\n  %o = graph.eltwise_sum({}) {{coeffs=[{}]}} : ?\n",
+        "graph @e({}) -> (?) {{\n{consts}  %o = graph.eltwise_sum({}) {{coeffs=[{}]}} : ?\n",
         params.join(", "),
         args.join(", "),
         coeffs.join(",")

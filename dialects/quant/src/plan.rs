@@ -287,8 +287,56 @@ pub fn int_plan(q: &QuantGraph, n: NodeId) -> Result<Option<IntPlan>> {
             let table = lookup_table(&node.op, &x, &out)?;
             Some(IntPlan::Lut { x, out, table })
         }
+        Op::EltwiseSum(e) => affine_table(q, n, &e.coeffs, out)?,
         _ => None,
     })
+}
+
+/// EltwiseSum of one quantised operand (operand 0, result-shaped) and constant scalars:
+/// `c₀·x + Σ cᵢ·kᵢ` depends on one code, so it is a table like a unary op's. The entries
+/// are the fp32 path's own values: [`arith::eltwise_sum`] of the dequantised code and the
+/// constants as the simulator sees them (fake-quantised where their TQC quantises), then
+/// quantised onto the result's grid. PP-OCRv4's learnable affine blocks (`x·a + b` after
+/// every hard-swish) are this shape.
+fn affine_table(
+    q: &QuantGraph,
+    n: NodeId,
+    coeffs: &[f32],
+    out: QParams,
+) -> Result<Option<IntPlan>> {
+    let g = &q.graph;
+    let node = g.node(n);
+    let Some(x) = operand_params(q, n, 0) else {
+        return Ok(None);
+    };
+    let (Some(x0), Some(&y)) = (node.input(0), node.outputs().first()) else {
+        return Ok(None);
+    };
+    if x.axis.is_some() || x.qmax - x.qmin > 65535 || g.ty(x0)?.shape != g.ty(y)?.shape {
+        return Ok(None);
+    }
+    let mut consts = Vec::with_capacity(node.inputs().len().saturating_sub(1));
+    for k in 1..node.inputs().len() {
+        let Some(t) = node.input(k).and_then(|v| ir::const_data(g, v)) else {
+            return Ok(None);
+        };
+        if t.dtype() != DType::F32 || t.len() != 1 {
+            return Ok(None);
+        }
+        let t = match quantises(q, q.in_tqc(n, k)) {
+            Some(p) => fake_quant_params(t, &p)?,
+            None => t.clone(),
+        };
+        consts.push(*t.as_f32()?.iter().next().expect("one element"));
+    }
+    let table = (x.qmin..=x.qmax)
+        .map(|c| {
+            let xv = arith::dequantize(c, x.s(), x.z());
+            let terms = std::iter::once(xv).chain(consts.iter().copied());
+            out.quantize(arith::eltwise_sum(terms, coeffs), 0)
+        })
+        .collect();
+    Ok(Some(IntPlan::Lut { x, out, table }))
 }
 
 /// Codes of constant operand `k` as the simulator sees them: the operand's own TQC

@@ -108,6 +108,13 @@ const fn t(
 
 const BIAS_MIN: i32 = -i32::MAX;
 
+/// kiln's kernels start the i32 accumulator at the bias code and add the dot products to
+/// it, so the bias keeps half the i32 range for them: a bias whose scale `s_x·s_w` is
+/// degenerate (an activation calibrated to all zeros) saturates at ±2^30 instead of at the
+/// i32 limit, and the conv still fits the integer path (`arith::acc_fits_i32`) rather than
+/// falling back to the simulator.
+const KILN_BIAS_MAX: i32 = 1 << 30;
+
 /// The scheme kiln's own int8 kernels execute: u8 asymmetric per-tensor activations, s8
 /// symmetric per-channel weights in [-127, 127] (so a u8·s8 pair product never needs the
 /// -128 corner), i32 bias, ties to even, values leaving the int8 region written as f32.
@@ -121,8 +128,8 @@ pub const KILN_X86: Platform = Platform {
         true,
         false,
         32,
-        BIAS_MIN,
-        i32::MAX,
+        -KILN_BIAS_MAX,
+        KILN_BIAS_MAX,
         Rounding::HalfEven,
     ),
     float_outputs: true,

@@ -246,3 +246,63 @@ fn error_analysis_compares_against_the_unrounded_weights() {
         outs.snr_db()
     );
 }
+
+/// A learnable affine block (PP-OCRv4): `0.63·x + 1.0·k` after a hard-swish conv, read by a
+/// max pool so its result is requantised.
+const AFFINE: &str = "graph @affine(%x: f32[1,2,5,5]) -> (f32[1,3,5,5]) {
+  %w = const f32[3,2,3,3] random(seed=1, min=-1.0, max=1.0)
+  %b = const f32[3] dense<[0.3, -0.2, 0.05]>
+  %y = graph.conv(%x, %w, %b) {pads=[1,1,1,1], act=\"hard_swish\"} : f32[1,3,5,5]
+  %k = const f32[1] dense<[-0.54658866]>
+  %a = graph.eltwise_sum(%y, %k) {coeffs=[0.63296586, 1.0]} : f32[1,3,5,5]
+  %p = graph.max_pool(%a) {kernel_shape=[1,1]} : f32[1,3,5,5]
+  return %p
+}
+";
+
+/// The table an affine EltwiseSum runs as holds the fp32 path's own values: the sum of
+/// the dequantised operand and the constant (as its TQC leaves it), quantised.
+#[test]
+fn affine_eltwise_sum_table_equals_the_fp32_formula() {
+    let q = quantised(AFFINE, 4);
+    let g = &q.graph;
+    let pool = g.producer(g.outputs()[0]).unwrap();
+    let av = g.node(pool).input(0).unwrap();
+    let sum = g.producer(av).unwrap();
+    let yv = g.node(sum).input(0).unwrap();
+    let plan = kiln_quant::plan::int_plan(&q, sum).unwrap();
+    let Some(kiln_quant::plan::IntPlan::Lut { out, .. }) = plan else {
+        panic!("an affine eltwise_sum is a table, got {plan:?}");
+    };
+    let k = const_data(g, g.node(sum).input(1).unwrap()).unwrap();
+    let k = match kiln_quant::plan::quantises(&q, q.in_tqc(sum, 1)) {
+        Some(p) => kiln_quant::sim::fake_quant_params(k, &p).unwrap(),
+        None => k.clone(),
+    };
+    let k = k.as_f32().unwrap().iter().copied().next().unwrap();
+    let sim = Simulator::new(&q).unwrap();
+    let (mut y, mut a) = (None, None);
+    sim.run_observed(&sample(&q, 7), |v, t| {
+        if v == yv {
+            y = Some(t.clone());
+        } else if v == av {
+            a = Some(t.clone());
+        }
+    })
+    .unwrap();
+    assert!(sim.integer_ops().contains(&sum), "the table path ran");
+    let (y, a) = (y.unwrap(), a.unwrap());
+    let (y, a) = (y.as_f32().unwrap(), a.as_f32().unwrap());
+    let mut codes = std::collections::HashSet::new();
+    for (&yv, &av) in y.iter().zip(a.iter()) {
+        let t = yv * 0.632_965_86 + k * 1.0;
+        let c = out.quantize(t, 0);
+        codes.insert(c);
+        assert_eq!(av, arith::dequantize(c, out.s(), out.z()), "at y = {yv}");
+    }
+    assert!(
+        codes.len() > 10,
+        "the sample spans the grid: {} codes",
+        codes.len()
+    );
+}

@@ -64,6 +64,8 @@ pub(super) fn lower(
     // operand itself), and whether this op's result will be.
     let coded_in = cx.in_codes(n, 0).is_some();
     let code_grid = gemm::code_grid(&p.epilogue).cloned();
+    // An implicit GEMM's layout and row table (see `gemm::Implicit`).
+    let mut implicit: Option<(gemm::Implicit, Vec<i32>)> = None;
     let (panel, rows, k_len, kp, nout, out, wfn): (
         Arg,
         usize,
@@ -119,37 +121,64 @@ pub(super) fn lower(
                 panel
             } else {
                 let image_len = bn * hp * wp * ch;
-                let image = scratch.alloc(image_len);
-                if image_len != bn * h * wd * ch {
-                    let k = codes::fill(&format!("{name}_pad"), image_len, z);
-                    pieces.push(kernel(k, vec![image.clone()]));
-                }
-                let map = RowMap::padded_nhwc([bn, h, wd, ch], hp, wp, pt, pl, image_len);
-                let k = if coded_in {
-                    codes::copy_rows(&format!("{name}_copy"), x_len, &map)
-                } else if nhwc {
-                    codes::quantize_rows(&format!("{name}_codes"), x_len, &map, &spec)
+                let in_place = ch % 4 == 0 && image_len / 4 <= i32::MAX as usize;
+                // Codes needing no padding are the image already.
+                let image = if in_place && coded_in && nhwc && image_len == x_len {
+                    Arg::Operand(0)
                 } else {
-                    codes::quantize_nchw(&format!("{name}_codes"), [bn, ch, h, wd], &map, &spec)
+                    let image = scratch.alloc(image_len);
+                    if image_len != x_len {
+                        let k = codes::fill(&format!("{name}_pad"), image_len, z);
+                        pieces.push(kernel(k, vec![image.clone()]));
+                    }
+                    let map = RowMap::padded_nhwc([bn, h, wd, ch], hp, wp, pt, pl, image_len);
+                    let k = if coded_in {
+                        codes::copy_rows(&format!("{name}_copy"), x_len, &map)
+                    } else if nhwc {
+                        codes::quantize_rows(&format!("{name}_codes"), x_len, &map, &spec)
+                    } else {
+                        let dims = [bn, ch, h, wd];
+                        codes::quantize_nchw(&format!("{name}_codes"), dims, &map, &spec)
+                    };
+                    pieces.push(kernel(k, vec![Arg::Operand(0), image.clone()]));
+                    image
                 };
-                pieces.push(kernel(k, vec![Arg::Operand(0), image.clone()]));
-                let panel = scratch.alloc(rows * kp);
-                let g = Im2col {
-                    n: bn,
-                    hp,
-                    wp,
-                    c: ch,
-                    oh,
-                    ow,
-                    kh,
-                    kw,
-                    stride: [geo.strides[0], geo.strides[1]],
-                    dilation: [geo.dilations[0], geo.dilations[1]],
-                    kp,
-                };
-                let k = codes::im2col(&format!("{name}_im2col"), &g);
-                pieces.push(kernel(k, vec![image, panel.clone()]));
-                panel
+                if in_place {
+                    let cw = ch / 4;
+                    let (sy, sx) = (geo.strides[0], geo.strides[1]);
+                    let (dy, dx) = (geo.dilations[0], geo.dilations[1]);
+                    let table = (0..rows)
+                        .map(|r| {
+                            let (n, p) = (r / (oh * ow), r % (oh * ow));
+                            let (y, x) = (p / ow, p % ow);
+                            (((n * hp + y * sy) * wp + x * sx) * cw) as i32
+                        })
+                        .collect();
+                    let taps = (0..kh * kw)
+                        .map(|t| (((t / kw) * dy * wp + (t % kw) * dx) * cw) as i64)
+                        .collect();
+                    let words = image_len / 4;
+                    implicit = Some((gemm::Implicit { words, taps, cw }, table));
+                    image
+                } else {
+                    let panel = scratch.alloc(rows * kp);
+                    let g = Im2col {
+                        n: bn,
+                        hp,
+                        wp,
+                        c: ch,
+                        oh,
+                        ow,
+                        kh,
+                        kw,
+                        stride: [geo.strides[0], geo.strides[1]],
+                        dilation: [geo.dilations[0], geo.dilations[1]],
+                        kp,
+                    };
+                    let k = codes::im2col(&format!("{name}_im2col"), &g);
+                    pieces.push(kernel(k, vec![image, panel.clone()]));
+                    panel
+                }
             };
             let co = ws[0];
             if let Some(grid) = &code_grid
@@ -255,6 +284,7 @@ pub(super) fn lower(
         out,
         epilogue: p.epilogue.clone(),
         codes_out: cx.out_codes(n, 0).is_some(),
+        implicit: implicit.as_ref().map(|(im, _)| im.clone()),
     };
     let np = g.np();
     // Folded bias: b[c] − z_x·Σ_k w(c, k), in wrapping i32.
@@ -286,12 +316,17 @@ pub(super) fn lower(
     let packed = gemm::pack_weights(nout, k_len, kp, &*wfn);
     let bias_bytes: Vec<u8> = bias.iter().flat_map(|b| b.to_le_bytes()).collect();
     for k in gemm::kernels(&format!("{name}_gemm"), &g) {
-        let mut args = vec![
-            panel.clone(),
+        let mut args = vec![panel.clone()];
+        if let Some((_, table)) = &implicit {
+            args.push(Arg::ConstBytes(
+                table.iter().flat_map(|w| w.to_le_bytes()).collect(),
+            ));
+        }
+        args.extend([
             Arg::ConstBytes(packed.clone()),
             Arg::ConstBytes(bias_bytes.clone()),
             Arg::Const(scales.clone()),
-        ];
+        ]);
         if g.residual() {
             args.push(Arg::Operand(RESIDUAL));
         }

@@ -62,6 +62,24 @@ pub struct QGemm {
     /// Results stored as u8 codes (the epilogue's grid) rather than `dequant(q)`; needs
     /// dense rows of whole vectors (`cs == 1`, `n` and `rs` multiples of 4).
     pub codes_out: bool,
+    /// Rows read in place from a padded image rather than from an im2col panel.
+    pub implicit: Option<Implicit>,
+}
+
+/// An implicit-GEMM convolution: the panel is the padded NHWC image itself, and row `r`'s
+/// k step `t·cw + s` (tap `t`, channel word `s`) is image word `rows[r] + taps[t] + s`,
+/// with `rows` a table of one word offset per output pixel. The im2col copy it replaces
+/// wrote and re-read kh·kw bytes per input byte (22 MB for one of PP-OCRv4 det's 3×3
+/// convs); reading the image in place touches each byte from cache instead. Needs whole
+/// channel words (channels a multiple of 4) so no word straddles two taps.
+#[derive(Debug, Clone)]
+pub struct Implicit {
+    /// Words in the image.
+    pub words: usize,
+    /// Word offset of each tap from a row's first word.
+    pub taps: Vec<i64>,
+    /// Words of channels per tap.
+    pub cw: usize,
 }
 
 impl QGemm {
@@ -98,7 +116,8 @@ pub fn pack_weights(n: usize, k_len: usize, kp: usize, w: &dyn Fn(usize, usize) 
 }
 
 /// The kernels of one GEMM; buffers in the order
-/// `panel, weights, bias, scales, [residual], out` (see [`QGemm::residual`]).
+/// `panel, [rows], weights, bias, scales, [residual], out` (`rows`, the i32 row table, for
+/// an [`Implicit`] GEMM; see [`QGemm::residual`]).
 pub fn kernels(name: &str, g: &QGemm) -> Vec<Kernel> {
     let nv = main_nv(g.n);
     let full_cols = g.n / (4 * nv) * (4 * nv);
@@ -150,7 +169,12 @@ fn kernel(
     let mut b = KernelBuilder::new(name);
     let k4 = g.kp / 4;
     let np = g.np();
-    let panel = b.buf("panel", Type::F32, g.rows * k4, true);
+    let panel_words = g.implicit.as_ref().map_or(g.rows * k4, |im| im.words);
+    let panel = b.buf("panel", Type::F32, panel_words, true);
+    let rows_table = g
+        .implicit
+        .is_some()
+        .then(|| b.buf("rows", Type::I32, g.rows, true));
     let wts = b.buf("weights", Type::F32, np / 4 * k4 * 4, true);
     let bias = b.buf("bias", Type::I32, np, true);
     let scales = b.buf("scales", Type::F32, np, true);
@@ -165,6 +189,7 @@ fn kernel(
     };
     let bufs = Bufs {
         panel,
+        rows: rows_table,
         wts,
         bias,
         scales,
@@ -188,6 +213,7 @@ fn kernel(
 
 struct Bufs {
     panel: Buf,
+    rows: Option<Buf>,
     wts: Buf,
     bias: Buf,
     scales: Buf,
@@ -218,8 +244,34 @@ fn tile(
     }
     // Weight block of channel `cb` starts at float (cb/4)·k4·4.
     let wbase = b.mul_imm(cb, k4);
-    let rowbase = b.mul_imm(r, k4);
-    let accs = k_loop(b, bufs.panel, bufs.wts, wbase, rowbase, k4, mr, nv, inits);
+    let (rows, segs) = match (&g.implicit, bufs.rows) {
+        (Some(im), Some(table)) => {
+            let rows = (0..mr)
+                .map(|i| {
+                    let w = b.load(Type::I32, table, r, i as i64);
+                    b.cast(Type::Index, w)
+                })
+                .collect();
+            let segs = im
+                .taps
+                .iter()
+                .enumerate()
+                .map(|(t, &a_off)| Seg {
+                    a_off,
+                    w_off: (t * im.cw) as i64,
+                    len: im.cw as i64,
+                })
+                .collect();
+            (Rows::At(rows), segs)
+        }
+        _ => {
+            let base = b.mul_imm(r, k4);
+            (Rows::Dense { base, stride: k4 }, vec![Seg::whole(k4)])
+        }
+    };
+    let accs = k_loop(
+        b, bufs.panel, bufs.wts, wbase, &rows, k4, &segs, mr, nv, inits,
+    );
     for i in 0..mr {
         // Output offset of row r + i.
         let ri = b.add_imm(r, i as i64);
@@ -295,36 +347,77 @@ fn store_codes(b: &mut KernelBuilder, g: &QGemm, bufs: &Bufs, accs: &[Val], off:
     }
 }
 
+/// Where a tile's activation rows start, in words of the panel.
+pub(super) enum Rows {
+    /// Row `i` at `base + i·stride`.
+    Dense { base: Val, stride: i64 },
+    /// Row `i` at its own offset (an implicit GEMM's rows, from the row table).
+    At(Vec<Val>),
+}
+
+/// A stretch of the reduction: `len` k steps whose activation words start `a_off` words
+/// past each row's start and whose packed weights start at k step `w_off`.
+pub(super) struct Seg {
+    pub a_off: i64,
+    pub w_off: i64,
+    pub len: i64,
+}
+
+impl Seg {
+    /// All `k4` steps of a dense panel.
+    pub(super) fn whole(k4: i64) -> Seg {
+        Seg {
+            a_off: 0,
+            w_off: 0,
+            len: k4,
+        }
+    }
+}
+
 /// The reduction of one `mr × nv` tile: `accs[i·nv + v] += Σ_k panel(row i, k) · w(v, k)`
-/// over `k4` steps of 4 bytes, the panel's rows `k4` words apart from word `abase`, the
-/// packed weight vectors `k4·4` words apart from word `wbase`; k unrolled by two (half
-/// the loop overhead per dot product).
+/// over the stretches `segs`; the packed weight vectors are `k4·4` words apart from word
+/// `wbase`. Each stretch loops with k unrolled by two (half the loop overhead per dot
+/// product), its offsets folded into the loads' displacements.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn k_loop(
     b: &mut KernelBuilder,
     panel: Buf,
     wts: Buf,
     wbase: Val,
-    abase: Val,
+    rows: &Rows,
     k4: i64,
+    segs: &[Seg],
     mr: usize,
     nv: usize,
     inits: Vec<Val>,
 ) -> Vec<Val> {
-    // One k step of 4 bytes at `s + d` (`d` folded into the loads' displacements).
-    let kstep = |b: &mut KernelBuilder, s: Val, d: i64, accs: &[Val]| -> Vec<Val> {
+    // One k step of 4 bytes at `s + d` of stretch `seg` (`d` folded into displacements).
+    let kstep = |b: &mut KernelBuilder, seg: &Seg, s: Val, d: i64, accs: &[Val]| -> Vec<Val> {
         let wo = b.mul_imm(s, 4);
         let wo = b.add(wbase, wo);
         let ws: Vec<Val> = (0..nv)
             .map(|v| {
-                let w = b.load(Type::F32X4, wts, wo, (v as i64) * k4 * 4 + 4 * d);
+                let disp = (v as i64) * k4 * 4 + 4 * (seg.w_off + d);
+                let w = b.load(Type::F32X4, wts, wo, disp);
                 b.bitcast(Type::I8X16, w)
             })
             .collect();
-        let ao = b.add(abase, s);
+        let dense = match rows {
+            Rows::Dense { base, .. } => Some(b.add(*base, s)),
+            Rows::At(_) => None,
+        };
         let mut next = Vec::with_capacity(accs.len());
         for i in 0..mr {
-            let a = b.load(Type::F32, panel, ao, i as i64 * k4 + d);
+            let a = match (rows, dense) {
+                (Rows::Dense { stride, .. }, Some(ao)) => {
+                    b.load(Type::F32, panel, ao, i as i64 * stride + seg.a_off + d)
+                }
+                (Rows::At(at), _) => {
+                    let ao = b.add(at[i], s);
+                    b.load(Type::F32, panel, ao, seg.a_off + d)
+                }
+                (Rows::Dense { .. }, None) => unreachable!("a dense tile has its base"),
+            };
             let a = b.splat(Type::F32X4, a);
             let a = b.bitcast(Type::I8X16, a);
             for (v, &w) in ws.iter().enumerate() {
@@ -333,17 +426,19 @@ pub(super) fn k_loop(
         }
         next
     };
-    let even = k4 / 2 * 2;
     let mut accs = inits;
-    if even > 0 {
-        accs = b.loop_(0, even, 2, false, &accs, |b, s, accs| {
-            let next = kstep(b, s, 0, accs);
-            kstep(b, s, 1, &next)
-        });
-    }
-    if even < k4 {
-        let s = b.index(even);
-        accs = kstep(b, s, 0, &accs);
+    for seg in segs {
+        let even = seg.len / 2 * 2;
+        if even > 0 {
+            accs = b.loop_(0, even, 2, false, &accs, |b, s, accs| {
+                let next = kstep(b, seg, s, 0, accs);
+                kstep(b, seg, s, 1, &next)
+            });
+        }
+        if even < seg.len {
+            let s = b.index(even);
+            accs = kstep(b, seg, s, 0, &accs);
+        }
     }
     accs
 }

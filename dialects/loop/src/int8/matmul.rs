@@ -567,8 +567,21 @@ fn tile(
     // Block of column cb starts at word (cb/4)·k4·4 = cb·k4 of the matrix.
     let wbase = b.mul_imm(cb, k4);
     let wbase = b.add(at.wmat, wbase);
-    let abase = b.mul_imm(at.arow, k4);
-    let accs = super::gemm::k_loop(b, bufs.panel, bufs.packed, wbase, abase, k4, mr, nv, inits);
+    let base = b.mul_imm(at.arow, k4);
+    let rows = gemm::Rows::Dense { base, stride: k4 };
+    let segs = [gemm::Seg::whole(k4)];
+    let accs = gemm::k_loop(
+        b,
+        bufs.panel,
+        bufs.packed,
+        wbase,
+        &rows,
+        k4,
+        &segs,
+        mr,
+        nv,
+        inits,
+    );
     for i in 0..mr {
         let r = b.add_imm(at.orow, i as i64);
         let off = b.mul_imm(r, n as i64);

@@ -37,10 +37,18 @@ fn neg_zero(x: f32) -> bool {
     x == 0.0 && x.is_sign_negative()
 }
 
-/// Activations that map tame values to tame values with only `max`/`min`/arithmetic.
+/// Activations that map tame values to tame values with only `max`/`min`/arithmetic, or
+/// (sigmoid, swish) to finite non-NaN values: the contract's `exp` clamps its argument, so
+/// `1 + e^−v` is finite and ≥ 1. A swish may underflow to −0, which quantises exactly as
+/// +0 does (code `z`), so their quantisation can take the tame form too; YOLO's SiLU
+/// epilogues save the NaN compare-and-blend per vector.
 fn tame_act(act: &Activation) -> bool {
     match *act {
-        Activation::None | Activation::Relu | Activation::HardSwish => true,
+        Activation::None
+        | Activation::Relu
+        | Activation::HardSwish
+        | Activation::Sigmoid
+        | Activation::Swish => true,
         Activation::Clip { min, max } => {
             !min.is_nan() && !max.is_nan() && !neg_zero(min) && !neg_zero(max)
         }
