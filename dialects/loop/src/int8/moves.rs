@@ -14,7 +14,7 @@ use super::quantize;
 use super::{Cx, Piece, plan};
 use crate::builder::KernelBuilder;
 use crate::ir::{Type, Val};
-use crate::lower::copy::{affine, gather_kernel, index_table, source_map};
+use crate::lower::copy::{Convert, Runs, affine, gather_kernel, source_map};
 use crate::lower::{Arg, Lowered, NodeCx};
 use kiln_graph::NodeId;
 use kiln_quant::Rounding;
@@ -54,21 +54,19 @@ impl Cx {
             self.out_codes(n, 0).is_some(),
         );
         let types = |coded| if coded { Type::U8 } else { Type::F32 };
+        let runs = Runs::of(&map, in_len);
+        let conv = |b: &mut KernelBuilder, v: Val| convert(b, v, &grid, coded_in, coded_out);
         let kernel = gather_kernel(
             &ncx.name,
             in_len,
-            &map,
+            &runs,
             (types(coded_in), types(coded_out)),
             None,
-            &|b, v| convert(b, v, &grid, coded_in, coded_out),
+            (coded_in != coded_out).then_some(&conv as Convert),
         );
         Some(vec![Piece::Kernel(Lowered {
             kernel,
-            args: vec![
-                Arg::Operand(0),
-                Arg::Const(index_table(&map)),
-                Arg::Result(0),
-            ],
+            args: vec![Arg::Operand(0), Arg::Const(runs.table()), Arg::Result(0)],
         })])
     }
 }

@@ -11,7 +11,7 @@
 use super::elementwise::{View, dense_strides, map_views};
 use super::{Arg, Lowered, NodeCx};
 use crate::builder::KernelBuilder;
-use crate::ir::{CmpOp, Kernel, Type, Val};
+use crate::ir::{Buf, CmpOp, Kernel, Type, Val};
 use kiln_core::{DType, Tensor};
 use kiln_graph::ops::{Op, PadMode, ResizeMode};
 
@@ -113,61 +113,163 @@ pub(crate) fn affine(map: &[i64], shape: &[usize]) -> Option<(i64, Vec<i64>)> {
 
 /// `out[i] = map[i] < 0 ? pad : in[map[i]]`, the index table a constant.
 fn gather(name: &str, in_len: usize, map: &[i64], pad: f32) -> Lowered {
-    let kernel = gather_kernel(
-        name,
-        in_len,
-        map,
-        (Type::F32, Type::F32),
-        Some(pad),
-        &|_, v| v,
-    );
+    let runs = Runs::of(map, in_len);
+    let kernel = gather_kernel(name, in_len, &runs, (Type::F32, Type::F32), Some(pad), None);
     Lowered {
         kernel,
-        args: vec![
-            Arg::Operand(0),
-            Arg::Const(index_table(map)),
-            Arg::Result(0),
-        ],
+        args: vec![Arg::Operand(0), Arg::Const(runs.table()), Arg::Result(0)],
     }
 }
 
-/// `out[i] = convert(in[map[i]])` over buffers of the element types `(in, out)`; with a
-/// `pad` (f32 results only), an index below 0 writes it instead. Buffers `x`, `index` (the
-/// map as i32, [`index_table`]), `out`.
+/// A gather's map in runs: each block of `run` result elements copies `run` consecutive
+/// source elements from `starts[block]` on, or is all padding (a start below 0). An NHWC
+/// nearest resize or depth-to-space moves whole pixels' channels, so its runs are a
+/// channel count long: one index per run instead of per element, and whole vectors copied.
+#[derive(Debug, Clone)]
+pub(crate) struct Runs {
+    pub run: usize,
+    pub starts: Vec<i64>,
+}
+
+impl Runs {
+    /// The longest run length that divides the map into such blocks: the gcd of the map's
+    /// length and every position where it breaks (jumps, or enters or leaves padding). A
+    /// padding run reads (and discards) source elements from 0 on, so with padding a run
+    /// is at most the source's length `src_len`.
+    pub(crate) fn of(map: &[i64], src_len: usize) -> Runs {
+        fn gcd(a: usize, b: usize) -> usize {
+            if b == 0 { a } else { gcd(b, a % b) }
+        }
+        let mut run = map.len();
+        for j in 1..map.len() {
+            let (p, m) = (map[j - 1], map[j]);
+            let continues = (p >= 0 && m == p + 1) || (p < 0 && m < 0);
+            if !continues {
+                run = gcd(run, j);
+                if run == 1 {
+                    break;
+                }
+            }
+        }
+        let padded = map.iter().any(|&m| m < 0);
+        let run = if padded && run > src_len {
+            1
+        } else {
+            run.max(1)
+        };
+        Runs {
+            run,
+            starts: map.iter().step_by(run).map(|&m| m.max(-1)).collect(),
+        }
+    }
+
+    /// The run starts as the bits of the kernel's i32 index table.
+    pub(crate) fn table(&self) -> Vec<f32> {
+        self.starts
+            .iter()
+            .map(|&m| f32::from_bits(m as i32 as u32))
+            .collect()
+    }
+}
+
+/// A per-element conversion inside a gather.
+pub(crate) type Convert<'a> = &'a dyn Fn(&mut KernelBuilder, Val) -> Val;
+
+/// `out[i] = convert(in[map[i]])` over buffers of the element types `(in, out)`, run by
+/// run ([`Runs`]); with a `pad` (f32 results only), a run starting below 0 writes it
+/// instead. No `convert` (the same type both sides) copies runs as whole vectors. Buffers
+/// `x`, `index` (the run starts as i32, [`Runs::table`]), `out`.
 pub(crate) fn gather_kernel(
     name: &str,
     in_len: usize,
-    map: &[i64],
+    runs: &Runs,
     (from, to): (Type, Type),
     pad: Option<f32>,
-    convert: &dyn Fn(&mut KernelBuilder, Val) -> Val,
+    convert: Option<Convert>,
 ) -> Kernel {
     let mut b = KernelBuilder::new(name);
     let x = b.buf("x", from, in_len, true);
-    let table = b.buf("index", Type::I32, map.len(), true);
-    let out = b.buf("out", to, map.len(), false);
+    let table = b.buf("index", Type::I32, runs.starts.len(), true);
+    let out = b.buf("out", to, runs.starts.len() * runs.run, false);
     let zero = b.iconst(Type::I32, 0);
     let padv = pad.map(|p| b.fconst(p));
-    b.parallel(0, map.len() as i64, 1, |b, i| {
-        let j = b.load(Type::I32, table, i, 0);
+    let run = runs.run;
+    b.parallel(0, runs.starts.len() as i64, 1, |b, k| {
+        let j = b.load(Type::I32, table, k, 0);
+        let o = b.mul_imm(k, run as i64);
+        if convert.is_none() && padv.is_none() && from == to {
+            let ji = b.cast(Type::Index, j);
+            copy_run(b, (x, ji), (out, o), run, from);
+            return;
+        }
         let jc = if padv.is_some() { b.max(j, zero) } else { j };
         let ji = b.cast(Type::Index, jc);
-        let v = b.load(from, x, ji, 0);
-        let mut r = convert(b, v);
-        if let Some(padv) = padv {
-            let valid = b.cmp(CmpOp::Ge, j, zero);
-            r = b.select(valid, r, padv);
+        let valid = padv.map(|_| b.cmp(CmpOp::Ge, j, zero));
+        // Element `e + d` of the run.
+        let one = |b: &mut KernelBuilder, e: Val, d: i64| {
+            let se = b.add(ji, e);
+            let v = b.load(from, x, se, d);
+            let mut r = convert.map_or(v, |f| f(b, v));
+            if let (Some(padv), Some(valid)) = (padv, valid) {
+                r = b.select(valid, r, padv);
+            }
+            let oe = b.add(o, e);
+            b.store(out, oe, d, r);
+        };
+        if run <= 16 {
+            let e = b.index(0);
+            for d in 0..run as i64 {
+                one(b, e, d);
+            }
+        } else {
+            b.for_(0, run as i64, 1, |b, e| one(b, e, 0));
         }
-        b.store(out, i, 0, r);
     });
     b.finish()
 }
 
-/// A gather's map as the bits of its i32 index table (−1 for every padding element).
-pub(crate) fn index_table(map: &[i64]) -> Vec<f32> {
-    map.iter()
-        .map(|&m| f32::from_bits((m.max(-1) as i32) as u32))
-        .collect()
+/// Copies `len` elements of type `ty` from `src[s..]` to `dst[d..]`: whole vectors, the
+/// last overlapping the one before when `len` is not a multiple of the lanes; one by one
+/// below one vector.
+pub(crate) fn copy_run(
+    b: &mut KernelBuilder,
+    (src, s): (Buf, Val),
+    (dst, d): (Buf, Val),
+    len: usize,
+    ty: Type,
+) {
+    let (vty, lanes) = match ty {
+        Type::U8 => (Type::I8X16, 16),
+        Type::F32 => (Type::F32X4, 4),
+        _ => (ty, usize::MAX),
+    };
+    if len < lanes {
+        for t in 0..len as i64 {
+            let v = b.load(ty, src, s, t);
+            b.store(dst, d, t, v);
+        }
+        return;
+    }
+    let full = (len / lanes) as i64;
+    let l = lanes as i64;
+    if full <= 4 {
+        for t in 0..full {
+            let v = b.load(vty, src, s, l * t);
+            b.store(dst, d, l * t, v);
+        }
+    } else {
+        b.for_(0, full * l, l, |b, t| {
+            let so = b.add(s, t);
+            let v = b.load(vty, src, so, 0);
+            let dof = b.add(d, t);
+            b.store(dst, dof, 0, v);
+        });
+    }
+    if !len.is_multiple_of(lanes) {
+        let last = (len - lanes) as i64;
+        let v = b.load(vty, src, s, last);
+        b.store(dst, d, last, v);
+    }
 }
 
 /// Concat and Split: one strided copy per part, between the part and its slot along `axis`
@@ -277,4 +379,33 @@ pub fn lower(op: &Op, cx: &NodeCx) -> Option<Vec<Lowered>> {
         _ => 0.0,
     };
     Some(vec![gather(&cx.name, in_len, &map, pad)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Runs;
+
+    #[test]
+    fn runs_follow_whole_pixels_and_padding() {
+        // A 2× nearest upsampling of a 1×2 image with 3 channels, channels last: each
+        // result pixel copies one source pixel's 3 channels.
+        let map: Vec<i64> = [0, 0, 3, 3]
+            .iter()
+            .flat_map(|&p| (0..3).map(move |c| p + c))
+            .collect();
+        let r = Runs::of(&map, 6);
+        assert_eq!((r.run, r.starts.clone()), (3, vec![0, 0, 3, 3]));
+        // One contiguous copy is a single run.
+        assert_eq!(Runs::of(&[4, 5, 6, 7], 8).run, 4);
+        // A jump inside would-be blocks: gcd of the breaks (at 2 and 4) and the length 6.
+        let r = Runs::of(&[0, 1, 5, 6, 2, 3], 7);
+        assert_eq!((r.run, r.starts), (2, vec![0, 5, 2]));
+        // Padding runs are blocks of their own, their start −1.
+        let r = Runs::of(&[-1, -1, 0, 1], 2);
+        assert_eq!((r.run, r.starts), (2, vec![-1, 0]));
+        // ...but never longer than the source, which a padding run reads from 0 on.
+        assert_eq!(Runs::of(&[-1, -1, -1, -1], 2).run, 1);
+        // Entering padding mid-run breaks it.
+        assert_eq!(Runs::of(&[0, 1, 2, -1], 3).run, 1);
+    }
 }
