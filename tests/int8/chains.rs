@@ -5,7 +5,8 @@
 //! odd ones (scalar tails), so every coded load and store path runs. Some chains move the
 //! data on the way (a nearest upsampling or a depth_to_space, then a conv), sometimes also
 //! returning the moved value or its source, so the move reads and writes codes, reads codes
-//! for an f32 result, and reads an f32 value (on its grid) for a coded result.
+//! for an f32 result, and reads an f32 value (on its grid) for a coded result. Some blocks
+//! add an affine `x·a + b` after the depthwise conv, computed on codes.
 
 use super::harness::{Case, one_in, pick, range};
 use kiln_core::Rng;
@@ -87,6 +88,18 @@ pub fn chain_case(rng: &mut Rng) -> Case {
         let x = net.conv(rng, &format!("b{blk}_exp"), &y, c, e, 1, 1, 1);
         let stride = if one_in(rng, 4) { 2 } else { 1 };
         let mut d = net.conv(rng, &format!("b{blk}_dw"), &x, e, e, 3, stride, e);
+        // A learnable affine block (PP-OCRv4's `x·a + b` after each activation), from a
+        // stream of its own so the other draws stay as they were.
+        let af = &mut Rng::new(net.seed.wrapping_mul(104_729).wrapping_add(blk as u64));
+        if one_in(af, 3) {
+            let a = (af.next_u64() % 1001) as f32 / 500.0 - 1.0;
+            let k = (af.next_u64() % 1001) as f32 / 1000.0 - 0.5;
+            net.s += &format!(
+                "  %b{blk}_k = const f32[1] dense<[{k:?}]>\n  \
+                 %b{blk}_af = graph.eltwise_sum({d}, %b{blk}_k) {{coeffs=[{a:?}, 1.0]}} : ?\n"
+            );
+            d = format!("%b{blk}_af");
+        }
         if one_in(rng, 2) {
             // Squeeze and excitation: GAP → 1×1 → 1×1 → hard sigmoid → scale.
             let r = range(rng, 2, 8);
@@ -135,6 +148,7 @@ pub fn chain_case(rng: &mut Rng) -> Case {
     let mut outs = vec![];
     if one_in(mv, 2) {
         let src = y.clone();
+        let (src_of_move, c_before, text_from) = (y.clone(), c, net.s.len());
         let d2s = c.is_multiple_of(4) && one_in(mv, 2);
         if d2s {
             let mode = pick(mv, &["DCR", "CRD"]);
@@ -152,13 +166,27 @@ pub fn chain_case(rng: &mut Rng) -> Case {
                 sh as f32, sw as f32
             );
         }
+        let move_text = net.s[text_from..].to_string();
         match range(mv, 0, 2) {
             0 => outs.push("%mv".to_string()),
             1 => outs.push(src),
             _ => {}
         }
+        // An FPN merge on a third stream: `%mv + move(1×1 conv of the move's source)`.
+        // The Add aligns its operands to one grid that neither source is on, so both
+        // moves store their result on it (through a table) and the Add reads codes.
+        let fpn = &mut Rng::new(net.seed.wrapping_mul(31_337).wrapping_add(5));
+        let mut merged = "%mv".to_string();
+        if outs.is_empty() && one_in(fpn, 2) {
+            let lat = net.conv(fpn, "lat", &src_of_move, c_before, c_before, 1, 1, 1);
+            net.s += &move_text
+                .replace("%mv", "%lat_mv")
+                .replace(&src_of_move, &lat);
+            net.s += "  %fpn = graph.add(%mv, %lat_mv) : ?\n";
+            merged = "%fpn".to_string();
+        }
         let m = channels(mv);
-        y = net.conv(mv, "after_mv", "%mv", c, m, 1, 1, 1);
+        y = net.conv(mv, "after_mv", &merged, c, m, 1, 1, 1);
         c = m;
     }
     let classes = range(rng, 1, 10);

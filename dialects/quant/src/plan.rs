@@ -312,7 +312,11 @@ fn affine_table(
     let (Some(x0), Some(&y)) = (node.input(0), node.outputs().first()) else {
         return Ok(None);
     };
-    if x.axis.is_some() || x.qmax - x.qmin > 65535 || g.ty(x0)?.shape != g.ty(y)?.shape {
+    if x.axis.is_some()
+        || x.qmax - x.qmin > 65535
+        || coeffs.len() != node.inputs().len()
+        || g.ty(x0)?.shape != g.ty(y)?.shape
+    {
         return Ok(None);
     }
     let mut consts = Vec::with_capacity(node.inputs().len().saturating_sub(1));

@@ -114,6 +114,9 @@ struct Cx {
     node_reads: Vec<(NodeId, usize)>,
     /// A node touching coded values fell back to a path that cannot take them.
     broken: bool,
+    /// Moved values stored on their readers' common grid rather than their own
+    /// (see [`Cx::readers_grid`]).
+    regrid: HashMap<Value, QParams>,
 }
 
 /// Bump allocation of a node's scratch (64-byte aligned offsets).
@@ -178,6 +181,7 @@ impl Cx {
             node_writes: Vec::new(),
             node_reads: Vec::new(),
             broken: false,
+            regrid: HashMap::new(),
         };
         // Graph inputs arrive raw; the simulator fake-quantises them first (their TQC).
         let q = cx.q.clone();
@@ -328,7 +332,10 @@ impl Cx {
             .cloned()
             .or_else(|| self.moved_grid(n));
         for &v in node.outputs() {
-            match plan::quantises(&q, q.out_tqc(v)).or_else(|| moved.clone()) {
+            let grid = plan::quantises(&q, q.out_tqc(v))
+                .or_else(|| self.regrid.get(&v).cloned())
+                .or_else(|| moved.clone());
+            match grid {
                 Some(p) => self.on_grid.insert(v, p),
                 None => self.on_grid.remove(&v),
             };

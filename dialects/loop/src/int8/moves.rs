@@ -13,12 +13,12 @@
 use super::quantize;
 use super::{Cx, Piece, plan};
 use crate::builder::KernelBuilder;
-use crate::ir::{Type, Val};
+use crate::ir::{Buf, Type, Val};
 use crate::lower::copy::{Convert, Runs, affine, gather_kernel, source_map};
 use crate::lower::{Arg, Lowered, NodeCx};
 use kiln_graph::NodeId;
 use kiln_quant::Rounding;
-use kiln_quant::arith::QParams;
+use kiln_quant::arith::{QParams, dequantize};
 
 impl Cx {
     /// The op as a gather over codes, when its element map is not affine, the operand is
@@ -42,12 +42,20 @@ impl Cx {
         let v = node.outputs()[0];
         let after = plan::quantises(&q, q.out_tqc(v));
         if !quantize::u8_codes(&grid)
-            || after.is_some_and(|t| t != grid || t.rounding == Rounding::Up)
+            || after
+                .as_ref()
+                .is_some_and(|t| *t != grid || t.rounding == Rounding::Up)
         {
             return None;
         }
+        // Where every reader quantises the result onto one other grid, the move stores it
+        // there already (through a table over the operand's codes).
+        let target = after
+            .is_none()
+            .then(|| self.readers_grid(v, &grid))
+            .flatten();
         self.could_read(n, 0);
-        self.could_write(n, 0, &grid);
+        self.could_write(n, 0, target.as_ref().unwrap_or(&grid));
         let in_len: usize = ncx.in_shape(0)?.iter().product();
         let (coded_in, coded_out) = (
             self.in_codes(n, 0).is_some(),
@@ -55,20 +63,100 @@ impl Cx {
         );
         let types = |coded| if coded { Type::U8 } else { Type::F32 };
         let runs = Runs::of(&map, in_len);
-        let conv = |b: &mut KernelBuilder, v: Val| convert(b, v, &grid, coded_in, coded_out);
-        let kernel = gather_kernel(
-            &ncx.name,
-            in_len,
-            &runs,
-            (types(coded_in), types(coded_out)),
-            None,
-            (coded_in != coded_out).then_some(&conv as Convert),
-        );
-        Some(vec![Piece::Kernel(Lowered {
-            kernel,
-            args: vec![Arg::Operand(0), Arg::Const(runs.table()), Arg::Result(0)],
-        })])
+        let mut args = vec![Arg::Operand(0), Arg::Const(runs.table()), Arg::Result(0)];
+        let kernel = match &target {
+            Some(to) => {
+                // Entry `q`: the reader's quantisation of the value `dequant(q)`, as its
+                // code (coded result) or that code's value.
+                let codes = (grid.qmin..=grid.qmax)
+                    .map(|c| to.quantize(dequantize(c, grid.s(), grid.z()), 0));
+                let (lut_ty, lut) = if coded_out {
+                    (Type::U8, Arg::ConstBytes(codes.map(|c| c as u8).collect()))
+                } else {
+                    let vals = codes.map(|c| dequantize(c, to.s(), to.z())).collect();
+                    (Type::F32, Arg::Const(vals))
+                };
+                args.push(lut);
+                let conv = |b: &mut KernelBuilder, v: Val, lut: Option<Buf>| {
+                    regrid(b, v, &grid, coded_in, (lut_ty, lut.expect("a table")))
+                };
+                let len = (grid.qmax - grid.qmin + 1) as usize;
+                gather_kernel(
+                    &ncx.name,
+                    in_len,
+                    &runs,
+                    (types(coded_in), types(coded_out)),
+                    None,
+                    Some(&conv),
+                    Some((lut_ty, len)),
+                )
+            }
+            None => {
+                let conv = |b: &mut KernelBuilder, v: Val, _: Option<Buf>| {
+                    convert(b, v, &grid, coded_in, coded_out)
+                };
+                gather_kernel(
+                    &ncx.name,
+                    in_len,
+                    &runs,
+                    (types(coded_in), types(coded_out)),
+                    None,
+                    (coded_in != coded_out).then_some(&conv as Convert),
+                    None,
+                )
+            }
+        };
+        if let Some(to) = target {
+            self.regrid.insert(v, to);
+        }
+        Some(vec![Piece::Kernel(Lowered { kernel, args })])
     }
+
+    /// The grid every reader of `v` quantises it onto, when that is one grid other than
+    /// `own`, with u8 codes and a rounding that fixes its own grid (not `Up`), and `v` is
+    /// not a graph output. The readers then find `v` on their grid and skip that step, so
+    /// storing `quantise(v)` rather than `v` changes nothing they compute. PP-OCRv4 det's
+    /// upsampling Resizes feed Adds and a Concat whose operand grids differ from their
+    /// sources'.
+    fn readers_grid(&self, v: kiln_graph::Value, own: &QParams) -> Option<QParams> {
+        let q = &self.q;
+        let uses = q.graph.uses(v);
+        if uses.is_empty() || q.graph.outputs().contains(&v) {
+            return None;
+        }
+        let mut grids = uses
+            .iter()
+            .map(|&(m, k)| plan::quantises(q, q.in_tqc(m, k)));
+        let first = grids.next()??;
+        let ok = grids.all(|g| g.as_ref() == Some(&first))
+            && &first != own
+            && quantize::u8_codes(&first)
+            && first.axis.is_none()
+            && first.rounding != Rounding::Up;
+        ok.then_some(first)
+    }
+}
+
+/// A code of `p` (a byte, or an f32 value on `p`'s grid) through a 256-entry table indexed
+/// by `q − qmin`.
+fn regrid(
+    b: &mut KernelBuilder,
+    v: Val,
+    p: &QParams,
+    coded_in: bool,
+    (ty, lut): (Type, Buf),
+) -> Val {
+    let idx = if coded_in {
+        let q = b.cast(Type::I32, v);
+        let o = b.iconst(Type::I32, -(p.qmin as i64));
+        b.add(q, o)
+    } else {
+        let c = quantize::recover_on_grid(b, v, p);
+        let o = b.iconst(Type::I32, (p.z() - p.qmin) as i64);
+        b.add(c, o)
+    };
+    let idx = b.cast(Type::Index, idx);
+    b.load(ty, lut, idx, 0)
 }
 
 /// An element of `p`'s grid from the operand's form to the result's: a code read for an

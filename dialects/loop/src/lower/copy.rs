@@ -114,7 +114,8 @@ pub(crate) fn affine(map: &[i64], shape: &[usize]) -> Option<(i64, Vec<i64>)> {
 /// `out[i] = map[i] < 0 ? pad : in[map[i]]`, the index table a constant.
 fn gather(name: &str, in_len: usize, map: &[i64], pad: f32) -> Lowered {
     let runs = Runs::of(map, in_len);
-    let kernel = gather_kernel(name, in_len, &runs, (Type::F32, Type::F32), Some(pad), None);
+    let types = (Type::F32, Type::F32);
+    let kernel = gather_kernel(name, in_len, &runs, types, Some(pad), None, None);
     Lowered {
         kernel,
         args: vec![Arg::Operand(0), Arg::Const(runs.table()), Arg::Result(0)],
@@ -172,13 +173,14 @@ impl Runs {
     }
 }
 
-/// A per-element conversion inside a gather.
-pub(crate) type Convert<'a> = &'a dyn Fn(&mut KernelBuilder, Val) -> Val;
+/// A per-element conversion inside a gather; it may read the gather's lookup table.
+pub(crate) type Convert<'a> = &'a dyn Fn(&mut KernelBuilder, Val, Option<Buf>) -> Val;
 
 /// `out[i] = convert(in[map[i]])` over buffers of the element types `(in, out)`, run by
 /// run ([`Runs`]); with a `pad` (f32 results only), a run starting below 0 writes it
 /// instead. No `convert` (the same type both sides) copies runs as whole vectors. Buffers
-/// `x`, `index` (the run starts as i32, [`Runs::table`]), `out`.
+/// `x`, `index` (the run starts as i32, [`Runs::table`]), `out`, and `lut` when `lut`
+/// gives its element type and length (for `convert`).
 pub(crate) fn gather_kernel(
     name: &str,
     in_len: usize,
@@ -186,11 +188,13 @@ pub(crate) fn gather_kernel(
     (from, to): (Type, Type),
     pad: Option<f32>,
     convert: Option<Convert>,
+    lut: Option<(Type, usize)>,
 ) -> Kernel {
     let mut b = KernelBuilder::new(name);
     let x = b.buf("x", from, in_len, true);
     let table = b.buf("index", Type::I32, runs.starts.len(), true);
     let out = b.buf("out", to, runs.starts.len() * runs.run, false);
+    let lut = lut.map(|(ty, len)| b.buf("lut", ty, len, true));
     let zero = b.iconst(Type::I32, 0);
     let padv = pad.map(|p| b.fconst(p));
     let run = runs.run;
@@ -209,7 +213,7 @@ pub(crate) fn gather_kernel(
         let one = |b: &mut KernelBuilder, e: Val, d: i64| {
             let se = b.add(ji, e);
             let v = b.load(from, x, se, d);
-            let mut r = convert.map_or(v, |f| f(b, v));
+            let mut r = convert.map_or(v, |f| f(b, v, lut));
             if let (Some(padv), Some(valid)) = (padv, valid) {
                 r = b.select(valid, r, padv);
             }
