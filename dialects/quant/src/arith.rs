@@ -181,6 +181,27 @@ impl QParams {
         self.zero[0]
     }
 
+    /// `f32(1/s)`: the multiplier a compute op's epilogue quantises with.
+    pub fn recip(&self) -> f32 {
+        1.0 / self.s()
+    }
+
+    /// How a compute op's f32 epilogue (activation, residual) quantises its result: by
+    /// multiplying with [`QParams::recip`] where [`quantize`] divides. The two differ only
+    /// where `x/s` lies within an ulp of a rounding boundary, and a multiply is a fraction
+    /// of a division's cost in the kernels' register epilogue (a division per output
+    /// vector was a tenth of PP-OCRv4 rec's 1×1 convs). Per tensor.
+    pub fn quantize_epilogue(&self, x: f32) -> i32 {
+        quantize_recip(
+            x,
+            self.recip(),
+            self.z(),
+            self.qmin,
+            self.qmax,
+            self.rounding,
+        )
+    }
+
     /// Quantises one value with channel `c`'s parameters.
     pub fn quantize(&self, x: f32, c: usize) -> i32 {
         quantize(
@@ -196,7 +217,18 @@ impl QParams {
 
 /// `clamp(R(x / s) + z, qmin, qmax)`; NaN quantises to `z` (it has no code).
 pub fn quantize(x: f32, s: f32, z: i32, qmin: i32, qmax: i32, r: Rounding) -> i32 {
-    let t = r.round(x / s);
+    code_of(x / s, z, qmin, qmax, r)
+}
+
+/// `clamp(R(x·inv) + z, qmin, qmax)` with `inv = f32(1/s)` ([`QParams::recip`]): how a
+/// compute op's f32 epilogue quantises its result (see [`QParams::quantize_epilogue`]).
+pub fn quantize_recip(x: f32, inv: f32, z: i32, qmin: i32, qmax: i32, r: Rounding) -> i32 {
+    code_of(x * inv, z, qmin, qmax, r)
+}
+
+/// `clamp(R(t) + z, qmin, qmax)` of `t` in code units; NaN gives `z`.
+fn code_of(t: f32, z: i32, qmin: i32, qmax: i32, r: Rounding) -> i32 {
+    let t = r.round(t);
     if t.is_nan() {
         return z.clamp(qmin, qmax);
     }

@@ -133,7 +133,8 @@ pub enum Epilogue {
         hi: i32,
     },
     /// `v = f32(acc)·sc[c]`, `+ x̂_residual`, `act` in f32 ([`arith::activation`]); then
-    /// quantised with `out`, or left in f32 when `out` is `None`.
+    /// quantised with `out` (multiplying by `1/s`: [`QParams::quantize_epilogue`]), or
+    /// left in f32 when `out` is `None`.
     Float {
         out: Option<QParams>,
         sc: Vec<f32>,

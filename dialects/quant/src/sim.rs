@@ -416,7 +416,7 @@ fn compute(q: &QuantGraph, n: NodeId, p: &ComputePlan, ins: &[Option<Tensor>]) -
                         ArrayD::from_shape_vec(IxDyn(&oshape), v).expect("shape"),
                     ));
                 }
-                Some(out) => (v.iter().map(|&x| out.quantize(x, 0)).collect(), out),
+                Some(out) => (v.iter().map(|&x| out.quantize_epilogue(x)).collect(), out),
             }
         }
     };

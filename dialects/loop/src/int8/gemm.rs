@@ -473,7 +473,7 @@ fn activated(b: &mut KernelBuilder, act: &Activation, t: Val, residual: Option<V
 }
 
 /// The contract's epilogue on one accumulator vector (channels `ch..ch+4`).
-pub(super) fn epilogue(
+pub fn epilogue(
     b: &mut KernelBuilder,
     e: &Epilogue,
     acc: Val,
@@ -495,7 +495,7 @@ pub(super) fn epilogue(
         Epilogue::Float { out, act, .. } => {
             let v = activated(b, act, t, residual);
             match out {
-                Some(p) => quantize::fake_quant(b, v, p),
+                Some(p) => quantize::fake_quant_with(b, v, p, quantize::Div::Recip),
                 None => v,
             }
         }
@@ -504,7 +504,7 @@ pub(super) fn epilogue(
 
 /// The epilogue's result as its code `q` (an `i32x4` within the grid's range), for
 /// results stored as codes: the same steps as [`epilogue`] up to the integer clamp.
-pub(super) fn epilogue_code(
+pub fn epilogue_code(
     b: &mut KernelBuilder,
     e: &Epilogue,
     acc: Val,
@@ -524,7 +524,7 @@ pub(super) fn epilogue_code(
         Epilogue::Float { out, act, .. } => {
             let p = out.as_ref().expect("coded results have a grid");
             let v = activated(b, act, t, residual);
-            (quantize::centred_int(b, v, p, p.rounding), p)
+            (quantize::centred_int_recip(b, v, p, p.rounding), p)
         }
     };
     let z = b.iconst(Type::I32, p.z() as i64);

@@ -53,9 +53,41 @@ pub fn round(b: &mut KernelBuilder, x: Val, r: Rounding) -> Val {
 /// then takes to the code range), exactly `arith::quantize`'s i64 saturation; and integer
 /// min/max are one instruction where IEEE float min/max are seven.
 pub fn centred_int(b: &mut KernelBuilder, x: Val, p: &QParams, r: Rounding) -> Val {
+    let t = code_units(b, x, p, Div::Exact);
+    centred_int_of(b, t, p, r)
+}
+
+/// How a value becomes code units: `x / s` (the contract's `quantize`), or `x·f32(1/s)`
+/// (a compute op's epilogue, `QParams::quantize_epilogue`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Div {
+    Exact,
+    Recip,
+}
+
+fn code_units(b: &mut KernelBuilder, x: Val, p: &QParams, d: Div) -> Val {
     let ty = b.ty(x);
-    let s = b.fsplat(ty, p.s());
-    let t = b.div(x, s);
+    match d {
+        Div::Exact => {
+            let s = b.fsplat(ty, p.s());
+            b.div(x, s)
+        }
+        Div::Recip => {
+            let inv = b.fsplat(ty, p.recip());
+            b.mul(x, inv)
+        }
+    }
+}
+
+/// [`centred_int`] with the epilogue's multiply by `1/s`.
+pub fn centred_int_recip(b: &mut KernelBuilder, x: Val, p: &QParams, r: Rounding) -> Val {
+    let t = code_units(b, x, p, Div::Recip);
+    centred_int_of(b, t, p, r)
+}
+
+/// The centred code of `t`, already in code units.
+fn centred_int_of(b: &mut KernelBuilder, t: Val, p: &QParams, r: Rounding) -> Val {
+    let ty = b.ty(t);
     if small_codes(p) {
         let c = centred_f32(b, t, p, r);
         let ity = if ty.is_vector() {
@@ -130,10 +162,15 @@ pub fn clamp_codes(b: &mut KernelBuilder, t: Val, p: &QParams, lo: i32, hi: i32)
 
 /// Fake quantisation `dequant(quant(x))`; NaN gives 0 (it quantises to `z`).
 pub fn fake_quant(b: &mut KernelBuilder, x: Val, p: &QParams) -> Val {
+    fake_quant_with(b, x, p, Div::Exact)
+}
+
+/// Fake quantisation as `quant` divides (`Div::Exact`) or as an epilogue does.
+pub fn fake_quant_with(b: &mut KernelBuilder, x: Val, p: &QParams, d: Div) -> Val {
     let ty = b.ty(x);
     if small_codes(p) {
         let s = b.fsplat(ty, p.s());
-        let t = b.div(x, s);
+        let t = code_units(b, x, p, d);
         let c = centred_f32(b, t, p, p.rounding);
         // Adding and removing 1.5·2^23 rounds half to even and turns −0 into +0.
         let m = b.fsplat(ty, tame::MAGIC);
@@ -141,7 +178,8 @@ pub fn fake_quant(b: &mut KernelBuilder, x: Val, p: &QParams) -> Val {
         let c = b.sub(sum, m);
         return b.mul(c, s);
     }
-    let i = centred_int(b, x, p, p.rounding);
+    let t = code_units(b, x, p, d);
+    let i = centred_int_of(b, t, p, p.rounding);
     let c = b.cast(ty, i);
     let s = b.fsplat(ty, p.s());
     b.mul(c, s)

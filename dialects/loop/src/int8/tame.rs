@@ -76,7 +76,10 @@ fn tame_value<'e>(
             act,
             residual: false,
             slope: false,
-        } if tame_scales(sc) && tame_act(act) => {
+        } if tame_scales(sc)
+            && tame_act(act)
+            && out.as_ref().is_none_or(|p| p.recip().is_finite()) =>
+        {
             let v = activation_with(b, act, t, MinMax::Pseudo);
             Some((v, out.as_ref().map(|p| (p, p.qmin, p.qmax))))
         }
@@ -146,13 +149,14 @@ pub(super) fn clamp_rounded(b: &mut KernelBuilder, x: Val, p: &QParams, lo: i32,
     }
 }
 
-/// `v / s` for the f32 epilogue; Requant's `t` is already in code units.
+/// `v·(1/s)` for the f32 epilogue (`QParams::quantize_epilogue`); Requant's `t` is
+/// already in code units.
 fn scaled(b: &mut KernelBuilder, e: &Epilogue, v: Val, p: &QParams) -> Val {
     match e {
         Epilogue::Requant { .. } => v,
         Epilogue::Float { .. } => {
-            let s = b.fsplat(Type::F32X4, p.s());
-            b.div(v, s)
+            let inv = b.fsplat(Type::F32X4, p.recip());
+            b.mul(v, inv)
         }
     }
 }
