@@ -8,13 +8,15 @@
 //! two sides are decided separately (the operand by its producer and readers, the result
 //! by this op and its readers), so the kernel converts where they differ: a code read for
 //! an f32 result is `f32(q − z)·s`, the value the simulator holds; an f32 read for a coded
-//! result is on the grid, and [`quantize::recover_on_grid`] gives its code exactly.
+//! result is on the grid, and [`quantize::recover_on_grid`] gives its code exactly. Where
+//! every reader quantises the result onto one other grid, the move applies that step itself
+//! through a 256-entry table ([`Cx::readers_grid`]).
 
 use super::quantize;
 use super::{Cx, Piece, plan};
 use crate::builder::KernelBuilder;
 use crate::ir::{Buf, Type, Val};
-use crate::lower::copy::{Convert, Runs, affine, gather_kernel, source_map};
+use crate::lower::copy::{Runs, affine, gather_kernel, source_map};
 use crate::lower::{Arg, Lowered, NodeCx};
 use kiln_graph::NodeId;
 use kiln_quant::Rounding;
@@ -64,7 +66,8 @@ impl Cx {
         let types = |coded| if coded { Type::U8 } else { Type::F32 };
         let runs = Runs::of(&map, in_len);
         let mut args = vec![Arg::Operand(0), Arg::Const(runs.table()), Arg::Result(0)];
-        let kernel = match &target {
+        type Conv<'c> = Box<dyn Fn(&mut KernelBuilder, Val, Option<Buf>) -> Val + 'c>;
+        let (conv, lut): (Option<Conv>, _) = match &target {
             Some(to) => {
                 // Entry `q`: the reader's quantisation of the value `dequant(q)`, as its
                 // code (coded result) or that code's value.
@@ -77,35 +80,29 @@ impl Cx {
                     (Type::F32, Arg::Const(vals))
                 };
                 args.push(lut);
-                let conv = |b: &mut KernelBuilder, v: Val, lut: Option<Buf>| {
-                    regrid(b, v, &grid, coded_in, (lut_ty, lut.expect("a table")))
-                };
+                let grid = &grid;
+                let conv: Conv = Box::new(move |b, v, lut| {
+                    regrid(b, v, grid, coded_in, (lut_ty, lut.expect("a table")))
+                });
                 let len = (grid.qmax - grid.qmin + 1) as usize;
-                gather_kernel(
-                    &ncx.name,
-                    in_len,
-                    &runs,
-                    (types(coded_in), types(coded_out)),
-                    None,
-                    Some(&conv),
-                    Some((lut_ty, len)),
-                )
+                (Some(conv), Some((lut_ty, len)))
             }
-            None => {
-                let conv = |b: &mut KernelBuilder, v: Val, _: Option<Buf>| {
-                    convert(b, v, &grid, coded_in, coded_out)
-                };
-                gather_kernel(
-                    &ncx.name,
-                    in_len,
-                    &runs,
-                    (types(coded_in), types(coded_out)),
-                    None,
-                    (coded_in != coded_out).then_some(&conv as Convert),
-                    None,
-                )
+            None if coded_in != coded_out => {
+                let grid = &grid;
+                let conv: Conv = Box::new(move |b, v, _| convert(b, v, grid, coded_in, coded_out));
+                (Some(conv), None)
             }
+            None => (None, None),
         };
+        let kernel = gather_kernel(
+            &ncx.name,
+            in_len,
+            &runs,
+            (types(coded_in), types(coded_out)),
+            None,
+            conv.as_deref(),
+            lut,
+        );
         if let Some(to) = target {
             self.regrid.insert(v, to);
         }
