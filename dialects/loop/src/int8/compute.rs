@@ -66,6 +66,8 @@ pub(super) fn lower(
     let code_grid = gemm::code_grid(&p.epilogue).cloned();
     // An implicit GEMM's layout and row table (see `gemm::Implicit`).
     let mut implicit: Option<(gemm::Implicit, Vec<i32>)> = None;
+    // Groups of a grouped conv, each its own implicit GEMM over its channel slice.
+    let mut groups = 1;
     let (panel, rows, k_len, kp, nout, out, wfn): (
         Arg,
         usize,
@@ -76,13 +78,22 @@ pub(super) fn lower(
         WeightFn,
     ) = match &node.op {
         Op::Conv(c) => {
-            if c.group != 1 && c.layout == Layout::Nhwc {
-                return super::depthwise::lower(cx, n, ncx, c, p, w, spec.clone());
-            }
-            if c.group != 1 || x_shape.len() != 4 || w.ndim() != 4 {
+            let nhwc = c.layout == Layout::Nhwc;
+            if x_shape.len() != 4 || w.ndim() != 4 {
                 return Ok(None);
             }
-            let nhwc = c.layout == Layout::Nhwc;
+            let ws = w.shape().to_vec();
+            let depthwise = ws[1] == 1 && ws[0] == c.group && x_shape[3] == c.group;
+            if c.group != 1 && nhwc && depthwise {
+                return super::depthwise::lower(cx, n, ncx, c, p, w, spec.clone());
+            }
+            // Other grouped convs (ShuffleNet's 1×1 groups) need whole channel words per
+            // group for the implicit GEMM (codes out also need whole output words, below).
+            let grouped_ok = nhwc && c.group > 1 && ws[1] % 4 == 0 && ws[0] % c.group == 0;
+            if c.group != 1 && !grouped_ok {
+                return Ok(None);
+            }
+            groups = c.group;
             if nhwc && spec.on_grid {
                 cx.could_read(n, 0);
             }
@@ -91,17 +102,19 @@ pub(super) fn lower(
             } else {
                 (x_shape[0], x_shape[1], x_shape[2], x_shape[3])
             };
-            let ws = w.shape().to_vec();
             let geo = Geometry::forward(&c.window, "conv", &[h, wd], Some(&ws[2..]), false)?;
             let (pt, pl) = (geo.pad_begin[0] as usize, geo.pad_begin[1] as usize);
             let (pb, pr) = (geo.pad_end[0] as usize, geo.pad_end[1] as usize);
             let (hp, wp) = (h + pt + pb, wd + pl + pr);
             let (oh, ow) = (geo.output[0], geo.output[1]);
             let (kh, kw) = (geo.kernel[0], geo.kernel[1]);
-            let k_len = ch * kh * kw;
+            // Channels per group (all of them for one group).
+            let cg = ws[1];
+            let k_len = cg * kh * kw;
             let kp = k_len.div_ceil(4) * 4;
             let rows = bn * oh * ow;
-            let direct = nhwc
+            let direct = groups == 1
+                && nhwc
                 && kh == 1
                 && kw == 1
                 && geo.strides == [1, 1]
@@ -158,6 +171,8 @@ pub(super) fn lower(
                         .map(|t| (((t / kw) * dy * wp + (t % kw) * dx) * cw) as i64)
                         .collect();
                     let words = image_len / 4;
+                    // A group reads `cg` channels per tap; `Implicit::group` moves it on.
+                    let cw = cg / 4;
                     implicit = Some((gemm::Implicit { words, taps, cw }, table));
                     image
                 } else {
@@ -183,12 +198,13 @@ pub(super) fn lower(
             let co = ws[0];
             if let Some(grid) = &code_grid
                 && nhwc
-                && co % 4 == 0
+                && (co / groups) % 4 == 0
             {
                 cx.could_write(n, 0, grid);
             }
             let out = if nhwc {
                 OutLayout {
+                    base: 0,
                     per_batch: 0,
                     bs: 0,
                     rs: co,
@@ -197,6 +213,7 @@ pub(super) fn lower(
                 }
             } else {
                 OutLayout {
+                    base: 0,
                     per_batch: oh * ow,
                     bs: co * oh * ow,
                     rs: 1,
@@ -205,7 +222,7 @@ pub(super) fn lower(
                 }
             };
             let wfn: WeightFn = Box::new(move |o, k| {
-                let (tap, cc) = (k / ch, k % ch);
+                let (tap, cc) = (k / cg, k % cg);
                 w[[o, cc, tap / kw, tap % kw]]
             });
             (panel, rows, k_len, kp, co, out, wfn)
@@ -266,6 +283,7 @@ pub(super) fn lower(
                 panel
             };
             let out = OutLayout {
+                base: 0,
                 per_batch: 0,
                 bs: 0,
                 rs: nout,
@@ -277,64 +295,78 @@ pub(super) fn lower(
         }
         _ => return Ok(None),
     };
-    let g = QGemm {
-        rows,
-        n: nout,
-        kp,
-        out,
-        epilogue: p.epilogue.clone(),
-        codes_out: cx.out_codes(n, 0).is_some(),
-        implicit: implicit.as_ref().map(|(im, _)| im.clone()),
-    };
-    let np = g.np();
-    // Folded bias: b[c] − z_x·Σ_k w(c, k), in wrapping i32.
-    let zx = p.x.z() as i64;
-    let mut bias = vec![0i32; np];
-    for (c, b) in bias.iter_mut().enumerate().take(nout) {
-        let b0 = p
-            .bias
-            .as_ref()
-            .map_or(0, |v| v[if v.len() == 1 { 0 } else { c }] as i64);
-        let sum: i64 = (0..k_len).map(|k| wfn(c, k) as i64).sum();
-        *b = (b0 - zx * sum) as i32;
-    }
-    let per = |v: &[f32]| -> Vec<f32> {
-        (0..np)
-            .map(|c| {
-                if c < nout {
-                    v[if v.len() == 1 { 0 } else { c }]
-                } else {
-                    0.0
-                }
-            })
-            .collect()
-    };
-    let scales = match &p.epilogue {
-        Epilogue::Requant { m, .. } => per(m),
-        Epilogue::Float { sc, .. } => per(sc),
-    };
-    let packed = gemm::pack_weights(nout, k_len, kp, &*wfn);
-    let bias_bytes: Vec<u8> = bias.iter().flat_map(|b| b.to_le_bytes()).collect();
-    for k in gemm::kernels(&format!("{name}_gemm"), &g) {
-        let mut args = vec![panel.clone()];
-        if let Some((_, table)) = &implicit {
-            args.push(Arg::ConstBytes(
-                table.iter().flat_map(|w| w.to_le_bytes()).collect(),
-            ));
+    // One GEMM per group: its output channels `gi·mg..`, its weights' rows, its slice of
+    // the image's channels (a group of one is the whole conv).
+    let mg = nout / groups;
+    for gi in 0..groups {
+        let g = QGemm {
+            rows,
+            n: mg,
+            kp,
+            out: OutLayout {
+                base: out.base + gi * mg * out.cs,
+                ..out
+            },
+            epilogue: p.epilogue.clone(),
+            codes_out: cx.out_codes(n, 0).is_some(),
+            implicit: implicit.as_ref().map(|(im, _)| im.group(gi)),
+        };
+        let wg = |o: usize, k: usize| wfn(gi * mg + o, k);
+        let np = g.np();
+        // Folded bias: b[c] − z_x·Σ_k w(c, k), in wrapping i32.
+        let zx = p.x.z() as i64;
+        let mut bias = vec![0i32; np];
+        for (c, b) in bias.iter_mut().enumerate().take(mg) {
+            let b0 = p
+                .bias
+                .as_ref()
+                .map_or(0, |v| v[if v.len() == 1 { 0 } else { gi * mg + c }] as i64);
+            let sum: i64 = (0..k_len).map(|k| wg(c, k) as i64).sum();
+            *b = (b0 - zx * sum) as i32;
         }
-        args.extend([
-            Arg::ConstBytes(packed.clone()),
-            Arg::ConstBytes(bias_bytes.clone()),
-            Arg::Const(scales.clone()),
-        ]);
-        if g.residual() {
-            args.push(Arg::Operand(RESIDUAL));
+        let per = |v: &[f32]| -> Vec<f32> {
+            (0..np)
+                .map(|c| {
+                    if c < mg {
+                        v[if v.len() == 1 { 0 } else { gi * mg + c }]
+                    } else {
+                        0.0
+                    }
+                })
+                .collect()
+        };
+        let scales = match &p.epilogue {
+            Epilogue::Requant { m, .. } => per(m),
+            Epilogue::Float { sc, .. } => per(sc),
+        };
+        let packed = gemm::pack_weights(mg, k_len, kp, &wg);
+        let bias_bytes: Vec<u8> = bias.iter().flat_map(|b| b.to_le_bytes()).collect();
+        let kname = if groups == 1 {
+            format!("{name}_gemm")
+        } else {
+            format!("{name}_g{gi}_gemm")
+        };
+        for k in gemm::kernels(&kname, &g) {
+            let mut args = vec![panel.clone()];
+            if let Some((_, table)) = &implicit {
+                args.push(Arg::ConstBytes(
+                    table.iter().flat_map(|w| w.to_le_bytes()).collect(),
+                ));
+            }
+            args.extend([
+                Arg::ConstBytes(packed.clone()),
+                Arg::ConstBytes(bias_bytes.clone()),
+                Arg::Const(scales.clone()),
+            ]);
+            if g.residual() {
+                args.push(Arg::Operand(RESIDUAL));
+            }
+            args.push(Arg::Result(0));
+            pieces.push(kernel(k, args));
         }
-        args.push(Arg::Result(0));
-        pieces.push(kernel(k, args));
     }
     // The residual operand as the simulator sees it (its TQC may fake-quantise it).
-    if g.residual() {
+    if matches!(p.epilogue, Epilogue::Float { residual: true, .. }) {
         let mut extra = Vec::new();
         let Some(res) = cx.operand_f32(n, RESIDUAL, ncx, &mut scratch, &mut extra) else {
             return Ok(None);

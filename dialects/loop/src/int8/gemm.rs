@@ -41,9 +41,12 @@ fn main_nv(n: usize) -> usize {
         .unwrap_or(NV)
 }
 
-/// Where result `(row r, channel n)` goes: `(r / per_batch)·bs + (r mod per_batch)·rs + n·cs`.
+/// Where result `(row r, channel n)` goes:
+/// `base + (r / per_batch)·bs + (r mod per_batch)·rs + n·cs`.
 #[derive(Debug, Clone, Copy)]
 pub struct OutLayout {
+    /// Offset of channel 0 (a grouped conv's group writes its channels from here).
+    pub base: usize,
     pub per_batch: usize,
     pub bs: usize,
     pub rs: usize,
@@ -80,6 +83,17 @@ pub struct Implicit {
     pub taps: Vec<i64>,
     /// Words of channels per tap.
     pub cw: usize,
+}
+
+impl Implicit {
+    /// Group `gi` of a grouped conv: the same rows, its own `cw` words of each tap.
+    pub fn group(&self, gi: usize) -> Implicit {
+        let shift = (gi * self.cw) as i64;
+        Implicit {
+            taps: self.taps.iter().map(|&t| t + shift).collect(),
+            ..self.clone()
+        }
+    }
 }
 
 impl QGemm {
@@ -444,6 +458,11 @@ pub(super) fn k_loop(
 }
 
 fn out_offset(b: &mut KernelBuilder, o: &OutLayout, r: Val) -> Val {
+    let at = out_row(b, o, r);
+    b.add_imm(at, o.base as i64)
+}
+
+fn out_row(b: &mut KernelBuilder, o: &OutLayout, r: Val) -> Val {
     if o.bs == 0 || o.per_batch == 0 {
         return b.mul_imm(r, o.rs as i64);
     }
