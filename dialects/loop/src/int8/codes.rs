@@ -240,10 +240,14 @@ pub fn fill(name: &str, len: usize, value: u8) -> Kernel {
 #[derive(Debug, Clone)]
 pub struct Im2col {
     pub n: usize,
-    /// Padded input height/width and channels.
+    /// Padded input height/width, and the channels copied per tap.
     pub hp: usize,
     pub wp: usize,
     pub c: usize,
+    /// Bytes per image pixel (`c`, or all groups' channels for one group of a grouped
+    /// conv), and the first channel copied.
+    pub pixel: usize,
+    pub c_off: usize,
     pub oh: usize,
     pub ow: usize,
     pub kh: usize,
@@ -254,31 +258,32 @@ pub struct Im2col {
     pub kp: usize,
 }
 
-/// `A[m, (i·kw + j)·c + ch] = P[n, oh·sh + i·dh, ow·sw + j·dw, ch]` for `m = (n, oh, ow)`.
+/// `A[m, (i·kw + j)·c + ch] = P[n, oh·sh + i·dh, ow·sw + j·dw, c_off + ch]` for
+/// `m = (n, oh, ow)`.
 pub fn im2col(name: &str, g: &Im2col) -> Kernel {
     let mut b = KernelBuilder::new(name);
-    let src = b.buf("image", Type::U8, g.n * g.hp * g.wp * g.c, true);
+    let src = b.buf("image", Type::U8, g.n * g.hp * g.wp * g.pixel, true);
     let rows = g.n * g.oh * g.ow;
     let dst = b.buf("panel", Type::U8, rows * g.kp, false);
-    let row_bytes = (g.wp * g.c) as i64;
+    let row_bytes = (g.wp * g.pixel) as i64;
     b.parallel(0, (g.n * g.oh) as i64, 1, |b, r| {
         let ohv = b.index(g.oh as i64);
         let n = b.binary(crate::ir::BinOp::Div, r, ohv);
         let nm = b.mul_imm(n, g.oh as i64);
         let y = b.sub(r, nm);
-        let s0 = b.mul_imm(n, (g.hp * g.wp * g.c) as i64);
+        let s0 = b.mul_imm(n, (g.hp * g.wp * g.pixel) as i64);
         let s1 = b.mul_imm(y, g.stride[0] as i64 * row_bytes);
         let sbase = b.add(s0, s1);
         let dbase = b.mul_imm(r, (g.ow * g.kp) as i64);
         b.for_(0, g.ow as i64, 1, |b, x| {
-            let sx = b.mul_imm(x, (g.stride[1] * g.c) as i64);
+            let sx = b.mul_imm(x, (g.stride[1] * g.pixel) as i64);
             let sx = b.add(sbase, sx);
             let dx = b.mul_imm(x, g.kp as i64);
             let dx = b.add(dbase, dx);
             for i in 0..g.kh {
                 for j in 0..g.kw {
-                    let so =
-                        (i * g.dilation[0]) as i64 * row_bytes + (j * g.dilation[1] * g.c) as i64;
+                    let so = (i * g.dilation[0]) as i64 * row_bytes
+                        + (j * g.dilation[1] * g.pixel + g.c_off) as i64;
                     let doff = ((i * g.kw + j) * g.c) as i64;
                     copy_bytes(b, src, sx, so, dst, dx, doff, g.c);
                 }

@@ -66,8 +66,10 @@ pub(super) fn lower(
     let code_grid = gemm::code_grid(&p.epilogue).cloned();
     // An implicit GEMM's layout and row table (see `gemm::Implicit`).
     let mut implicit: Option<(gemm::Implicit, Vec<i32>)> = None;
-    // Groups of a grouped conv, each its own implicit GEMM over its channel slice.
+    // Groups of a grouped conv, each its own GEMM over its channel slice; without whole
+    // channel words per group, each gets its own im2col (into one shared panel).
     let mut groups = 1;
+    let mut group_im2col: Option<(Im2col, Arg)> = None;
     let (panel, rows, k_len, kp, nout, out, wfn): (
         Arg,
         usize,
@@ -89,7 +91,7 @@ pub(super) fn lower(
             }
             // Other grouped convs (ShuffleNet's 1×1 groups) need whole channel words per
             // group for the implicit GEMM (codes out also need whole output words, below).
-            let grouped_ok = nhwc && c.group > 1 && ws[1] % 4 == 0 && ws[0] % c.group == 0;
+            let grouped_ok = nhwc && c.group > 1 && ws[0] % c.group == 0;
             if c.group != 1 && !grouped_ok {
                 return Ok(None);
             }
@@ -134,7 +136,7 @@ pub(super) fn lower(
                 panel
             } else {
                 let image_len = bn * hp * wp * ch;
-                let in_place = ch % 4 == 0 && image_len / 4 <= i32::MAX as usize;
+                let in_place = cg % 4 == 0 && ch % 4 == 0 && image_len / 4 <= i32::MAX as usize;
                 // Codes needing no padding are the image already.
                 let image = if in_place && coded_in && nhwc && image_len == x_len {
                     Arg::Operand(0)
@@ -181,7 +183,9 @@ pub(super) fn lower(
                         n: bn,
                         hp,
                         wp,
-                        c: ch,
+                        c: cg,
+                        pixel: ch,
+                        c_off: 0,
                         oh,
                         ow,
                         kh,
@@ -190,8 +194,12 @@ pub(super) fn lower(
                         dilation: [geo.dilations[0], geo.dilations[1]],
                         kp,
                     };
-                    let k = codes::im2col(&format!("{name}_im2col"), &g);
-                    pieces.push(kernel(k, vec![image, panel.clone()]));
+                    if groups > 1 {
+                        group_im2col = Some((g, image));
+                    } else {
+                        let k = codes::im2col(&format!("{name}_im2col"), &g);
+                        pieces.push(kernel(k, vec![image, panel.clone()]));
+                    }
                     panel
                 }
             };
@@ -341,6 +349,14 @@ pub(super) fn lower(
         };
         let packed = gemm::pack_weights(mg, k_len, kp, &wg);
         let bias_bytes: Vec<u8> = bias.iter().flat_map(|b| b.to_le_bytes()).collect();
+        if let Some((ig, image)) = &group_im2col {
+            let ig = Im2col {
+                c_off: gi * ig.c,
+                ..ig.clone()
+            };
+            let k = codes::im2col(&format!("{name}_g{gi}_im2col"), &ig);
+            pieces.push(kernel(k, vec![image.clone(), panel.clone()]));
+        }
         let kname = if groups == 1 {
             format!("{name}_gemm")
         } else {
