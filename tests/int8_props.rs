@@ -30,6 +30,8 @@ mod cases;
 mod chains;
 #[path = "int8/harness.rs"]
 mod harness;
+#[path = "int8/norm.rs"]
+mod norm;
 
 use cases::*;
 use harness::{Case, compare, family, fixed, one_in, quantise};
@@ -395,6 +397,18 @@ fn matmul_with_a_transposed_constant_weight_runs_as_int8_kernels() {
             panic!("transB={tb}: {f}\n{}", kiln_core::Ir::print(&q));
         }
     }
+}
+
+#[test]
+fn batch_norm_int8_matches_the_simulator() {
+    family("batch normalization (channel tables)", 26, 500, &|rng| {
+        let c = if one_in(rng, 2) {
+            norm::bn_case(rng)
+        } else {
+            norm::dense_case(rng)
+        };
+        mixed(c, rng)
+    });
 }
 
 /// Values pass between int8 kernels as u8 codes; most chains must actually do so.

@@ -6,7 +6,7 @@ use kiln_core::Rng;
 
 /// Fused activations of compute ops, as attribute text. The first six (the common ones)
 /// are listed twice, so they are drawn twice as often.
-fn act(rng: &mut Rng) -> String {
+pub fn act(rng: &mut Rng) -> String {
     let acts = [
         "",
         "relu",
@@ -42,7 +42,7 @@ fn act(rng: &mut Rng) -> String {
 }
 
 /// `%o` as the graph output, or fed to a `flatten` whose result is (so `%o` is requantised).
-fn finish(rng: &mut Rng, s: &mut String) {
+pub fn finish(rng: &mut Rng, s: &mut String) {
     if one_in(rng, 2) {
         *s += "  %f = graph.flatten(%o) {axis=0} : ?\n  return %f\n}\n";
     } else {
@@ -50,7 +50,7 @@ fn finish(rng: &mut Rng, s: &mut String) {
     }
 }
 
-fn weight_seed(rng: &mut Rng) -> u64 {
+pub fn weight_seed(rng: &mut Rng) -> u64 {
     rng.next_u64() % 100_000
 }
 
@@ -344,7 +344,7 @@ pub fn eltwise_sum_case(rng: &mut Rng) -> Case {
 }
 
 /// A 4-D activation shape in either layout, and the layout attribute.
-fn image(rng: &mut Rng) -> (Vec<usize>, bool) {
+pub fn image(rng: &mut Rng) -> (Vec<usize>, bool) {
     let (n, c, h, w) = (
         range(rng, 1, 2),
         range(rng, 1, 20),
@@ -362,7 +362,7 @@ fn image(rng: &mut Rng) -> (Vec<usize>, bool) {
     )
 }
 
-fn layout_attr(nhwc: bool) -> &'static str {
+pub fn layout_attr(nhwc: bool) -> &'static str {
     if nhwc { "layout=\"nhwc\"" } else { "" }
 }
 

@@ -265,6 +265,7 @@ fn plan_kind(p: &Option<IntPlan>) -> &'static str {
         Some(IntPlan::Binary(_)) => "binary",
         Some(IntPlan::GlobalAvg { .. }) => "gap",
         Some(IntPlan::Lut { .. }) => "lut",
+        Some(IntPlan::ChannelLut { .. }) => "channel lut",
     }
 }
 

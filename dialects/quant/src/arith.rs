@@ -372,6 +372,27 @@ pub fn layer_norm(
     y
 }
 
+/// BatchNormalization in inference form, per element of channel `c`:
+/// `(x − mean[c]) · k[c] + B[c]`, one f32 subtract, multiply and add in that order (no
+/// fused multiply-add, whose presence depends on the host), with `k` the graph op's
+/// f32 multipliers ([`kiln_graph::ops::BatchNormalization::multipliers`]). `channel(i)`
+/// names element `i`'s channel, so either layout is one call.
+pub fn batch_norm(
+    x: &[f32],
+    channel: impl Fn(usize) -> usize,
+    mean: &[f32],
+    k: &[f32],
+    bias: &[f32],
+) -> Vec<f32> {
+    x.iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let c = channel(i);
+            (v - mean[c]) * k[c] + bias[c]
+        })
+        .collect()
+}
+
 /// The sum of a contiguous lane in the order [`softmax`] documents.
 fn lane_sum(e: &[f32]) -> f32 {
     let n16 = e.len() / 16 * 16;

@@ -13,8 +13,8 @@ use crate::sim::{fake_quant_params, lookup_table, quantize_tensor, recover_tenso
 use crate::tqc::State;
 use kiln_core::{DType, Result, Tensor};
 use kiln_graph::ops::{
-    Activation, BinaryKind, CoordMode, GlobalPoolKind, ResizeMode, activation::RESIDUAL,
-    activation::SLOPE,
+    Activation, BatchNormalization, BinaryKind, CoordMode, GlobalPoolKind, ResizeMode,
+    activation::RESIDUAL, activation::SLOPE,
 };
 use kiln_graph::{NodeId, Op, Value};
 use ndarray::ArrayD;
@@ -196,6 +196,16 @@ pub enum IntPlan {
         out: QParams,
         table: Vec<i32>,
     },
+    /// A per-channel affine op (BatchNormalization) as one table per channel, each over
+    /// the input codes: element `i` is in channel `ch = (i / inner) % channels` and maps
+    /// through `table[ch·n + q − x.qmin]`, `n = x.qmax − x.qmin + 1`.
+    ChannelLut {
+        x: QParams,
+        out: QParams,
+        table: Vec<i32>,
+        channels: usize,
+        inner: usize,
+    },
 }
 
 impl IntPlan {
@@ -207,7 +217,9 @@ impl IntPlan {
                 Epilogue::Float { out, .. } => out.as_ref(),
             },
             IntPlan::Binary(b) => Some(&b.out),
-            IntPlan::GlobalAvg { out, .. } | IntPlan::Lut { out, .. } => Some(out),
+            IntPlan::GlobalAvg { out, .. }
+            | IntPlan::Lut { out, .. }
+            | IntPlan::ChannelLut { out, .. } => Some(out),
         }
     }
 }
@@ -289,6 +301,7 @@ pub fn int_plan(q: &QuantGraph, n: NodeId) -> Result<Option<IntPlan>> {
             Some(IntPlan::Lut { x, out, table })
         }
         Op::EltwiseSum(e) => affine_table(q, n, &e.coeffs, out)?,
+        Op::BatchNormalization(bn) => batch_norm_tables(q, n, bn, out)?,
         _ => None,
     })
 }
@@ -342,6 +355,69 @@ fn affine_table(
         })
         .collect();
     Ok(Some(IntPlan::Lut { x, out, table }))
+}
+
+/// BatchNormalization of a quantised operand: per channel an affine map of one code, so a
+/// table per channel. The entries are the fp32 path's own values ([`arith::batch_norm`]
+/// on the dequantised code, the graph op's f32 multipliers) quantised onto the result's
+/// grid. DenseNet's pre-activation BNs, which no convolution can absorb, are this shape.
+fn batch_norm_tables(
+    q: &QuantGraph,
+    n: NodeId,
+    bn: &BatchNormalization,
+    out: QParams,
+) -> Result<Option<IntPlan>> {
+    let g = &q.graph;
+    let node = g.node(n);
+    let (Some(x), Some(x0)) = (operand_params(q, n, 0), node.input(0)) else {
+        return Ok(None);
+    };
+    let shape = &g.ty(x0)?.shape;
+    let nhwc = bn.layout.is_nhwc();
+    let codes = (x.qmax - x.qmin + 1) as usize;
+    if x.axis.is_some() || node.inputs().len() != 5 || shape.len() < 2 + nhwc as usize {
+        return Ok(None);
+    }
+    let (channels, inner) = if nhwc {
+        (shape[shape.len() - 1], 1)
+    } else {
+        (shape[1], shape[2..].iter().product())
+    };
+    // Tables beyond a megabyte would cost more to read than the f32 kernel.
+    if codes > 256 || channels * codes > 1 << 20 || inner == 0 {
+        return Ok(None);
+    }
+    // The parameters as the f32 kernel takes them: constants no TQC quantises.
+    let mut p: Vec<Vec<f32>> = Vec::with_capacity(4);
+    for k in 1..5 {
+        let Some(t) = node.input(k).and_then(|v| ir::const_data(g, v)) else {
+            return Ok(None);
+        };
+        if quantises(q, q.in_tqc(n, k)).is_some() || t.dtype() != DType::F32 {
+            return Ok(None);
+        }
+        let v: Vec<f32> = t.as_f32()?.iter().copied().collect();
+        if v.len() != channels {
+            return Ok(None);
+        }
+        p.push(v);
+    }
+    let k = bn.multipliers(&p[0], &p[3]);
+    let xs: Vec<f32> = (x.qmin..=x.qmax)
+        .map(|c| arith::dequantize(c, x.s(), x.z()))
+        .collect();
+    let mut table = Vec::with_capacity(channels * codes);
+    for ch in 0..channels {
+        let y = arith::batch_norm(&xs, |_| ch, &p[2], &k, &p[1]);
+        table.extend(y.iter().map(|&v| out.quantize(v, 0)));
+    }
+    Ok(Some(IntPlan::ChannelLut {
+        x,
+        out,
+        table,
+        channels,
+        inner,
+    }))
 }
 
 /// Codes of constant operand `k` as the simulator sees them: the operand's own TQC

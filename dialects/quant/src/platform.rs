@@ -247,6 +247,8 @@ pub fn role(op: &Op, k: usize, is_const: bool) -> Role {
             _ => Role::Activation,
         },
         Op::Clip(_) if k >= 1 => Role::Passive,
+        // Scale, B, mean and variance stay f32: the tables are computed from them.
+        Op::BatchNormalization(_) if k >= 1 => Role::Fp32,
         Op::Pad(_) if k == 2 => Role::Passive,
         _ => Role::Activation,
     }
@@ -276,6 +278,8 @@ pub fn dispatch(op: &Op) -> Dispatch {
         }
         Op::Binary(b) if matches!(b.kind, BinaryKind::Max | BinaryKind::Min) => Dispatch::Int8,
         Op::Concat(_) | Op::AveragePool(_) | Op::EltwiseSum(_) => Dispatch::Int8,
+        // One table per channel (`plan::IntPlan::ChannelLut`).
+        Op::BatchNormalization(_) => Dispatch::Int8,
         Op::GlobalPool(g) if g.kind == GlobalPoolKind::Average => Dispatch::Int8,
         Op::GlobalPool(g) if g.kind == GlobalPoolKind::Max => Dispatch::Passive,
         Op::Unary(u) if lut_unary(u.kind) => Dispatch::Int8,

@@ -26,7 +26,8 @@ use crate::platform::{self, Dispatch};
 use crate::tqc::Tqc;
 use kiln_core::{DType, Error, ErrorKind, Result, Tensor, bail};
 use kiln_graph::ops::{
-    Activation, BinaryKind, SoftmaxKind, activation::RESIDUAL, activation::SLOPE,
+    Activation, BatchNormalization, BinaryKind, SoftmaxKind, activation::RESIDUAL,
+    activation::SLOPE,
 };
 use kiln_graph::{NodeId, Op, Value};
 use ndarray::{ArrayD, IxDyn};
@@ -251,6 +252,9 @@ pub fn eval_node(
                 Op::LayerNormalization(ln) if f32_data && node.outputs().len() == 1 => {
                     vec![layer_norm(&refs, ln.axis, ln.epsilon).map_err(|e| node.locate(e))?]
                 }
+                Op::BatchNormalization(bn) if f32_data && node.outputs().len() == 1 => {
+                    vec![batch_norm(bn, &refs).map_err(|e| node.locate(e))?]
+                }
                 Op::Softmax(s) if f32_data && s.kind == SoftmaxKind::Softmax => {
                     vec![softmax(&refs, s.axis).map_err(|e| node.locate(e))?]
                 }
@@ -326,6 +330,23 @@ fn int_path(q: &QuantGraph, n: NodeId, ins: &[Option<Tensor>]) -> Result<Option<
         IntPlan::Lut { x, out, table } => {
             let xq = recover_tensor(operand(0)?, &x)?;
             let codes = xq.mapv(|c| table[(c - x.qmin) as usize]);
+            dequantize_tensor(&codes, &out, DType::F32)
+        }
+        IntPlan::ChannelLut {
+            x,
+            out,
+            table,
+            channels,
+            inner,
+        } => {
+            let xq = recover_tensor(operand(0)?, &x)?;
+            let n = (x.qmax - x.qmin + 1) as usize;
+            let codes: Vec<i32> = xq
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| table[(i / inner) % channels * n + (c - x.qmin) as usize])
+                .collect();
+            let codes = ArrayD::from_shape_vec(xq.raw_dim(), codes).expect("same shape");
             dequantize_tensor(&codes, &out, DType::F32)
         }
     }))
@@ -479,6 +500,44 @@ fn layer_norm(ins: &[Option<&Tensor>], axis: i64, eps: f32) -> Result<Tensor> {
     let xs: Vec<f32> = x.iter().copied().collect();
     let cols = shape[ax..].iter().product();
     Tensor::from_vec(&shape, arith::layer_norm(&xs, cols, eps, &s, b.as_deref()))
+}
+
+/// BatchNormalization by [`arith::batch_norm`], its operands checked as the graph op does.
+fn batch_norm(bn: &BatchNormalization, ins: &[Option<&Tensor>]) -> Result<Tensor> {
+    let operand = |k: usize| match ins.get(k) {
+        Some(Some(t)) => Ok(t.as_f32()?),
+        _ => bail!(Eval, "batch_normalization: operand {k} is missing"),
+    };
+    let x = operand(0)?;
+    let shape = x.shape().to_vec();
+    let nhwc = bn.layout.is_nhwc();
+    if shape.len() < 2 + nhwc as usize {
+        bail!(
+            Shape,
+            "batch_normalization: X of shape {shape:?} has no channel axis"
+        );
+    }
+    let (c, inner) = if nhwc {
+        (shape[shape.len() - 1], 1)
+    } else {
+        (shape[1], shape[2..].iter().product())
+    };
+    let mut p = Vec::with_capacity(4);
+    for k in 1..5 {
+        let t = operand(k)?;
+        if t.shape() != [c] {
+            bail!(
+                Shape,
+                "batch_normalization: operand {k} must have shape [{c}], got {:?}",
+                t.shape()
+            );
+        }
+        p.push(t.iter().copied().collect::<Vec<f32>>());
+    }
+    let k = bn.multipliers(&p[0], &p[3]);
+    let xs: Vec<f32> = x.iter().copied().collect();
+    let y = arith::batch_norm(&xs, |i| i / inner.max(1) % c, &p[2], &k, &p[1]);
+    Tensor::from_vec(&shape, y)
 }
 
 /// Softmax by [`arith::softmax`] (f32, kiln's `exp`, the kernel's order of additions).

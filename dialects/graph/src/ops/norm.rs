@@ -78,6 +78,20 @@ pub struct BatchNormalization {
 
 const BN_PARAMS: [(usize, &str); 4] = [(1, "scale"), (2, "B"), (3, "input_mean"), (4, "input_var")];
 
+impl BatchNormalization {
+    /// Each channel's multiplier `scale / sqrt(var + epsilon)`, computed in f64 and rounded
+    /// once to f32: the one value the f32 kernel and the int8 simulator's contract
+    /// (kiln-quant's `arith::batch_norm`) both start from.
+    pub fn multipliers(&self, scale: &[f32], var: &[f32]) -> Vec<f32> {
+        let eps = self.epsilon as f64;
+        scale
+            .iter()
+            .zip(var)
+            .map(|(&s, &v)| (s as f64 / (v as f64 + eps).sqrt()) as f32)
+            .collect()
+    }
+}
+
 impl OpDef for BatchNormalization {
     fn names() -> &'static [&'static str] {
         &["batch_normalization"]

@@ -181,14 +181,25 @@ pub(super) fn binary(cx: &mut Cx, n: NodeId, ncx: &NodeCx, p: &BinaryPlan) -> Op
     Some(pieces)
 }
 
-/// `out = table[code(x) − qmin]`, the table holding the dequantised result codes.
+/// The tables of a lookup: one for every element (`channels == 1`), or one per channel,
+/// element `i` in channel `(i / inner) % channels` (see [`IntPlan::ChannelLut`]).
+///
+/// [`IntPlan::ChannelLut`]: kiln_quant::plan::IntPlan::ChannelLut
+pub(super) struct Tables<'a> {
+    pub table: &'a [i32],
+    pub channels: usize,
+    pub inner: usize,
+}
+
+/// A lookup-table op: each result code is `table[q − qmin]` of its operand's code (in its
+/// channel's table), read from codes or quantised from f32 on the way in.
 pub(super) fn lut(
     cx: &mut Cx,
     n: NodeId,
     ncx: &NodeCx,
     x: &QParams,
     out: &QParams,
-    table: &[i32],
+    t: Tables,
 ) -> Option<Vec<Piece>> {
     let spec = code_spec(cx, n, 0, x)?;
     if !quantize::kernel_params(out) {
@@ -200,15 +211,20 @@ pub(super) fn lut(
     cx.could_write(n, 0, out);
     let (coded_in, coded_out) = (cx.in_codes(n, 0).is_some(), cx.out_codes(n, 0).is_some());
     let len: usize = ncx.out_shape(0).iter().product();
+    let codes = (x.qmax - x.qmin + 1) as usize;
+    if t.channels == 0 || t.inner == 0 || t.table.len() != t.channels * codes {
+        return None;
+    }
     let mut b = KernelBuilder::new(&ncx.name);
     let xb = b.buf("x", if coded_in { Type::U8 } else { Type::F32 }, len, true);
     // Result codes as bytes, or their dequantised values.
     let (tb, table_arg) = if coded_out {
-        let bytes: Vec<u8> = table.iter().map(|&c| c as u8).collect();
+        let bytes: Vec<u8> = t.table.iter().map(|&c| c as u8).collect();
         let tb = b.buf("table", Type::U8, bytes.len(), true);
         (tb, Arg::ConstBytes(bytes))
     } else {
-        let values: Vec<f32> = table
+        let values: Vec<f32> = t
+            .table
             .iter()
             .map(|&c| kiln_quant::arith::dequantize(c, out.s(), out.z()))
             .collect();
@@ -223,9 +239,8 @@ pub(super) fn lut(
         len,
         false,
     );
-    // Element `i + d`; eight a step (one index update and branch per eight lookups, where
-    // one per element held a byte-coded table to about a cycle an element).
-    let one = |b: &mut KernelBuilder, i: Val, d: i64| {
+    // Element `i + d` through the table starting at `base + tdisp`.
+    let one = |b: &mut KernelBuilder, i: Val, d: i64, base: Option<Val>, tdisp: i64| {
         // The table index `q − qmin`.
         let c = if coded_in {
             let q = b.load(Type::U8, xb, i, d);
@@ -239,21 +254,81 @@ pub(super) fn lut(
             b.add(c, o)
         };
         let c = b.cast(Type::Index, c);
+        let c = match base {
+            Some(base) => b.add(base, c),
+            None => c,
+        };
         let ty = if coded_out { Type::U8 } else { Type::F32 };
-        let y = b.load(ty, tb, c, 0);
+        let y = b.load(ty, tb, c, tdisp);
         b.store(ob, i, d, y);
     };
+    // Eight lookups a step (one index update and branch per eight, where one per element
+    // held a byte-coded table to about a cycle an element), over `lo..hi` from `off`.
     const UNROLL: i64 = 8;
-    let whole = len as i64 / UNROLL * UNROLL;
-    if whole > 0 {
-        b.parallel(0, whole, UNROLL, |b, i| {
-            for d in 0..UNROLL {
-                one(b, i, d);
+    let run = |b: &mut KernelBuilder, off: Option<Val>, hi: i64, base: Option<Val>| {
+        let at = |b: &mut KernelBuilder, j: Val| match off {
+            Some(o) => b.add(o, j),
+            None => j,
+        };
+        let whole = hi / UNROLL * UNROLL;
+        if whole > 0 {
+            b.for_(0, whole, UNROLL, |b, j| {
+                let i = at(b, j);
+                (0..UNROLL).for_each(|d| one(b, i, d, base, 0));
+            });
+        }
+        if whole < hi {
+            b.for_(whole, hi, 1, |b, j| {
+                let i = at(b, j);
+                one(b, i, 0, base, 0)
+            });
+        }
+    };
+    if t.channels == 1 {
+        let whole = len as i64 / UNROLL * UNROLL;
+        if whole > 0 {
+            b.parallel(0, whole, UNROLL, |b, i| {
+                (0..UNROLL).for_each(|d| one(b, i, d, None, 0));
+            });
+        }
+        if whole < len as i64 {
+            b.for_(whole, len as i64, 1, |b, i| one(b, i, 0, None, 0));
+        }
+    } else if t.inner == 1 {
+        // Channels innermost: a row of `channels` elements, the table base moving with the
+        // channel (`d` channels on is `d` tables on).
+        let (c, nc) = (t.channels as i64, codes as i64);
+        b.parallel(0, len as i64 / c, 1, |b, row| {
+            let off = b.mul_imm(row, c);
+            let whole = c / UNROLL * UNROLL;
+            if whole > 0 {
+                b.for_(0, whole, UNROLL, |b, ch| {
+                    let i = b.add(off, ch);
+                    let base = b.mul_imm(ch, nc);
+                    (0..UNROLL).for_each(|d| one(b, i, d, Some(base), d * nc));
+                });
+            }
+            if whole < c {
+                b.for_(whole, c, 1, |b, ch| {
+                    let i = b.add(off, ch);
+                    let base = b.mul_imm(ch, nc);
+                    one(b, i, 0, Some(base), 0);
+                });
             }
         });
-    }
-    if whole < len as i64 {
-        b.for_(whole, len as i64, 1, |b, i| one(b, i, 0));
+    } else {
+        // Channels first: each (image, channel) plane through its channel's table.
+        let (c, inner) = (t.channels as i64, t.inner as i64);
+        let images = len as i64 / (c * inner);
+        b.parallel(0, c, 1, |b, ch| {
+            let base = b.mul_imm(ch, codes as i64);
+            b.for_(0, images, 1, |b, img| {
+                let plane = b.mul_imm(img, c);
+                let plane = b.add(plane, ch);
+                let off = b.mul_imm(plane, inner);
+                run(b, Some(off), inner, Some(base));
+            });
+        });
     }
     let l = Lowered {
         kernel: b.finish(),

@@ -152,6 +152,8 @@ fn exact_fp32(op: &Op) -> bool {
         || matches!(op, Op::AveragePool(_))
         // `arith::layer_norm`: the kernel's statistics, order of additions and affine step.
         || matches!(op, Op::LayerNormalization(_))
+        // `arith::batch_norm`: the kernel's multipliers, subtract, multiply and add.
+        || matches!(op, Op::BatchNormalization(_))
         // One IEEE operation per element: the f32 result is the correctly rounded one,
         // whether the reference computes in f32 or in f64 and rounds (double rounding is
         // innocuous for +, −, ×, ÷). Max/Min are left out: NaN and ±0 conventions differ.
@@ -302,7 +304,28 @@ impl Cx {
             }
             Some(IntPlan::Compute(c)) => compute::lower(self, n, ncx, c)?,
             Some(IntPlan::Binary(b)) => eltwise::binary(self, n, ncx, b),
-            Some(IntPlan::Lut { x, out, table }) => eltwise::lut(self, n, ncx, x, out, table),
+            Some(IntPlan::Lut { x, out, table }) => {
+                let t = eltwise::Tables {
+                    table,
+                    channels: 1,
+                    inner: 1,
+                };
+                eltwise::lut(self, n, ncx, x, out, t)
+            }
+            Some(IntPlan::ChannelLut {
+                x,
+                out,
+                table,
+                channels,
+                inner,
+            }) => {
+                let t = eltwise::Tables {
+                    table,
+                    channels: *channels,
+                    inner: *inner,
+                };
+                eltwise::lut(self, n, ncx, x, out, t)
+            }
             Some(IntPlan::GlobalAvg { x, out, m }) => {
                 eltwise::global_avg(self, n, ncx, x, out, *m)?
             }
@@ -310,7 +333,10 @@ impl Cx {
                 Some(p) => Some(p),
                 None => self.lower_exact(n, ncx)?,
             },
-            None if moves_data(&node.op) => match self.move_codes(n, ncx) {
+            None if moves_data(&node.op) => match self
+                .move_codes(n, ncx)
+                .or_else(|| self.concat_codes(n, ncx))
+            {
                 Some(p) => Some(p),
                 None => self.lower_exact(n, ncx)?,
             },

@@ -16,7 +16,7 @@ use super::quantize;
 use super::{Cx, Piece, plan};
 use crate::builder::KernelBuilder;
 use crate::ir::{Buf, Type, Val};
-use crate::lower::copy::{Runs, affine, gather_kernel, source_map};
+use crate::lower::copy::{Runs, affine, copy_run, gather_kernel, source_map};
 use crate::lower::{Arg, Lowered, NodeCx};
 use kiln_graph::NodeId;
 use kiln_quant::Rounding;
@@ -107,6 +107,82 @@ impl Cx {
             self.regrid.insert(v, to);
         }
         Some(vec![Piece::Kernel(Lowered { kernel, args })])
+    }
+
+    /// A Concat of operands on one u8 grid (aligned scales: the lecture's "a copy"), none
+    /// fake-quantised on the way in, with codes on either side: each operand's rows go to
+    /// their slot of every result row, as whole vectors where both sides have one form,
+    /// element by element through [`convert`] where they differ.
+    pub(super) fn concat_codes(&mut self, n: NodeId, ncx: &NodeCx) -> Option<Vec<Piece>> {
+        let q = self.q.clone();
+        let node = q.graph.node(n);
+        let kiln_graph::Op::Concat(c) = &node.op else {
+            return None;
+        };
+        let out_shape = ncx.out_shape(0).to_vec();
+        let r = out_shape.len() as i64;
+        let axis = if c.axis < 0 { c.axis + r } else { c.axis };
+        if node.outputs().len() != 1 || !(0..r).contains(&axis) {
+            return None;
+        }
+        let axis = axis as usize;
+        if (0..node.inputs().len())
+            .any(|k| node.input(k).is_none() || !self.operand_fq(n, k).is_empty())
+        {
+            return None;
+        }
+        let grid = self.moved_grid(n)?;
+        let after = plan::quantises(&q, q.out_tqc(node.outputs()[0]));
+        if !quantize::u8_codes(&grid)
+            || after
+                .as_ref()
+                .is_some_and(|t| *t != grid || t.rounding == Rounding::Up)
+        {
+            return None;
+        }
+        for k in 0..node.inputs().len() {
+            self.could_read(n, k);
+        }
+        self.could_write(n, 0, &grid);
+        let coded_out = self.out_codes(n, 0).is_some();
+        let outer: usize = out_shape[..axis].iter().product();
+        let after_axis: usize = out_shape[axis + 1..].iter().product();
+        let whole_row = out_shape[axis] * after_axis;
+        let ty = |coded| if coded { Type::U8 } else { Type::F32 };
+        let mut pieces = Vec::new();
+        let mut at = 0usize;
+        for k in 0..node.inputs().len() {
+            let shape = ncx.in_shape(k)?;
+            let row = shape.get(axis)? * after_axis;
+            let coded_in = self.in_codes(n, k).is_some();
+            if row > 0 && outer > 0 {
+                let mut b = KernelBuilder::new(format!("{}_{k}", ncx.name));
+                let x = b.buf("x", ty(coded_in), outer * row, true);
+                let out = b.buf("out", ty(coded_out), outer * whole_row, false);
+                b.parallel(0, outer as i64, 1, |b, i| {
+                    let s = b.mul_imm(i, row as i64);
+                    let d = b.mul_imm(i, whole_row as i64);
+                    let d = b.add_imm(d, at as i64);
+                    if coded_in == coded_out {
+                        copy_run(b, (x, s), (out, d), row, ty(coded_in));
+                        return;
+                    }
+                    b.for_(0, row as i64, 1, |b, e| {
+                        let se = b.add(s, e);
+                        let v = b.load(ty(coded_in), x, se, 0);
+                        let v = convert(b, v, &grid, coded_in, coded_out);
+                        let de = b.add(d, e);
+                        b.store(out, de, 0, v);
+                    });
+                });
+                pieces.push(Piece::Kernel(Lowered {
+                    kernel: b.finish(),
+                    args: vec![Arg::Operand(k), Arg::Result(0)],
+                }));
+            }
+            at += row;
+        }
+        Some(pieces)
     }
 
     /// The grid every reader of `v` quantises it onto, when that is one grid other than

@@ -1,6 +1,9 @@
 //! A standalone `batch_normalization` (one `graph.fuse-batchnorm` could not fold into a conv,
 //! e.g. after a concat in DenseNet): `(x - mean) · k + B` per channel, with
 //! `k = scale / sqrt(var + epsilon)` folded at compile time in f64 as the interpreter does.
+//! A subtract, a multiply and an add, never a fused multiply-add: that is the int8
+//! simulator's contract (`kiln_quant::arith::batch_norm`), so the int8 program runs this
+//! kernel as it is.
 //!
 //! Channels first, each (image, channel) plane is a contiguous lane with its three constants
 //! splat (parallel over channels); channels last, and for `[N, C]`, each position's channels
@@ -26,10 +29,7 @@ pub fn lower(cx: &NodeCx, bn: &BatchNormalization) -> Option<Vec<Lowered>> {
     let p: Vec<Vec<f32>> = (1..5)
         .map(|k| cx.const_f32(k).filter(|v| v.len() == c))
         .collect::<Option<_>>()?;
-    let eps = bn.epsilon as f64;
-    let k: Vec<f32> = (0..c)
-        .map(|i| (p[0][i] as f64 / (p[3][i] as f64 + eps).sqrt()) as f32)
-        .collect();
+    let k = bn.multipliers(&p[0], &p[3]);
     let total: usize = shape.iter().product();
     if total == 0 {
         return None;
@@ -51,7 +51,8 @@ pub fn lower(cx: &NodeCx, bn: &BatchNormalization) -> Option<Vec<Lowered>> {
                 let kv = b.load(ty, kb, pos.col, pos.disp);
                 let bv = b.load(ty, bb, pos.col, pos.disp);
                 let d = b.sub(v, m);
-                let o = b.fma(d, kv, bv);
+                let o = b.mul(d, kv);
+                let o = b.add(o, bv);
                 b.store(y, pos.abs, pos.disp, o);
             });
         });
@@ -72,7 +73,8 @@ pub fn lower(cx: &NodeCx, bn: &BatchNormalization) -> Option<Vec<Lowered>> {
                     let vec = ty.is_vector();
                     let v = b.load(ty, x, pos.abs, pos.disp);
                     let d = b.sub(v, if vec { m4 } else { m });
-                    let o = b.fma(d, if vec { k4 } else { kv }, if vec { b4 } else { bv });
+                    let o = b.mul(d, if vec { k4 } else { kv });
+                    let o = b.add(o, if vec { b4 } else { bv });
                     b.store(y, pos.abs, pos.disp, o);
                 });
             });
