@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use kiln_core::{PassManager, Tensor};
 use kiln_graph::Graph;
+use kiln_quant::float_run::{FloatRun, FloatRunner};
 use kiln_quant::{QuantGraph, analysis, calib, platform};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -172,6 +173,7 @@ pub fn quantize(g: Graph, a: &QuantArgs) -> anyhow::Result<QuantGraph> {
     let mut q = QuantGraph::new(g, pf)?;
     q.observer = Some(kiln_quant::ObserverKind::from_name(&a.observer)?);
     q.calib = samples;
+    q.runner = Some(jit_runner());
     let reg = kiln_quant::passes::registry();
     let mut before = PassManager::new(
         reg.parse("quant.refine,quant.fuse,quant.reduce-points,quant.quantize-params")?,
@@ -194,6 +196,29 @@ pub fn quantize(g: Graph, a: &QuantArgs) -> anyhow::Result<QuantGraph> {
     ))?);
     after.run(&mut q)?;
     Ok(q)
+}
+
+/// Calibration and GPTQ run the float model on kiln's own fp32 JIT, on every core: the
+/// reference interpreter they default to takes many times as long on a large model.
+fn jit_runner() -> FloatRunner {
+    struct Jitted(kiln_loop::exec::Compiled);
+    impl FloatRun for Jitted {
+        fn run(
+            &mut self,
+            sample: &[Tensor],
+            observe: &mut dyn FnMut(kiln_graph::Value, &Tensor),
+        ) -> kiln_core::Result<()> {
+            self.0.run_observed(sample, observe).map(|_| ())
+        }
+    }
+    FloatRunner(std::sync::Arc::new(|g: &Graph| {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let program = kiln_loop::program::build(g)?;
+        Ok(
+            Box::new(Jitted(kiln_loop::exec::Compiled::new(program, threads)?))
+                as Box<dyn FloatRun>,
+        )
+    }))
 }
 
 /// A loaded model: its graph, and the grids of its QuantizeLinear/DequantizeLinear pairs

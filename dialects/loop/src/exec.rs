@@ -86,7 +86,28 @@ impl Compiled {
     pub fn run_timed(
         &mut self,
         inputs: &[Tensor],
+        times: Option<&mut Vec<Duration>>,
+    ) -> Result<Vec<Tensor>> {
+        self.run_inner(inputs, times, None)
+    }
+
+    /// Like [`Compiled::run`], calling `observe(value, tensor)` on every node result as
+    /// soon as it is complete (before a later step may reuse its memory): calibration runs
+    /// the float model this way. Only fp32 programs list their results
+    /// ([`Program::produced`]); an int8 program observes nothing.
+    pub fn run_observed(
+        &mut self,
+        inputs: &[Tensor],
+        observe: &mut dyn FnMut(kiln_graph::Value, &Tensor),
+    ) -> Result<Vec<Tensor>> {
+        self.run_inner(inputs, None, Some(observe))
+    }
+
+    fn run_inner(
+        &mut self,
+        inputs: &[Tensor],
         mut times: Option<&mut Vec<Duration>>,
+        mut observe: Option<&mut dyn FnMut(kiln_graph::Value, &Tensor)>,
     ) -> Result<Vec<Tensor>> {
         let p = &self.program;
         ensure!(
@@ -141,6 +162,22 @@ impl Compiled {
         if let Some(t) = times.as_deref_mut() {
             t.resize(p.steps.len(), Duration::ZERO);
         }
+        // The next result to observe, in `produced` order (which is step order).
+        let mut next = 0;
+        let mut observe_done = |done: usize, next: &mut usize| -> Result<()> {
+            let Some(f) = observe.as_deref_mut() else {
+                return Ok(());
+            };
+            while let Some((at, v, l, ty)) = p.produced.get(*next) {
+                if *at > done {
+                    break;
+                }
+                f(*v, &read(addr(*l), ty)?);
+                *next += 1;
+            }
+            Ok(())
+        };
+        observe_done(0, &mut next)?;
         for (s, step) in p.steps.iter().enumerate() {
             let t0 = Instant::now();
             match step {
@@ -194,6 +231,7 @@ impl Compiled {
             if let Some(t) = times.as_deref_mut() {
                 t[s] += t0.elapsed();
             }
+            observe_done(s + 1, &mut next)?;
         }
         p.outputs.iter().map(|(l, ty)| read(addr(*l), ty)).collect()
     }

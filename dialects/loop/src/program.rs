@@ -83,6 +83,10 @@ pub struct Program {
     pub host_ops: Vec<String>,
     /// Intermediate values stored as u8 codes between int8 kernels (none in fp32).
     pub coded_values: Vec<String>,
+    /// Every node result as `(steps, value, where, type)`: complete once the first `steps`
+    /// steps have run, in schedule order ([`crate::Compiled::run_observed`]). Empty in
+    /// int8 programs, whose coded values are not stored as their type says.
+    pub produced: Vec<(usize, Value, Loc, TensorType)>,
 }
 
 /// Constant bytes, kept 16-byte aligned for vector loads.
@@ -368,6 +372,10 @@ pub fn build_with(
                     p.info.push(info.clone());
                 }
             }
+        }
+        for (&v, ty) in node.outputs().iter().zip(&outs) {
+            let l = locate(&loc, g, node, v)?;
+            p.produced.push((p.steps.len(), v, l, ty.clone()));
         }
     }
     // Scratch sits after the planned tensors.

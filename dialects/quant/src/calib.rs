@@ -4,14 +4,14 @@
 //! site is not a constant. Each member observes the values at its own site; its root gets
 //! the parameters of the widest range among its group's observed members (alignment may
 //! later re-derive them with another policy). Observers with histograms need the range
-//! first, so those run the samples twice. Deterministic: the interpreter is, and random
+//! first, so those run the samples twice. The float model runs on `QuantGraph::runner`
+//! (the reference interpreter by default). Deterministic: the runners are, and random
 //! samples come from a seeded generator.
 
 use crate::ir::{QuantGraph, TqcId, is_const};
 use crate::observer::{Observer, ObserverKind};
 use crate::tqc::State;
 use kiln_core::{DType, Result, Rng, Tensor, bail};
-use kiln_graph::interp::Interpreter;
 use kiln_graph::{Graph, Value};
 use std::collections::HashMap;
 
@@ -96,7 +96,7 @@ pub fn calibrate(q: &mut QuantGraph, progress: &mut dyn FnMut(usize, usize)) -> 
     let hist = observers.iter().any(|o| o.kind.needs_histogram());
     let passes = if hist { 2 } else { 1 };
     let total = passes * q.calib.len();
-    let interp = Interpreter::new(&q.graph)?;
+    let mut run = crate::float_run::float_run(q.runner.as_ref(), &q.graph)?;
     let mut done = 0;
     for pass in 0..passes {
         for sample in &q.calib {
@@ -115,11 +115,12 @@ pub fn calibrate(q: &mut QuantGraph, progress: &mut dyn FnMut(usize, usize)) -> 
             for (&v, t) in q.graph.inputs().iter().zip(sample) {
                 feed(v, t);
             }
-            interp.run_observed(sample, &mut feed)?;
+            run.run(sample, &mut feed)?;
             done += 1;
             progress(done, total);
         }
     }
+    drop(run);
     // Ranges per member, then the widest per root.
     let mut widest: HashMap<TqcId, (f32, f32)> = HashMap::new();
     let mut changed = false;

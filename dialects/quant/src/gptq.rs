@@ -16,18 +16,16 @@
 //! simulated SNR rises by 1–3 dB (see `quant.gptq`).
 
 use crate::arith;
+use crate::float_run::{FloatRun, float_run};
 use crate::ir::{QuantGraph, Site, TqcId, const_data};
 use crate::tqc::State;
 use kiln_core::{DType, Result, Tensor};
-use kiln_graph::interp::Interpreter;
 use kiln_graph::ops::spatial::Geometry;
 use kiln_graph::{Graph, NodeId, Op, Value};
-use ndarray::{Array2, ArrayView2, linalg::general_mat_mul};
-use std::collections::HashMap;
+use ndarray::{Array2, ArrayView2, linalg::general_mat_mul, s};
 
-/// Dampening added to `H`'s diagonal, as a fraction of its mean: keeps the inverse stable
-/// when features are (nearly) collinear.
-const DAMP: f64 = 0.01;
+mod linalg;
+use std::collections::HashMap;
 
 /// One weight to re-round: how its data splits into independent groups of rows (output
 /// channels) over shared input features, and where each (row, feature) lives in the data.
@@ -150,14 +148,27 @@ fn layers(q: &QuantGraph) -> Vec<Layer> {
 }
 
 /// Adds `x`'s contribution to every group's `H = Σ x·xᵀ` (and counts the vectors).
-fn accumulate(l: &Layer, x: &Tensor, h: &mut [Array2<f64>], count: &mut usize) -> Result<()> {
+fn accumulate(l: &Layer, x: &Tensor, h: &mut [Array2<f32>], count: &mut usize) -> Result<()> {
     let x = x.cast(DType::F32);
     let a = x.as_f32()?;
+    // cols: features × vectors. H is summed in f32, the products' own precision: a
+    // sample's sum over thousands of vectors already is, and f32 halves the memory that
+    // bounds how many layers one calibration sweep collects. Only the lower triangle is
+    // formed (block rows against the columns up to their end): a 3×3 conv's `K²` products
+    // per patch are most of GPTQ's time, and H is symmetric.
     let mut add = |gi: usize, cols: ArrayView2<f32>| {
-        // cols: features × vectors.
-        let mut part = Array2::<f32>::zeros((l.k, l.k));
-        general_mat_mul(1.0, &cols, &cols.t(), 0.0, &mut part);
-        h[gi].zip_mut_with(&part, |acc, &p| *acc += p as f64);
+        let mut a = 0;
+        while a < l.k {
+            let b = (a + SYRK_ROWS).min(l.k);
+            general_mat_mul(
+                1.0,
+                &cols.slice(s![a..b, ..]),
+                &cols.slice(s![..b, ..]).t(),
+                1.0,
+                &mut h[gi].slice_mut(s![a..b, ..b]),
+            );
+            a = b;
+        }
     };
     match &l.kind {
         Kind::Conv { geo, nhwc } => {
@@ -201,10 +212,18 @@ fn accumulate(l: &Layer, x: &Tensor, h: &mut [Array2<f64>], count: &mut usize) -
     Ok(())
 }
 
-/// Collects the `H` of layers `ls` over the calibration samples (one interpreter run of
+/// Rows of `H` formed per product in [`accumulate`].
+const SYRK_ROWS: usize = 256;
+
+/// Collects the (lower triangles of the) `H` of layers `ls` over the calibration samples (one run of
 /// `float` per sample, observing the activations the layers read).
-fn hessians(q: &QuantGraph, float: &Graph, ls: &[&Layer]) -> Result<Vec<Option<Vec<Array2<f64>>>>> {
-    let mut h: Vec<Vec<Array2<f64>>> = ls
+fn hessians(
+    q: &QuantGraph,
+    float: &Graph,
+    run: &mut dyn FloatRun,
+    ls: &[&Layer],
+) -> Result<Vec<Option<Vec<Array2<f32>>>>> {
+    let mut h: Vec<Vec<Array2<f32>>> = ls
         .iter()
         .map(|l| vec![Array2::zeros((l.k, l.k)); l.groups])
         .collect();
@@ -213,7 +232,6 @@ fn hessians(q: &QuantGraph, float: &Graph, ls: &[&Layer]) -> Result<Vec<Option<V
     for (i, l) in ls.iter().enumerate() {
         by_value.entry(l.x).or_default().push(i);
     }
-    let interp = Interpreter::new(float)?;
     for sample in &q.calib {
         let mut err = Ok(());
         let mut feed = |v: Value, t: &Tensor| {
@@ -227,7 +245,7 @@ fn hessians(q: &QuantGraph, float: &Graph, ls: &[&Layer]) -> Result<Vec<Option<V
         for (&v, t) in float.inputs().iter().zip(sample) {
             feed(v, t);
         }
-        interp.run_observed(sample, &mut feed)?;
+        run.run(sample, &mut feed)?;
         err?;
     }
     Ok(h.into_iter()
@@ -238,155 +256,98 @@ fn hessians(q: &QuantGraph, float: &Graph, ls: &[&Layer]) -> Result<Vec<Option<V
             // inputs' shared mean: on the example models such heads gain on held-out inputs
             // too (resnet_style 44.1 → 49.0 dB). A layer that saw nothing is left alone.
             (c > 0 && l.k > 0).then(|| {
-                hs.iter_mut().for_each(|m| m.mapv_inplace(|v| v / c as f64));
+                hs.iter_mut().for_each(|m| m.mapv_inplace(|v| v / c as f32));
                 hs
             })
         })
         .collect())
 }
 
-/// Lower Cholesky factor (row-major `n×n`) of a symmetric positive definite matrix, or
-/// `None`.
-fn cholesky(a: &[f64], n: usize) -> Option<Vec<f64>> {
-    let mut l = vec![0f64; n * n];
-    for i in 0..n {
-        for j in 0..=i {
-            let s = dot(&l[i * n..i * n + j], &l[j * n..j * n + j]);
-            if i == j {
-                let d = a[i * n + i] - s;
-                if d <= 0.0 || !d.is_finite() {
-                    return None;
-                }
-                l[i * n + i] = d.sqrt();
-            } else {
-                l[i * n + j] = (a[i * n + j] - s) / l[j * n + j];
-            }
-        }
-    }
-    Some(l)
-}
-
-/// `a·b` in four interleaved partial sums: a strict left-to-right sum is one dependent
-/// add per element, and the factorisation of a 4608-wide `H` spends most of its time here.
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    let mut acc = [0f64; 4];
-    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
-    let tail: f64 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for k in 0..4 {
-            acc[k] += x[k] * y[k];
-        }
-    }
-    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
-}
-
-/// Inverse of a lower triangular matrix (row-major), row by row: row `i` of `L⁻¹` is
-/// `(eᵢ − Σ_{k<i} L_ik · row k) / L_ii`.
-fn lower_inverse(l: &[f64], n: usize) -> Vec<f64> {
-    let mut m = vec![0f64; n * n];
-    for i in 0..n {
-        let (done, rest) = m.split_at_mut(i * n);
-        let row = &mut rest[..n];
-        row[i] = 1.0;
-        for k in 0..i {
-            let f = l[i * n + k];
-            if f != 0.0 {
-                for (r, &v) in row[..=k].iter_mut().zip(&done[k * n..k * n + k + 1]) {
-                    *r -= f * v;
-                }
-            }
-        }
-        let d = l[i * n + i];
-        row[..=i].iter_mut().for_each(|r| *r /= d);
-    }
-    m
-}
-
-/// The upper triangular `U` with `H⁻¹ = Uᵀ·U` (row-major), after dampening; retried with
-/// more dampening if `H` is too ill-conditioned, `None` if it never factors.
-///
-/// No inverse of `H` is formed: with `J` the reversal permutation, the lower Cholesky
-/// factor `L` of `J·H·J` gives `H = Ũ·Ũᵀ` for the upper `Ũ = J·L·J`, so `H⁻¹ = Ũ⁻ᵀ·Ũ⁻¹`
-/// and `U = Ũ⁻¹ = J·L⁻¹·J`: one factorisation and one triangular inverse.
-fn inverse_factor(h: &Array2<f64>) -> Option<Vec<f64>> {
-    let n = h.nrows();
-    let mut rev: Vec<f64> = (0..n * n)
-        .map(|i| h[[n - 1 - i / n, n - 1 - i % n]])
-        .collect();
-    // A feature calibration never saw non-zero cannot matter there: rounded to nearest, it
-    // compensates nothing and nothing compensates into it.
-    for i in 0..n {
-        if rev[i * n + i] == 0.0 {
-            rev[i * n + i] = 1.0;
-        }
-    }
-    let mean = (0..n).map(|i| rev[i * n + i]).sum::<f64>() / n as f64;
-    for attempt in 0..4 {
-        let mut hd = rev.clone();
-        let damp = DAMP * 10f64.powi(attempt) * mean;
-        (0..n).for_each(|i| hd[i * n + i] += damp);
-        let Some(l) = cholesky(&hd, n) else { continue };
-        let li = lower_inverse(&l, n);
-        return Some(
-            (0..n * n)
-                .map(|i| li[(n - 1 - i / n) * n + n - 1 - i % n])
-                .collect(),
-        );
-    }
-    None
-}
-
 /// Re-rounds one layer's weights in `data` (f32, the constant's layout) against `H`.
-fn round_layer(q: &QuantGraph, l: &Layer, h: &[Array2<f64>], data: &mut [f32]) {
+fn round_layer(q: &QuantGraph, l: &Layer, h: &[Array2<f32>], data: &mut [f32]) {
     let t = q.tqc(l.tqc);
     for (gi, hg) in h.iter().enumerate() {
-        let Some(u) = inverse_factor(hg) else {
+        let full = Array2::from_shape_fn(hg.dim(), |(i, j)| hg[[i.max(j), i.min(j)]] as f64);
+        let Some(u) = linalg::inverse_factor(&full) else {
             continue;
         };
-        for r in 0..l.rows {
+        // A NaN or infinite weight would spread into every weight after it: such rows
+        // keep their weights.
+        let rows: Vec<usize> = (0..l.rows)
+            .filter(|&r| (0..l.k).all(|f| data[l.index(gi, r, f)].is_finite()))
+            .collect();
+        let mut w = Array2::from_shape_fn((rows.len(), l.k), |(i, f)| {
+            data[l.index(gi, rows[i], f)] as f64
+        });
+        let grid = |i: usize, x: f32| {
             let c = if t.axis.is_some() {
-                l.channel(gi, r)
+                l.channel(gi, rows[i])
             } else {
                 0
             };
             let (s, z) = (t.scale[c], t.offset[c]);
-            let grid = |x: f32| {
-                arith::dequantize(
-                    arith::quantize(x, s, z, t.quant_min, t.quant_max, t.rounding),
-                    s,
-                    z,
-                )
-            };
-            let mut w: Vec<f64> = (0..l.k).map(|f| data[l.index(gi, r, f)] as f64).collect();
-            // A NaN or infinite weight would spread into every weight after it.
-            if !w.iter().all(|v| v.is_finite()) {
-                continue;
-            }
-            for (f, v) in round_row(&mut w, &u, grid).into_iter().enumerate() {
-                data[l.index(gi, r, f)] = v;
+            arith::dequantize(
+                arith::quantize(x, s, z, t.quant_min, t.quant_max, t.rounding),
+                s,
+                z,
+            )
+        };
+        let out = round_rows(&mut w, &u, &grid);
+        for (i, &r) in rows.iter().enumerate() {
+            for f in 0..l.k {
+                data[l.index(gi, r, f)] = out[[i, f]];
             }
         }
     }
 }
 
-/// One row of weights rounded onto `grid` feature by feature, each rounding error spread
-/// over the features after it through `U` (row-major upper factor of `H⁻¹`). `w` is used
-/// as scratch.
-fn round_row(w: &mut [f64], u: &[f64], grid: impl Fn(f32) -> f32) -> Vec<f32> {
-    let n = w.len();
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        let on_grid = grid(w[i] as f32);
-        out.push(on_grid);
-        let e = (w[i] - on_grid as f64) / u[i * n + i];
-        for (wj, &uij) in w[i + 1..].iter_mut().zip(&u[i * n + i + 1..(i + 1) * n]) {
-            *wj -= e * uij;
+/// Features per lazy batch of [`round_rows`].
+const BATCH: usize = 128;
+
+/// Rows of weights (`grid(i, x)` rounds row `i` onto its grid) rounded feature by
+/// feature, each rounding error spread over the features after it through `U` (upper
+/// factor of `H⁻¹`): `w_j −= (w_i − q_i)/U_ii · U_ij`. `w` is used as scratch.
+///
+/// GPTQ's lazy batches: the errors of a block of [`BATCH`] features reach the rest of the
+/// block at once, and the features after it through one product at the block's end. A
+/// feature's weight is only read when its own turn comes, so this is the row-by-row
+/// algorithm with its sums regrouped, and `U` is read once per block instead of once per
+/// row.
+fn round_rows(
+    w: &mut Array2<f64>,
+    u: &Array2<f64>,
+    grid: &dyn Fn(usize, f32) -> f32,
+) -> Array2<f32> {
+    let (m, k) = w.dim();
+    let mut out = Array2::<f32>::zeros((m, k));
+    let mut a = 0;
+    while a < k {
+        let b = (a + BATCH).min(k);
+        let mut err = Array2::<f64>::zeros((m, b - a));
+        let us = u.as_slice().expect("standard layout");
+        for r in 0..m {
+            let wr = &mut w.row_mut(r).into_slice().expect("standard layout")[..b];
+            for i in a..b {
+                let on_grid = grid(r, wr[i] as f32);
+                out[[r, i]] = on_grid;
+                let e = (wr[i] - on_grid as f64) / us[i * k + i];
+                err[[r, i - a]] = e;
+                let rest = &mut wr[i + 1..];
+                for (wj, &uij) in rest.iter_mut().zip(&us[i * k + i + 1..i * k + b]) {
+                    *wj -= e * uij;
+                }
+            }
         }
+        if b < k {
+            general_mat_mul(
+                -1.0,
+                &err,
+                &u.slice(s![a..b, b..]),
+                1.0,
+                &mut w.slice_mut(s![.., b..]),
+            );
+        }
+        a = b;
     }
     out
 }
@@ -397,7 +358,7 @@ fn round_row(w: &mut [f64], u: &[f64], grid: impl Fn(f32) -> f32) -> Vec<f32> {
 const MAX_K: usize = 4608;
 
 /// Bytes of `H` collected per calibration sweep: layers are taken in batches this size.
-const H_BUDGET: usize = 256 << 20;
+const H_BUDGET: usize = 512 << 20;
 
 /// Re-rounds every eligible weight of `q` against its layer's calibration inputs. Returns
 /// whether any weight changed.
@@ -411,6 +372,7 @@ pub fn run(q: &mut QuantGraph) -> Result<bool> {
     }
     // Every layer sees the float model's activations, whichever batch it is in.
     let float = q.graph.clone();
+    let mut run = float_run(q.runner.as_ref(), &float)?;
     let mut changed = false;
     let mut rest: &[Layer] = &ls;
     while !rest.is_empty() {
@@ -418,7 +380,7 @@ pub fn run(q: &mut QuantGraph) -> Result<bool> {
         let take = rest
             .iter()
             .take_while(|l| {
-                bytes += l.groups * l.k * l.k * 8;
+                bytes += l.groups * l.k * l.k * 4;
                 bytes <= H_BUDGET
             })
             .count()
@@ -426,7 +388,7 @@ pub fn run(q: &mut QuantGraph) -> Result<bool> {
         let (batch, next) = rest.split_at(take);
         rest = next;
         let batch: Vec<&Layer> = batch.iter().collect();
-        let h = hessians(q, &float, &batch)?;
+        let h = hessians(q, &float, run.as_mut(), &batch)?;
         for (l, hl) in batch.into_iter().zip(&h) {
             let Some(hl) = hl else { continue };
             let w = const_data(&q.graph, l.w).expect("layers() checked").clone();
@@ -467,26 +429,34 @@ mod tests {
             .sum()
     }
 
-    #[test]
-    fn factor_inverts_the_dampened_matrix() {
-        let mut rng = Rng::new(7);
-        let n = 12;
-        let h = correlated_h(n, &mut rng);
-        let u = inverse_factor(&h).unwrap();
-        let mean = h.diag().sum() / n as f64;
-        let hd = &h + &(Array2::<f64>::eye(n) * (DAMP * mean));
-        // Uᵀ·U·H_d = I.
+    /// The row-by-row algorithm, as the paper writes it.
+    fn round_row(w: &mut [f64], u: &Array2<f64>, grid: impl Fn(f32) -> f32) -> Vec<f32> {
+        let n = w.len();
+        let mut out = Vec::with_capacity(n);
         for i in 0..n {
-            for j in 0..n {
-                let v: f64 = (0..n)
-                    .map(|k| (0..n).map(|m| u[m * n + i] * u[m * n + k]).sum::<f64>() * hd[[k, j]])
-                    .sum();
-                let want = if i == j { 1.0 } else { 0.0 };
-                assert!((v - want).abs() < 1e-6, "({i},{j}): {v}");
+            let on_grid = grid(w[i] as f32);
+            out.push(on_grid);
+            let e = (w[i] - on_grid as f64) / u[[i, i]];
+            for j in i + 1..n {
+                w[j] -= e * u[[i, j]];
             }
-            for j in 0..i {
-                assert_eq!(u[i * n + j], 0.0, "U is upper triangular");
-            }
+        }
+        out
+    }
+
+    #[test]
+    fn lazy_batches_round_as_row_by_row_does() {
+        let mut rng = Rng::new(11);
+        let n = BATCH + 40;
+        let s = 0.02f32;
+        let grid = |x: f32| (x / s).round_ties_even().clamp(-127.0, 127.0) * s;
+        let h = correlated_h(n, &mut rng);
+        let u = linalg::inverse_factor(&h).unwrap();
+        let w = Array2::from_shape_fn((3, n), |_| rng.next_f32() as f64 - 0.5);
+        let got = round_rows(&mut w.clone(), &u, &|_, x| grid(x));
+        for r in 0..3 {
+            let want = round_row(&mut w.row(r).to_vec(), &u, grid);
+            assert_eq!(got.row(r).to_vec(), want, "row {r}");
         }
     }
 
@@ -499,10 +469,11 @@ mod tests {
         let (mut nearest, mut gptq) = (0.0, 0.0);
         for _ in 0..20 {
             let h = correlated_h(n, &mut rng);
-            let u = inverse_factor(&h).unwrap();
+            let u = linalg::inverse_factor(&h).unwrap();
             let w: Vec<f64> = (0..n).map(|_| rng.next_f32() as f64 - 0.5).collect();
             let near: Vec<f64> = w.iter().map(|&x| x - grid(x as f32) as f64).collect();
-            let q = round_row(&mut w.clone(), &u, grid);
+            let wm = Array2::from_shape_vec((1, n), w.clone()).unwrap();
+            let q = round_rows(&mut wm.clone(), &u, &|_, x| grid(x));
             let comp: Vec<f64> = w.iter().zip(&q).map(|(&x, &q)| x - q as f64).collect();
             assert!(q.iter().all(|&v| grid(v) == v), "every weight on the grid");
             nearest += quad(&h, &near);

@@ -51,6 +51,9 @@ pub struct QuantGraph {
     /// the error analysis judges the quantised model against the float one, which must
     /// not already carry the weights' rounding. Not part of the text form.
     float_consts: HashMap<NodeId, Op>,
+    /// How calibration and GPTQ run the float model (`None`: the reference interpreter).
+    /// Not part of the text form.
+    pub runner: Option<crate::float_run::FloatRunner>,
 }
 
 /// Whether `v` is the result of a `const` op.
@@ -119,6 +122,7 @@ impl QuantGraph {
             calib: Vec::new(),
             observer: None,
             float_consts: HashMap::new(),
+            runner: None,
         };
         for site in q.site_order()? {
             let tqc = q.fresh(site)?;

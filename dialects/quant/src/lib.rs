@@ -17,6 +17,7 @@
 pub mod analysis;
 pub mod arith;
 pub mod calib;
+pub mod float_run;
 pub mod gptq;
 pub mod ir;
 pub mod observer;

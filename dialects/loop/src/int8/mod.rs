@@ -61,29 +61,27 @@ pub fn build(q: &QuantGraph) -> Result<Program> {
     let mut first = Cx::new(shared.clone(), HashMap::new());
     let f32_program = program::build_with(&q.graph, &mut |n, ncx| first.lower_node(n, ncx))?;
     let coded = first.coded_values()?;
-    if coded.is_empty() {
-        let mut p = f32_program;
-        optimise(&mut p)?;
-        return Ok(p);
-    }
-    let mut names: Vec<String> = coded
-        .keys()
-        .map(|&v| q.graph.value(v).name.clone())
-        .collect();
-    names.sort();
-    let mut second = Cx::new(shared, coded);
-    match program::build_with(&q.graph, &mut |n, ncx| second.lower_node(n, ncx)) {
-        Ok(mut p) if !second.broken => {
-            p.coded_values = names;
-            optimise(&mut p)?;
-            Ok(p)
+    let mut p = if coded.is_empty() {
+        f32_program
+    } else {
+        let mut names: Vec<String> = coded
+            .keys()
+            .map(|&v| q.graph.value(v).name.clone())
+            .collect();
+        names.sort();
+        let mut second = Cx::new(shared, coded);
+        match program::build_with(&q.graph, &mut |n, ncx| second.lower_node(n, ncx)) {
+            Ok(mut p) if !second.broken => {
+                p.coded_values = names;
+                p
+            }
+            _ => f32_program,
         }
-        _ => {
-            let mut p = f32_program;
-            optimise(&mut p)?;
-            Ok(p)
-        }
-    }
+    };
+    optimise(&mut p)?;
+    // Coded values are bytes where their type says f32: nothing to observe.
+    p.produced.clear();
+    Ok(p)
 }
 
 /// Constant folding, CSE and DCE over every kernel. The int8 kernels rebuild the same
