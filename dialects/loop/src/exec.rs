@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 /// it saves.
 const PARALLEL_MIN_FLOPS: u64 = 100_000;
 
+/// A callback handed each node result of an observed run.
+pub type Observe = dyn FnMut(kiln_graph::Value, &Tensor);
+
 /// A program with its machine code.
 pub struct Compiled {
     pub program: Program,
@@ -98,7 +101,7 @@ impl Compiled {
     pub fn run_observed(
         &mut self,
         inputs: &[Tensor],
-        observe: &mut dyn FnMut(kiln_graph::Value, &Tensor),
+        observe: &mut Observe,
     ) -> Result<Vec<Tensor>> {
         self.run_inner(inputs, None, Some(observe))
     }
@@ -107,7 +110,7 @@ impl Compiled {
         &mut self,
         inputs: &[Tensor],
         mut times: Option<&mut Vec<Duration>>,
-        mut observe: Option<&mut dyn FnMut(kiln_graph::Value, &Tensor)>,
+        mut observe: Option<&mut Observe>,
     ) -> Result<Vec<Tensor>> {
         let p = &self.program;
         ensure!(
