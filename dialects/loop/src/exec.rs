@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 const PARALLEL_MIN_FLOPS: u64 = 100_000;
 
 /// A callback handed each node result of an observed run.
-pub type Observe = dyn FnMut(kiln_graph::Value, &Tensor);
+pub type Observe<'a> = dyn FnMut(kiln_graph::Value, &Tensor) + 'a;
 
 /// A program with its machine code.
 pub struct Compiled {
@@ -101,7 +101,7 @@ impl Compiled {
     pub fn run_observed(
         &mut self,
         inputs: &[Tensor],
-        observe: &mut Observe,
+        observe: &mut Observe<'_>,
     ) -> Result<Vec<Tensor>> {
         self.run_inner(inputs, None, Some(observe))
     }
@@ -110,7 +110,7 @@ impl Compiled {
         &mut self,
         inputs: &[Tensor],
         mut times: Option<&mut Vec<Duration>>,
-        mut observe: Option<&mut Observe>,
+        mut observe: Option<&mut Observe<'_>>,
     ) -> Result<Vec<Tensor>> {
         let p = &self.program;
         ensure!(
