@@ -107,7 +107,9 @@ pub fn run_pipeline(
     list: &str,
     options: kiln_core::PassOptions,
 ) -> anyhow::Result<kiln_core::PassManager<kiln_graph::Graph>> {
-    let registry = kiln_graph::passes::registry();
+    // The export registry: the graph passes plus `graph-opt-nchw`, so any command can run
+    // the graph a QDQ export quantises.
+    let registry = crate::onnx::export::registry();
     let mut pm = kiln_core::PassManager::new(registry.parse(list)?);
     pm.options = kiln_core::PassOptions {
         verify_each: true,

@@ -71,7 +71,10 @@ pub struct QuantizeArgs {
     /// Write the quantised model as a QDQ ONNX file (QuantizeLinear/DequantizeLinear
     /// pairs carrying kiln's parameters, opset 20). ONNX convolutions are channels first,
     /// so with -o the default pipeline `graph-opt` runs without `graph.layout`
-    /// (`graph-opt-nchw`; the quantisation is the same).
+    /// (`graph-opt-nchw`). Calibration runs the fp32 JIT, whose channels-first and
+    /// channels-last kernels sum in different orders, so a scale can differ from
+    /// `kiln run`'s in its last bit; `kiln run --pipeline graph-opt-nchw` quantises exactly
+    /// as the export does.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// Print the quant IR after the flow.
@@ -291,21 +294,13 @@ pub fn eval_samples(g: &Graph, n: usize) -> anyhow::Result<Vec<Vec<Tensor>>> {
         .collect()
 }
 
-/// Runs `list` with the export registry (the graph passes plus `graph-opt-nchw`).
-pub fn run_pipeline(g: &mut Graph, list: &str) -> anyhow::Result<()> {
-    let mut pm = PassManager::new(crate::onnx::export::registry().parse(list)?);
-    pm.options.verify_each = true;
-    pm.run(g)?;
-    Ok(())
-}
-
 pub fn run(a: QuantizeArgs) -> anyhow::Result<()> {
     let Loaded { graph: mut g, qdq } = load(&a.model, &Default::default())?;
     let pipeline = match (&a.output, a.pipeline.as_str()) {
         (Some(_), "graph-opt") => crate::onnx::export::EXPORT_PIPELINE,
         (_, p) => p,
     };
-    run_pipeline(&mut g, pipeline)?;
+    super::run_pipeline(&mut g, pipeline, Default::default())?;
     let q = quantize_loaded(g, qdq.as_ref(), &a.quant)?;
     if a.print_ir {
         print!("{}", kiln_core::Ir::print(&q));

@@ -259,6 +259,7 @@ fn plan_kind(p: &Option<IntPlan>) -> &'static str {
         None => "fp32",
         Some(IntPlan::Compute(c)) => match &c.epilogue {
             Epilogue::Requant { .. } => "requant",
+            Epilogue::Table { .. } => "table",
             Epilogue::Float { out: Some(_), .. } => "float+q",
             Epilogue::Float { out: None, .. } => "float",
         },

@@ -143,7 +143,7 @@ fn epilogue_quantisation_is_the_contract_bit_for_bit() {
 /// `code[i] = q` and `val[i] = dequant(q)` of accumulators `acc` (4 channels of scales
 /// `sc`) through the GEMM's register epilogue, tame and general forms alike.
 fn epilogue_kernel(e: &kiln_quant::plan::Epilogue, vecs: usize) -> Kernel {
-    use kiln_loop::int8::gemm;
+    use kiln_loop::int8::epilogue;
     let n = 4 * vecs;
     let mut b = KernelBuilder::new("ep");
     let acc = b.buf("acc", Type::I32, n, true);
@@ -154,9 +154,9 @@ fn epilogue_kernel(e: &kiln_quant::plan::Epilogue, vecs: usize) -> Kernel {
         let o = b.mul_imm(i, 4);
         let a = b.load(Type::I32X4, acc, o, 0);
         let ch = b.index(0);
-        let q = gemm::epilogue_code(b, e, a, sc, ch, None);
+        let q = epilogue::epilogue_code(b, e, a, sc, ch, None);
         b.store(code, o, 0, q);
-        let v = gemm::epilogue(b, e, a, sc, ch, None);
+        let v = epilogue::epilogue(b, e, a, sc, ch, None);
         b.store(val, o, 0, v);
     });
     b.finish()

@@ -19,6 +19,11 @@
 //!    one f32 multiply), `q_y = clamp(R(t) + z_y, lo, hi)`;
 //! 4. a fused Relu is `lo = max(qmin, z_y)`, a fused Clip{a, b} is `lo = max(qmin,
 //!    quantise(a))`, `hi = min(qmax, quantise(b))`: exact, because quantisation is monotone.
+//!    On a platform with `activation_tables` (kiln-x86), a fused Sigmoid, Swish, Tanh or
+//!    Gelu without residual or slope whose result is quantised is a **table epilogue**
+//!    ([`crate::act_table`]): `k = R_even(f32(acc)·m[c])` with `m[c] = f32(f64(s_x)·
+//!    f64(s_w[c])/f64(step))`, `q_y = table[clamp(k − base, 0, n − 1)]`, where entry `i`
+//!    is `quantise(act(f32(base + i)·step))`.
 //!    Every other fused activation, a residual operand or a PRelu slope use the **f32
 //!    epilogue**: `v = f32(acc) · f32(f64(s_x)·f64(s_w[c]))` (same f32 conversions),
 //!    `v = v + x̂_residual` (f32 add), `v = act(v)` in f32 exactly as [`activation`]
@@ -36,6 +41,11 @@
 //! (two f32 multiplies, then one f32 add or subtract), `M_i = f32(f64(s_i)/f64(s_y))`,
 //! `q_y = clamp(R(t) + z_y)`. **Mul**: `t = f32((q_a − z_a)·(q_b − z_b)) · M`, with the
 //! product in i32 and `M = f32(f64(s_a)·f64(s_b)/f64(s_y))`.
+//!
+//! **BatchNormalization** left standing (DenseNet's pre-activation BN, no conv to fold
+//! into): on a quantised operand it is a per-channel table over the input's codes,
+//! `table[c][i] = quantise_y(batch_norm(dequantise_x(qmin_x + i)))` with [`batch_norm`]'s
+//! f32 arithmetic; unquantised, [`batch_norm`] itself.
 //!
 //! **Global average pool**: `sum = Σ (q − z_x)` in i32 over the spatial extent `n`,
 //! `t = f32(sum) · M`, `M = f32(f64(s_x)/(f64(s_y)·n))`, `q_y = clamp(R(t) + z_y)`.

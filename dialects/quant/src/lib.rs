@@ -14,6 +14,7 @@
 //! [`arith`] THE int8 arithmetic contract; [`plan`] which ops run in integers and with
 //! which parameters; [`sim`] the simulator; [`analysis`] SNR/cosine.
 
+pub mod act_table;
 pub mod analysis;
 pub mod arith;
 pub mod calib;

@@ -83,6 +83,13 @@ pub struct Platform {
     /// of requantising to 8 bits (the output TQC is FP32), so neither the network's answer
     /// nor an fp32 op's input pays a rounding (see `quant.refine`).
     pub float_outputs: bool,
+    /// Smooth activations fused into a compute op (Sigmoid, Swish, Tanh, Gelu) are looked
+    /// up in a table over a fine grid of the pre-activation ([`crate::act_table`]) rather
+    /// than evaluated: kiln's kernels do, because `exp` in the epilogue costs as much as a
+    /// small conv's dot products. A device that evaluates the activation (TensorRT's fused
+    /// epilogues, onnxruntime running an exported model) does not, and neither does its
+    /// simulation.
+    pub activation_tables: bool,
 }
 
 const fn t(
@@ -133,6 +140,7 @@ pub const KILN_X86: Platform = Platform {
         Rounding::HalfEven,
     ),
     float_outputs: true,
+    activation_tables: true,
 };
 
 /// TensorRT-like: everything symmetric s8, weights per channel.
@@ -151,6 +159,7 @@ pub const TRT_INT8: Platform = Platform {
         Rounding::HalfEven,
     ),
     float_outputs: false,
+    activation_tables: false,
 };
 
 /// The textbook asymmetric scheme: u8 activations and asymmetric per-tensor s8 weights,
@@ -178,6 +187,7 @@ pub const ACADEMIC: Platform = Platform {
         Rounding::HalfAwayFromZero,
     ),
     float_outputs: false,
+    activation_tables: false,
 };
 
 /// Shift-only devices: every scale a power of two, symmetric s8, ties up (add-half-shift).
@@ -188,6 +198,7 @@ pub const POW2: Platform = Platform {
     weight: t(true, false, true, 8, -127, 127, Rounding::HalfUp),
     bias: t(true, false, true, 32, BIAS_MIN, i32::MAX, Rounding::HalfUp),
     float_outputs: false,
+    activation_tables: false,
 };
 
 pub const PLATFORMS: [&Platform; 4] = [&KILN_X86, &TRT_INT8, &ACADEMIC, &POW2];

@@ -19,6 +19,7 @@
 //! - Everything else runs the graph dialect's fp32 `eval` on the (fake-)quantised operands:
 //!   quantise/dequantise at the boundary.
 
+use crate::act_table;
 use crate::arith::{self, QParams};
 use crate::ir::{QuantGraph, Site, TqcId};
 use crate::plan::{self, ComputePlan, Epilogue, IntPlan};
@@ -400,6 +401,13 @@ fn compute(q: &QuantGraph, n: NodeId, p: &ComputePlan, ins: &[Option<Tensor>]) -
                 .map(|(i, &a)| {
                     arith::requantize(to_i32(a), m[ch(i)], out.z(), *lo, *hi, out.rounding)
                 })
+                .collect::<Vec<i32>>(),
+            out,
+        ),
+        Epilogue::Table { out, m, table } => (
+            acc.iter()
+                .enumerate()
+                .map(|(i, &a)| act_table::lookup(table, to_i32(a), m[ch(i)]))
                 .collect::<Vec<i32>>(),
             out,
         ),

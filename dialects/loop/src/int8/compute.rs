@@ -7,6 +7,7 @@
 //! the simulator's code instead (a host step, still exact).
 
 use super::codes::{self, Im2col, RowMap};
+use super::epilogue;
 use super::gemm::{self, OutLayout, QGemm};
 use super::quantize;
 use super::{Cx, Scratch};
@@ -63,7 +64,7 @@ pub(super) fn lower(
     // Operand 0 stored as codes (the panel is then made by copying bytes, or is the
     // operand itself), and whether this op's result will be.
     let coded_in = cx.in_codes(n, 0).is_some();
-    let code_grid = gemm::code_grid(&p.epilogue).cloned();
+    let code_grid = epilogue::code_grid(&p.epilogue).cloned();
     // An implicit GEMM's layout and row table (see `gemm::Implicit`).
     let mut implicit: Option<(gemm::Implicit, Vec<i32>)> = None;
     // Groups of a grouped conv, each its own GEMM over its channel slice; without whole
@@ -343,10 +344,7 @@ pub(super) fn lower(
                 })
                 .collect()
         };
-        let scales = match &p.epilogue {
-            Epilogue::Requant { m, .. } => per(m),
-            Epilogue::Float { sc, .. } => per(sc),
-        };
+        let scales = epilogue::scale_data(&p.epilogue, per(epilogue::channel_scales(&p.epilogue)));
         let packed = gemm::pack_weights(mg, k_len, kp, &wg);
         let bias_bytes: Vec<u8> = bias.iter().flat_map(|b| b.to_le_bytes()).collect();
         if let Some((ig, image)) = &group_im2col {

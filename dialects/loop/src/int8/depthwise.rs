@@ -10,7 +10,7 @@
 //! load may read past the final pixel.
 
 use super::codes::{self, CodeSpec, RowMap};
-use super::gemm::{code_grid, epilogue, epilogue_code};
+use super::epilogue::{self, code_grid, epilogue, epilogue_code};
 use super::{Cx, Scratch};
 use crate::builder::KernelBuilder;
 use crate::ir::{Type, Val};
@@ -98,10 +98,7 @@ pub(super) fn lower(
     let mut bias = vec![0i32; cp];
     let mut scales = vec![0f32; cp];
     let zx = p.x.z() as i64;
-    let sc = match &p.epilogue {
-        Epilogue::Requant { m, .. } => m,
-        Epilogue::Float { sc, .. } => sc,
-    };
+    let sc = epilogue::channel_scales(&p.epilogue);
     for ch in 0..c {
         let mut sum = 0i64;
         for t in 0..taps {
@@ -122,7 +119,12 @@ pub(super) fn lower(
     let img = b.buf("image", Type::U8, image_len + 16, true);
     let wb = b.buf("weights", Type::U8, tap_groups * cp * 4, true);
     let bb = b.buf("bias", Type::I32, cp, true);
-    let scb = b.buf("scales", Type::F32, cp, true);
+    let scb = b.buf(
+        "scales",
+        Type::F32,
+        epilogue::table_len(&p.epilogue) + cp,
+        true,
+    );
     let rb = residual.then(|| b.buf("residual", Type::F32, out_len, true));
     let ob = if codes_out {
         b.buf("out", Type::U8, out_len, false)
@@ -237,7 +239,7 @@ pub(super) fn lower(
         image,
         Arg::ConstBytes(wt),
         Arg::ConstBytes(bias.iter().flat_map(|v| v.to_le_bytes()).collect()),
-        Arg::Const(scales),
+        Arg::Const(epilogue::scale_data(&p.epilogue, scales)),
     ];
     if residual {
         let mut extra = Vec::new();

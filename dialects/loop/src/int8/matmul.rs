@@ -12,11 +12,12 @@
 //! a per-row term (from A's row sums, formed while quantising A) plus a per-column term
 //! (from B's column sums, formed while packing B). All of it is wrapping i32 arithmetic,
 //! which is exact because the true result fits i32 (the plan checked the bound, and the
-//! bias is kept below `2^30` here). The epilogue is [`gemm::epilogue`], as for the
+//! bias is kept below `2^30` here). The epilogue is [`epilogue::epilogue`], as for the
 //! constant-weight GEMM. Batch dimensions broadcast as numpy's matmul does: each result
 //! matrix reads the A and B matrices a small constant table names.
 
 use super::codes::CodeSpec;
+use super::epilogue;
 use super::gemm::{self, NV};
 use super::quantize::{self, store_code};
 use super::{Cx, Scratch};
@@ -153,14 +154,11 @@ pub(super) fn lower(
             (b0 + kk * za * zb + 128 * kk * za) as i32
         })
         .collect();
-    let scales = match &p.epilogue {
-        Epilogue::Requant { m, .. } => m,
-        Epilogue::Float { sc, .. } => sc,
-    };
+    let scales = epilogue::channel_scales(&p.epilogue);
     if scales.len() != 1 {
         return Ok(None);
     }
-    let scales = vec![scales[0]; g.np];
+    let scales = epilogue::scale_data(&p.epilogue, vec![scales[0]; g.np]);
 
     let name = &ncx.name;
     let mut scratch = Scratch::default();
@@ -469,7 +467,7 @@ fn gemm_kernel(name: &str, g: &Geo, e: &Epilogue, mr: usize, residual: bool) -> 
         colterm: b.buf("colterm", Type::I32, g.b_mats * np, true),
         rowterm: b.buf("rowterm", Type::I32, a_rows, true),
         pairs: b.buf("pairs", Type::I32, 2 * g.pairs.len(), true),
-        scales: b.buf("scales", Type::F32, np, true),
+        scales: b.buf("scales", Type::F32, epilogue::table_len(e) + np, true),
         residual: residual.then(|| b.buf("residual", Type::F32, out_len, true)),
         out: b.buf("out", Type::F32, out_len, false),
     };
@@ -600,7 +598,7 @@ fn tile(
                     vec
                 }
             });
-            let y = gemm::epilogue(b, e, accs[i * nv + v], bufs.scales, ch, res);
+            let y = epilogue::epilogue(b, e, accs[i * nv + v], bufs.scales, ch, res);
             if l == 4 {
                 b.store(bufs.out, o, 0, y);
             } else {

@@ -31,6 +31,7 @@ mod codes;
 mod compute;
 mod depthwise;
 mod eltwise;
+pub mod epilogue;
 pub mod gemm;
 mod matmul;
 mod moves;
@@ -558,9 +559,9 @@ impl Cx {
         mut pieces: Vec<Piece>,
     ) -> Option<Vec<Piece>> {
         let on = match &p.epilogue {
-            plan::Epilogue::Requant { out, .. } | plan::Epilogue::Float { out: Some(out), .. } => {
-                Some(out)
-            }
+            plan::Epilogue::Requant { out, .. }
+            | plan::Epilogue::Table { out, .. }
+            | plan::Epilogue::Float { out: Some(out), .. } => Some(out),
             plan::Epilogue::Float { out: None, .. } => None,
         };
         pieces.extend(self.result_fq(n, ncx, on)?);

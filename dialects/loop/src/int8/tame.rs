@@ -14,7 +14,7 @@
 //! Anything else — a residual, PRelu's slope, transcendental activations, a −0 bound —
 //! takes the exact general form in [`super::gemm`].
 
-use super::gemm::{MinMax, activation_with};
+use super::epilogue::{MinMax, activation_with};
 use super::quantize::round;
 use crate::builder::KernelBuilder;
 use crate::ir::{CmpOp, Type, Val};
@@ -153,7 +153,7 @@ pub(super) fn clamp_rounded(b: &mut KernelBuilder, x: Val, p: &QParams, lo: i32,
 /// already in code units.
 fn scaled(b: &mut KernelBuilder, e: &Epilogue, v: Val, p: &QParams) -> Val {
     match e {
-        Epilogue::Requant { .. } => v,
+        Epilogue::Requant { .. } | Epilogue::Table { .. } => v,
         Epilogue::Float { .. } => {
             let inv = b.fsplat(Type::F32X4, p.recip());
             b.mul(v, inv)
