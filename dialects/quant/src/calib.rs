@@ -127,7 +127,7 @@ pub fn calibrate(q: &mut QuantGraph, progress: &mut dyn FnMut(usize, usize)) -> 
     for (i, &(id, _)) in obs.iter().enumerate() {
         let t = q.tqc(id);
         let levels = (t.quant_max - t.quant_min) as u32;
-        let Ok(seen) = observers[i].range(levels) else {
+        let Ok(seen) = observers[i].range(levels, t.policy.symmetric()) else {
             continue; // never saw a finite value: left unquantised
         };
         let (lo, hi) = known_range(q, obs[i].1).unwrap_or(seen);
