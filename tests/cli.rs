@@ -139,6 +139,56 @@ fn opt_compiles_loop_text_to_clif_and_asm() {
     }
 }
 
+/// The int8 GEMM's widest register tile (3 rows × 16 channels) keeps its twelve
+/// accumulators, three broadcasts and one weight vector in the sixteen xmm registers: its
+/// k loop (unrolled by two) is 24 `vpdpbusd`, 6 broadcasts and 8 weight loads, and touches
+/// no stack slot.
+#[test]
+fn int8_gemm_tile_fills_the_registers_without_spilling() {
+    #[cfg(target_arch = "x86_64")]
+    if !std::arch::is_x86_feature_detected!("avxvnni")
+        && !std::arch::is_x86_feature_detected!("avx512vnni")
+    {
+        eprintln!("no VNNI on this host: the pmaddwd path's tile is not checked");
+        return;
+    }
+    let dir = scratch("int8_tile_asm");
+    let path = dir.join("g.kir");
+    std::fs::write(
+        &path,
+        "graph @g(%a: f32[96,256]) -> (?) {
+  %w = const f32[256,64] random(seed=1, min=-1.0, max=1.0)
+  %y = graph.matmul(%a, %w) : ?
+  return %y
+}
+",
+    )
+    .unwrap();
+    let p = path.display().to_string();
+    let out = kiln(&["opt", &p, "--emit", "asm", "--precision", "int8"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let gemm = text
+        .split("; kernel @")
+        .find(|k| k.starts_with("matmul_0_gemm\n"))
+        .unwrap_or_else(|| panic!("no main GEMM kernel:\n{text}"));
+    let lines: Vec<&str> = gemm.lines().collect();
+    let first = lines.iter().position(|l| l.contains("vpdpbusd")).expect("dots");
+    let start = (0..first)
+        .rev()
+        .find(|&i| lines[i].ends_with(':'))
+        .expect("the k loop's block");
+    let end = (first..lines.len())
+        .find(|&i| lines[i].trim_start().starts_with('j'))
+        .expect("the k loop's end");
+    let body = &lines[start..end];
+    let count = |s: &str| body.iter().filter(|l| l.contains(s)).count();
+    assert_eq!(count("vpdpbusd"), 24, "{}", body.join("\n"));
+    assert_eq!(count("vbroadcastss"), 6, "{}", body.join("\n"));
+    assert_eq!(count("vmovups"), 8, "{}", body.join("\n"));
+    assert_eq!(count("rsp") + count("rbp"), 0, "{}", body.join("\n"));
+}
+
 #[test]
 fn opt_writes_ir_with_a_weights_file_that_runs() {
     let dir = scratch("cli_opt");
