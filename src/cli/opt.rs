@@ -35,7 +35,9 @@ pub struct OptArgs {
     pub list: bool,
     /// After the graph passes, lower and print a lower level instead of the graph: `loop`
     /// (the loop dialect), `clif` (Cranelift IR) or `asm` (the JIT's machine code). On
-    /// loop-dialect text, `clif` and `asm` compile its kernels after the loop passes.
+    /// loop-dialect text, `clif` and `asm` compile its kernels after the loop passes. Only
+    /// the passes given run (none by default): add `--pipeline graph-opt` to see the
+    /// program `kiln run` and `kiln bench` compile.
     #[arg(long, value_parser = ["graph", "loop", "clif", "asm"], default_value = "graph")]
     pub emit: String,
     /// With `--emit loop|clif|asm`: lower the fp32 program, or quantise (with the
