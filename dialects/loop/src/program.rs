@@ -109,6 +109,12 @@ impl ConstData {
     }
 
     pub fn from_f32(v: &[f32]) -> ConstData {
+        if cfg!(target_endian = "little") {
+            // SAFETY: reading initialised f32s as bytes; on a little-endian target their
+            // memory is their `to_le_bytes`.
+            let b = unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, size_of_val(v)) };
+            return ConstData::from_bytes(b);
+        }
         let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
         ConstData::from_bytes(&bytes)
     }
@@ -253,6 +259,9 @@ pub fn build_with(
     let mut scratch = 0usize;
     // (step, argument, offset in scratch): resolved once the arena's end is known.
     let mut patches: Vec<(usize, Patch, usize)> = Vec::new();
+    // Graph constants, copied into the program only when a step reads them as they are:
+    // most weights are read packed, by lowerings that copy them themselves.
+    let mut lazy: HashMap<Value, &Tensor> = HashMap::new();
     for &n in &plan.order {
         let node = g.node(n);
         if let Op::Const(c) = &node.op {
@@ -264,8 +273,7 @@ pub fn build_with(
                     g.value(out).name
                 )
             })?;
-            p.consts.push(ConstData::from_bytes(&tensor_bytes(t)));
-            loc.insert(out, Loc::Const(p.consts.len() - 1));
+            lazy.insert(out, t);
             continue;
         }
         let ins: Vec<Option<&TensorType>> = node
@@ -297,6 +305,9 @@ pub fn build_with(
             flops,
         };
         let pieces = lower_node(n, &cx).map_err(|e| node.locate(e))?;
+        // Constants this node's pieces share (one `Arc` in several kernels' arguments) are
+        // stored once; the pieces keep them alive, so an address names one constant.
+        let mut stored: HashMap<(*const u8, usize), Loc> = HashMap::new();
         // Resolves one argument; scratch offsets are patched in once the arena is sized.
         let mut resolve = |a: &Arg, at: Patch, p: &mut Program| -> Result<Loc> {
             Ok(match a {
@@ -304,16 +315,22 @@ pub fn build_with(
                     let v = node.input(*k).ok_or_else(|| {
                         node.locate(kiln_core::err!(InvalidModel, "missing operand {k}"))
                     })?;
-                    locate(&loc, g, node, v)?
+                    locate(&mut loc, &lazy, p, g, node, v)?
                 }
-                Arg::Result(k) => locate(&loc, g, node, node.outputs()[*k])?,
+                Arg::Result(k) => locate(&mut loc, &lazy, p, g, node, node.outputs()[*k])?,
                 Arg::Const(data) => {
-                    p.consts.push(ConstData::from_f32(data));
-                    Loc::Const(p.consts.len() - 1)
+                    let key = (data.as_ptr() as *const u8, size_of_val(&**data));
+                    *stored.entry(key).or_insert_with(|| {
+                        p.consts.push(ConstData::from_f32(data));
+                        Loc::Const(p.consts.len() - 1)
+                    })
                 }
                 Arg::ConstBytes(data) => {
-                    p.consts.push(ConstData::from_bytes(data));
-                    Loc::Const(p.consts.len() - 1)
+                    let key = (data.as_ptr(), data.len());
+                    *stored.entry(key).or_insert_with(|| {
+                        p.consts.push(ConstData::from_bytes(data));
+                        Loc::Const(p.consts.len() - 1)
+                    })
                 }
                 Arg::Scratch(bytes) => {
                     scratch = scratch.max(align(*bytes));
@@ -374,7 +391,7 @@ pub fn build_with(
             }
         }
         for (&v, ty) in node.outputs().iter().zip(&outs) {
-            let l = locate(&loc, g, node, v)?;
+            let l = locate(&mut loc, &lazy, &mut p, g, node, v)?;
             p.produced.push((p.steps.len(), v, l, ty.clone()));
         }
     }
@@ -397,7 +414,7 @@ pub fn build_with(
     }
     p.arena_bytes = scratch_at + scratch;
     for &v in g.outputs() {
-        let l = loc.get(&v).copied().ok_or_else(|| {
+        let l = place(&mut loc, &lazy, &mut p, v).ok_or_else(|| {
             kiln_core::err!(InvalidModel, "output {} has no storage", g.value(v).name)
         })?;
         p.outputs.push((l, g.ty(v)?.clone()));
@@ -438,8 +455,32 @@ enum Patch {
     Output(usize),
 }
 
-fn locate(loc: &HashMap<Value, Loc>, g: &Graph, node: &kiln_graph::Node, v: Value) -> Result<Loc> {
-    loc.get(&v).copied().ok_or_else(|| {
+/// Where `v` lives; a graph constant is copied into the program the first time it is asked for.
+fn place(
+    loc: &mut HashMap<Value, Loc>,
+    lazy: &HashMap<Value, &Tensor>,
+    p: &mut Program,
+    v: Value,
+) -> Option<Loc> {
+    if let Some(&l) = loc.get(&v) {
+        return Some(l);
+    }
+    let t = lazy.get(&v)?;
+    p.consts.push(ConstData::from_bytes(&tensor_bytes(t)));
+    let l = Loc::Const(p.consts.len() - 1);
+    loc.insert(v, l);
+    Some(l)
+}
+
+fn locate(
+    loc: &mut HashMap<Value, Loc>,
+    lazy: &HashMap<Value, &Tensor>,
+    p: &mut Program,
+    g: &Graph,
+    node: &kiln_graph::Node,
+    v: Value,
+) -> Result<Loc> {
+    place(loc, lazy, p, v).ok_or_else(|| {
         node.locate(kiln_core::err!(
             InvalidModel,
             "value {} has no storage",

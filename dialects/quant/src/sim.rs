@@ -56,8 +56,17 @@ fn channel_of(shape: &[usize], axis: Option<usize>) -> impl Fn(usize) -> usize +
 
 /// Codes of a float tensor.
 pub fn quantize_tensor(t: &Tensor, p: &QParams) -> Result<ArrayD<i32>> {
-    let a = t.cast(DType::F32);
-    let a = a.as_f32()?.as_standard_layout().into_owned();
+    // f32 data in standard layout (every weight) is read in place: a large model's weights
+    // are hundreds of megabytes.
+    let cast;
+    let a = match t {
+        Tensor::F32(a) => a,
+        _ => {
+            cast = t.cast(DType::F32);
+            cast.as_f32()?
+        }
+    };
+    let a = a.as_standard_layout();
     let ch = channel_of(a.shape(), p.axis);
     if p.axis
         .is_some_and(|ax| ax >= a.ndim() || a.shape()[ax] != p.scale.len())

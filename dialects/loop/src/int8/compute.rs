@@ -19,6 +19,7 @@ use kiln_graph::ops::activation::RESIDUAL;
 use kiln_graph::ops::spatial::Geometry;
 use kiln_graph::ops::{Layout, Op};
 use kiln_quant::plan::{ComputePlan, Epilogue};
+use std::sync::Arc;
 
 /// The weight as a matrix `w(channel, k)` over the panel's k order.
 type WeightFn<'a> = Box<dyn Fn(usize, usize) -> i32 + 'a>;
@@ -29,7 +30,7 @@ pub(super) fn lower(
     ncx: &NodeCx,
     p: &ComputePlan,
 ) -> Result<Option<Vec<Piece>>> {
-    let q = cx.q.clone();
+    let q = cx.q;
     let node = q.graph.node(n);
     let Some(w) = p.w_codes.as_ref() else {
         return Ok(None);
@@ -360,12 +361,17 @@ pub(super) fn lower(
         } else {
             format!("{name}_g{gi}_gemm")
         };
+        let table: Option<Arc<[u8]>> = implicit
+            .as_ref()
+            .map(|(_, t)| t.iter().flat_map(|w| w.to_le_bytes()).collect());
+        // Shared by the GEMM's kernels (main tiles, row and column tails).
+        let packed: Arc<[u8]> = packed.into();
+        let bias_bytes: Arc<[u8]> = bias_bytes.into();
+        let scales: Arc<[f32]> = scales.into();
         for k in gemm::kernels(&kname, &g) {
             let mut args = vec![panel.clone()];
-            if let Some((_, table)) = &implicit {
-                args.push(Arg::ConstBytes(
-                    table.iter().flat_map(|w| w.to_le_bytes()).collect(),
-                ));
+            if let Some(table) = &table {
+                args.push(Arg::ConstBytes(table.clone()));
             }
             args.extend([
                 Arg::ConstBytes(packed.clone()),

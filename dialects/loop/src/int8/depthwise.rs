@@ -237,9 +237,9 @@ pub(super) fn lower(
     });
     let mut args = vec![
         image,
-        Arg::ConstBytes(wt),
+        Arg::ConstBytes(wt.into()),
         Arg::ConstBytes(bias.iter().flat_map(|v| v.to_le_bytes()).collect()),
-        Arg::Const(epilogue::scale_data(&p.epilogue, scales)),
+        Arg::Const(epilogue::scale_data(&p.epilogue, scales).into()),
     ];
     if residual {
         let mut extra = Vec::new();

@@ -221,7 +221,7 @@ pub(super) fn lut(
     let (tb, table_arg) = if coded_out {
         let bytes: Vec<u8> = t.table.iter().map(|&c| c as u8).collect();
         let tb = b.buf("table", Type::U8, bytes.len(), true);
-        (tb, Arg::ConstBytes(bytes))
+        (tb, Arg::ConstBytes(bytes.into()))
     } else {
         let values: Vec<f32> = t
             .table
@@ -230,7 +230,7 @@ pub(super) fn lut(
             .collect();
         (
             b.buf("table", Type::F32, values.len(), true),
-            Arg::Const(values),
+            Arg::Const(values.into()),
         )
     };
     let ob = b.buf(

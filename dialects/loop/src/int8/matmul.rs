@@ -182,7 +182,7 @@ pub(super) fn lower(
         ),
         vec![
             Arg::Operand(1),
-            Arg::ConstBytes(i32_bytes(&cconst)),
+            Arg::ConstBytes(i32_bytes(&cconst).into()),
             packed.clone(),
             colterm.clone(),
         ],
@@ -218,8 +218,8 @@ pub(super) fn lower(
             packed.clone(),
             colterm.clone(),
             rowterm.clone(),
-            Arg::ConstBytes(i32_bytes(&pairs)),
-            Arg::Const(scales.clone()),
+            Arg::ConstBytes(i32_bytes(&pairs).into()),
+            Arg::Const(scales.clone().into()),
         ];
         if let Some(r) = &res_arg {
             args.push(r.clone());

@@ -48,7 +48,9 @@ use kiln_quant::QuantGraph;
 use kiln_quant::arith::QParams;
 use kiln_quant::plan::{self, IntPlan};
 use kiln_quant::{Rounding, sim};
+use std::cell::{OnceCell, RefCell};
 use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 use std::sync::Arc;
 
 /// Lowers a quantised unit to an int8 program.
@@ -58,8 +60,8 @@ use std::sync::Arc;
 /// all of whose readers can. Should the second lowering not honour a decision (it takes
 /// the same paths, so it should not), the first program is returned: slower, never wrong.
 pub fn build(q: &QuantGraph) -> Result<Program> {
-    let shared = Arc::new(q.clone());
-    let mut first = Cx::new(shared.clone(), HashMap::new());
+    let shared = Shared::default();
+    let mut first = Cx::new(q, &shared, HashMap::new());
     let f32_program = program::build_with(&q.graph, &mut |n, ncx| first.lower_node(n, ncx))?;
     let coded = first.coded_values()?;
     let mut p = if coded.is_empty() {
@@ -70,7 +72,7 @@ pub fn build(q: &QuantGraph) -> Result<Program> {
             .map(|&v| q.graph.value(v).name.clone())
             .collect();
         names.sort();
-        let mut second = Cx::new(shared, coded);
+        let mut second = Cx::new(q, &shared, coded);
         match program::build_with(&q.graph, &mut |n, ncx| second.lower_node(n, ncx)) {
             Ok(mut p) if !second.broken => {
                 p.coded_values = names;
@@ -96,8 +98,18 @@ fn optimise(p: &mut Program) -> Result<()> {
     Ok(())
 }
 
-struct Cx {
-    q: Arc<QuantGraph>,
+/// What both lowerings share: each node's plan (computing one recovers the codes of the
+/// node's weights, a copy of them), and the unit as host steps hold it (cloned, weights and
+/// all, only if some node needs a host step).
+#[derive(Default)]
+struct Shared {
+    plans: RefCell<HashMap<NodeId, Rc<Option<IntPlan>>>>,
+    host_unit: OnceCell<Arc<QuantGraph>>,
+}
+
+struct Cx<'a> {
+    q: &'a QuantGraph,
+    shared: &'a Shared,
     /// Graph inputs still to be fake-quantised (at each reader).
     pending: HashMap<Value, QParams>,
     /// Values known to be stored on a grid.
@@ -170,10 +182,11 @@ fn moves_data(op: &Op) -> bool {
         || matches!(op, Op::GlobalPool(p) if p.kind == GlobalPoolKind::Max)
 }
 
-impl Cx {
-    fn new(q: Arc<QuantGraph>, coded: HashMap<Value, QParams>) -> Cx {
+impl<'a> Cx<'a> {
+    fn new(q: &'a QuantGraph, shared: &'a Shared, coded: HashMap<Value, QParams>) -> Cx<'a> {
         let mut cx = Cx {
             q,
+            shared,
             pending: HashMap::new(),
             on_grid: HashMap::new(),
             coded,
@@ -185,13 +198,23 @@ impl Cx {
             regrid: HashMap::new(),
         };
         // Graph inputs arrive raw; the simulator fake-quantises them first (their TQC).
-        let q = cx.q.clone();
+        let q = cx.q;
         for &v in q.graph.inputs() {
-            if let Some(p) = plan::quantises(&q, q.out_tqc(v)) {
+            if let Some(p) = plan::quantises(q, q.out_tqc(v)) {
                 cx.pending.insert(v, p);
             }
         }
         cx
+    }
+
+    /// `n`'s integer plan, computed once for both lowerings.
+    fn plan(&self, n: NodeId) -> Result<Rc<Option<IntPlan>>> {
+        if let Some(p) = self.shared.plans.borrow().get(&n) {
+            return Ok(p.clone());
+        }
+        let p = Rc::new(plan::int_plan(self.q, n)?);
+        self.shared.plans.borrow_mut().insert(n, p.clone());
+        Ok(p)
     }
 
     /// The codes of operand `k` of `n` when that value is coded: then the operand is the
@@ -267,7 +290,7 @@ impl Cx {
         self.node_reads.clear();
         self.node_writes.clear();
         let pieces = self.lower_node_inner(n, ncx)?;
-        let q = self.q.clone();
+        let q = self.q;
         let node = q.graph.node(n);
         let host = matches!(pieces.as_slice(), [Piece::Host { .. }]);
         // Every coded operand and result must have been taken by a kernel that said so.
@@ -291,10 +314,10 @@ impl Cx {
     }
 
     fn lower_node_inner(&mut self, n: NodeId, ncx: &NodeCx) -> Result<Vec<Piece>> {
-        let q = self.q.clone();
+        let q = self.q;
         let node = q.graph.node(n);
-        let plan = plan::int_plan(&q, n)?;
-        let lowered = match &plan {
+        let plan = self.plan(n)?;
+        let lowered = match &*plan {
             // MatMul of two activations.
             Some(IntPlan::Compute(c))
                 if c.w_codes.is_none() && matches!(node.op, Op::MatMul(_)) =>
@@ -351,13 +374,13 @@ impl Cx {
         // results of pure data movement whose operands were all on one grid.
         // An integer path also leaves its result on its output grid when the TQC there is
         // overlapped (the group requantises downstream, see `plan::output_params`).
-        let moved = plan
+        let moved = (*plan)
             .as_ref()
             .and_then(IntPlan::out_params)
             .cloned()
             .or_else(|| self.moved_grid(n));
         for &v in node.outputs() {
-            let grid = plan::quantises(&q, q.out_tqc(v))
+            let grid = plan::quantises(q, q.out_tqc(v))
                 .or_else(|| self.regrid.get(&v).cloned())
                 .or_else(|| moved.clone());
             match grid {
@@ -398,7 +421,7 @@ impl Cx {
     /// fake-quantises, transposes, and the reader quantises again. Typically the model's
     /// input on its way to the first convolution.
     fn transpose_codes(&mut self, n: NodeId, ncx: &NodeCx) -> Option<Vec<Piece>> {
-        let q = self.q.clone();
+        let q = self.q;
         let node = q.graph.node(n);
         let Op::Transpose(t) = &node.op else {
             return None;
@@ -440,7 +463,11 @@ impl Cx {
 
     /// The simulator's own code for node `n`.
     fn host(&self, n: NodeId) -> Piece {
-        let q = self.q.clone();
+        let q = self
+            .shared
+            .host_unit
+            .get_or_init(|| Arc::new(self.q.clone()))
+            .clone();
         let node = q.graph.node(n);
         let pre: Vec<Option<QParams>> = node
             .inputs()

@@ -22,11 +22,11 @@ use kiln_graph::NodeId;
 use kiln_quant::Rounding;
 use kiln_quant::arith::{QParams, dequantize};
 
-impl Cx {
+impl Cx<'_> {
     /// The op as a gather over codes, when its element map is not affine, the operand is
     /// on a u8 grid with no fake quantisation of its own, and the result stays on it.
     pub(super) fn move_codes(&mut self, n: NodeId, ncx: &NodeCx) -> Option<Vec<Piece>> {
-        let q = self.q.clone();
+        let q = self.q;
         let node = q.graph.node(n);
         if node.outputs().len() != 1 {
             return None;
@@ -42,7 +42,7 @@ impl Cx {
         }
         let grid = self.moved_grid(n)?;
         let v = node.outputs()[0];
-        let after = plan::quantises(&q, q.out_tqc(v));
+        let after = plan::quantises(q, q.out_tqc(v));
         if !quantize::u8_codes(&grid)
             || after
                 .as_ref()
@@ -65,7 +65,11 @@ impl Cx {
         );
         let types = |coded| if coded { Type::U8 } else { Type::F32 };
         let runs = Runs::of(&map, in_len);
-        let mut args = vec![Arg::Operand(0), Arg::Const(runs.table()), Arg::Result(0)];
+        let mut args = vec![
+            Arg::Operand(0),
+            Arg::Const(runs.table().into()),
+            Arg::Result(0),
+        ];
         type Conv<'c> = Box<dyn Fn(&mut KernelBuilder, Val, Option<Buf>) -> Val + 'c>;
         let (conv, lut): (Option<Conv>, _) = match &target {
             Some(to) => {
@@ -114,7 +118,7 @@ impl Cx {
     /// their slot of every result row, as whole vectors where both sides have one form,
     /// element by element through [`convert`] where they differ.
     pub(super) fn concat_codes(&mut self, n: NodeId, ncx: &NodeCx) -> Option<Vec<Piece>> {
-        let q = self.q.clone();
+        let q = self.q;
         let node = q.graph.node(n);
         let kiln_graph::Op::Concat(c) = &node.op else {
             return None;
@@ -132,7 +136,7 @@ impl Cx {
             return None;
         }
         let grid = self.moved_grid(n)?;
-        let after = plan::quantises(&q, q.out_tqc(node.outputs()[0]));
+        let after = plan::quantises(q, q.out_tqc(node.outputs()[0]));
         if !quantize::u8_codes(&grid)
             || after
                 .as_ref()

@@ -212,6 +212,7 @@ fn dense(conv: &Conv, cx: &NodeCx, s: &Shape2, w: &[f32]) -> Option<Vec<Lowered>
     };
     // NHWC: A = [P, K] is read four rows at a time; pack it into panels when that pays.
     let pack = s.nhwc && s.n == 1 && gemm::worth_packing_a(p, k, s.m);
+    let packed: std::sync::Arc<[f32]> = packed.into();
     let packed_at = (col_len * 4).div_ceil(64) * 64;
     if pack {
         let src_len = if direct { x_len } else { col_len };

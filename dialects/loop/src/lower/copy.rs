@@ -118,7 +118,11 @@ fn gather(name: &str, in_len: usize, map: &[i64], pad: f32) -> Lowered {
     let kernel = gather_kernel(name, in_len, &runs, types, Some(pad), None, None);
     Lowered {
         kernel,
-        args: vec![Arg::Operand(0), Arg::Const(runs.table()), Arg::Result(0)],
+        args: vec![
+            Arg::Operand(0),
+            Arg::Const(runs.table().into()),
+            Arg::Result(0),
+        ],
     }
 }
 

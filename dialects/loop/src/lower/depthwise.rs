@@ -211,7 +211,7 @@ pub(super) fn lower_nhwc(conv: &Conv, cx: &NodeCx, s: &Shape2, w: &[f32]) -> Opt
         } else {
             Arg::Operand(0)
         },
-        Arg::Const(packed),
+        Arg::Const(packed.into()),
     ];
     for (k, _) in &epis {
         args.push(Arg::Operand(*k));

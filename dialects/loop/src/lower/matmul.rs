@@ -61,7 +61,7 @@ pub fn lower(op: &Op, cx: &NodeCx) -> Result<Option<Vec<Lowered>>> {
     let (b_rows, b_cols) = (bsh[bsh.len() - 2] as i64, bsh[bsh.len() - 1] as i64);
     let b_const = cx.const_f32(1).filter(|_| bsh.len() == 2);
     let mut args = vec![Arg::Operand(0)];
-    let packed_b = b_const.map(|w| {
+    let packed_b: Option<std::sync::Arc<[f32]>> = b_const.map(|w| {
         pack_b(k, n, |kk, nn| {
             if trans_b {
                 w[nn * b_cols as usize + kk]
@@ -69,6 +69,7 @@ pub fn lower(op: &Op, cx: &NodeCx) -> Result<Option<Vec<Lowered>>> {
                 w[kk * b_cols as usize + nn]
             }
         })
+        .into()
     });
     // A runtime B read across columns (transposed) cannot be vectorised along n: a first
     // kernel transposes it into scratch, laid out `[batch.., k, n]`.

@@ -20,6 +20,7 @@ pub mod reduce;
 use crate::ir::Kernel;
 use kiln_core::{Result, Tensor, TensorType};
 use kiln_graph::ops::Op;
+use std::sync::Arc;
 
 /// Where a kernel buffer comes from.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,10 +29,12 @@ pub enum Arg {
     Operand(usize),
     /// Result `k` of the node.
     Result(usize),
-    /// Constant data created at compile time (packed weights, folded bias).
-    Const(Vec<f32>),
-    /// Constant bytes (int8 weights packed for a kernel).
-    ConstBytes(Vec<u8>),
+    /// Constant data created at compile time (packed weights, folded bias). Shared: the
+    /// kernels of one node that read the same data (a GEMM's main tiles and its row or
+    /// column tail) hold one copy, and the program stores it once.
+    Const(Arc<[f32]>),
+    /// Constant bytes (int8 weights packed for a kernel), shared as [`Arg::Const`] is.
+    ConstBytes(Arc<[u8]>),
     /// Temporary storage of this many bytes, valid for the node's kernels only.
     Scratch(usize),
     /// Temporary storage at a byte offset (a multiple of 64) into the node's scratch.

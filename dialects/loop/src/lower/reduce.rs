@@ -189,7 +189,7 @@ fn row_param(cx: &NodeCx, k: usize, x: &[usize], axis: usize, cols: usize) -> Op
         }
         out.push(*data.get(src as usize)?);
     }
-    Some(Arg::Const(out))
+    Some(Arg::Const(out.into()))
 }
 
 fn layer_norm(cx: &NodeCx, axis: i64, eps: f32) -> Option<Vec<Lowered>> {
