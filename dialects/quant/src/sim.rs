@@ -32,6 +32,8 @@ use kiln_graph::ops::{
 };
 use kiln_graph::{NodeId, Op, Value};
 use ndarray::{ArrayD, IxDyn};
+use std::collections::HashMap;
+use std::rc::Rc;
 
 /// Fake-quantises a float tensor with a TQC's parameters (per channel along its axis).
 pub fn fake_quant(t: &Tensor, tqc: &Tqc) -> Result<Tensor> {
@@ -126,6 +128,9 @@ pub struct Simulator<'q> {
     /// Ops that took their integer path in the last run (so callers and tests can see
     /// that int8 arithmetic, not the fp32 fallback, produced a result).
     integer: std::cell::RefCell<Vec<NodeId>>,
+    /// Each int8 op's plan, made on its first run: a plan holds the codes of the op's
+    /// weights, and remaking it per sample copied every weight of the model each run.
+    plans: std::cell::RefCell<HashMap<NodeId, Rc<Option<IntPlan>>>>,
 }
 
 impl<'q> Simulator<'q> {
@@ -134,7 +139,18 @@ impl<'q> Simulator<'q> {
             q,
             order: q.graph.topo_order()?,
             integer: Default::default(),
+            plans: Default::default(),
         })
+    }
+
+    /// `n`'s integer plan (`None` for ops the platform does not dispatch to int8).
+    fn plan(&self, n: NodeId) -> Result<Rc<Option<IntPlan>>> {
+        if let Some(p) = self.plans.borrow().get(&n) {
+            return Ok(p.clone());
+        }
+        let p = Rc::new(node_plan(self.q, n)?);
+        self.plans.borrow_mut().insert(n, p.clone());
+        Ok(p)
     }
 
     /// The ops that ran their integer path in the last run, in schedule order.
@@ -182,7 +198,8 @@ impl<'q> Simulator<'q> {
                     })?;
                     ins.push(Some(t.clone()));
                 }
-                let (outs, int) = eval_node(q, n, &ins)?;
+                let plan = self.plan(n)?;
+                let (outs, int) = eval_planned(q, n, &ins, (*plan).as_ref())?;
                 if int {
                     self.integer.borrow_mut().push(n);
                 }
@@ -228,6 +245,25 @@ pub fn eval_node(
     n: NodeId,
     operands: &[Option<Tensor>],
 ) -> Result<(Vec<Tensor>, bool)> {
+    eval_planned(q, n, operands, node_plan(q, n)?.as_ref())
+}
+
+/// The plan of `n` when the platform dispatches it to int8 ([`plan::int_plan`]).
+fn node_plan(q: &QuantGraph, n: NodeId) -> Result<Option<IntPlan>> {
+    let node = q.graph.node(n);
+    if platform::dispatch(&node.op) != Dispatch::Int8 {
+        return Ok(None);
+    }
+    plan::int_plan(q, n).map_err(|e| node.locate(e))
+}
+
+/// [`eval_node`] with `n`'s plan already made.
+fn eval_planned(
+    q: &QuantGraph,
+    n: NodeId,
+    operands: &[Option<Tensor>],
+    plan: Option<&IntPlan>,
+) -> Result<(Vec<Tensor>, bool)> {
     let node = q.graph.node(n);
     let mut ins: Vec<Option<Tensor>> = Vec::with_capacity(operands.len());
     for (k, t) in operands.iter().enumerate() {
@@ -238,10 +274,9 @@ pub fn eval_node(
             (t, _) => t.clone(),
         });
     }
-    let int = if platform::dispatch(&node.op) == Dispatch::Int8 {
-        int_path(q, n, &ins).map_err(|e| node.locate(e))?
-    } else {
-        None
+    let int = match plan {
+        Some(p) => Some(int_path(q, n, p, &ins).map_err(|e| node.locate(e))?),
+        None => None,
     };
     let (outs, is_int) = match int {
         Some(t) => (vec![t], true),
@@ -289,20 +324,17 @@ pub fn eval_node(
     Ok((outs, is_int))
 }
 
-/// The integer path of an int8 op, or `None` when it runs in fp32 ([`plan::int_plan`]
-/// decides; this executes the plan with [`arith`]'s arithmetic).
-fn int_path(q: &QuantGraph, n: NodeId, ins: &[Option<Tensor>]) -> Result<Option<Tensor>> {
-    let Some(p) = plan::int_plan(q, n)? else {
-        return Ok(None);
-    };
+/// The integer path of an int8 op: executes its plan ([`plan::int_plan`]) with
+/// [`arith`]'s arithmetic.
+fn int_path(q: &QuantGraph, n: NodeId, p: &IntPlan, ins: &[Option<Tensor>]) -> Result<Tensor> {
     let operand = |k: usize| {
         ins.get(k)
             .and_then(|t| t.as_ref())
             .ok_or_else(|| Error::new(ErrorKind::Eval, format!("operand {k} is missing")))
     };
     let node = q.graph.node(n);
-    Ok(Some(match p {
-        IntPlan::Compute(c) => compute(q, n, &c, ins)?,
+    Ok(match p {
+        IntPlan::Compute(c) => compute(q, n, c, ins)?,
         IntPlan::Binary(b) => {
             let aq = recover_tensor(operand(0)?, &b.a)?;
             let bq = recover_tensor(operand(1)?, &b.b)?;
@@ -325,22 +357,22 @@ fn int_path(q: &QuantGraph, n: NodeId, ins: &[Option<Tensor>]) -> Result<Option<
             dequantize_tensor(&codes, &b.out, DType::F32)
         }
         IntPlan::GlobalAvg { x, out, m } => {
-            let xq = recover_tensor(operand(0)?, &x)?;
+            let xq = recover_tensor(operand(0)?, x)?;
             // The op's own reduction over centred codes, in f64: avg·count recovers
             // the exact integer sum (|sum| < 2^31 is far inside f64's exact range).
-            let avg = node.op.eval(&[Some(&centered(&xq, &x))], 1)?.remove(0);
+            let avg = node.op.eval(&[Some(&centered(&xq, x))], 1)?.remove(0);
             let avg = avg.as_array::<f64>()?;
             let count = (xq.len() / avg.len().max(1)) as f64;
             let codes = avg.mapv(|a| {
                 let sum = (a * count).round() as i32;
-                arith::requantize(sum, m, out.z(), out.qmin, out.qmax, out.rounding)
+                arith::requantize(sum, *m, out.z(), out.qmin, out.qmax, out.rounding)
             });
-            dequantize_tensor(&codes, &out, DType::F32)
+            dequantize_tensor(&codes, out, DType::F32)
         }
         IntPlan::Lut { x, out, table } => {
-            let xq = recover_tensor(operand(0)?, &x)?;
+            let xq = recover_tensor(operand(0)?, x)?;
             let codes = xq.mapv(|c| table[(c - x.qmin) as usize]);
-            dequantize_tensor(&codes, &out, DType::F32)
+            dequantize_tensor(&codes, out, DType::F32)
         }
         IntPlan::ChannelLut {
             x,
@@ -349,7 +381,7 @@ fn int_path(q: &QuantGraph, n: NodeId, ins: &[Option<Tensor>]) -> Result<Option<
             channels,
             inner,
         } => {
-            let xq = recover_tensor(operand(0)?, &x)?;
+            let xq = recover_tensor(operand(0)?, x)?;
             let n = (x.qmax - x.qmin + 1) as usize;
             let codes: Vec<i32> = xq
                 .iter()
@@ -357,9 +389,9 @@ fn int_path(q: &QuantGraph, n: NodeId, ins: &[Option<Tensor>]) -> Result<Option<
                 .map(|(i, &c)| table[(i / inner) % channels * n + (c - x.qmin) as usize])
                 .collect();
             let codes = ArrayD::from_shape_vec(xq.raw_dim(), codes).expect("same shape");
-            dequantize_tensor(&codes, &out, DType::F32)
+            dequantize_tensor(&codes, out, DType::F32)
         }
-    }))
+    })
 }
 
 /// The compute-op contract.
