@@ -108,15 +108,9 @@ impl ConstData {
         }
     }
 
+    /// The f32s in memory order, as every constant and tensor of a program is stored.
     pub fn from_f32(v: &[f32]) -> ConstData {
-        if cfg!(target_endian = "little") {
-            // SAFETY: reading initialised f32s as bytes; on a little-endian target their
-            // memory is their `to_le_bytes`.
-            let b = unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, size_of_val(v)) };
-            return ConstData::from_bytes(b);
-        }
-        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-        ConstData::from_bytes(&bytes)
+        ConstData::from_bytes(pod_bytes(v))
     }
 
     pub fn ptr(&self) -> *const u8 {
@@ -134,19 +128,21 @@ pub fn tensor_bytes(t: &Tensor) -> Vec<u8> {
     }
     fn walk<T: Copy>(a: &ndarray::ArrayD<T>) -> Vec<u8> {
         let v: Vec<T> = a.iter().copied().collect();
-        // SAFETY: reading the initialised elements of `v` as bytes (plain-old-data types).
-        unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, size_of_val(v.as_slice())) }
-            .to_vec()
+        pod_bytes(&v).to_vec()
     }
     kiln_core::dispatch!(t, a => walk(a))
+}
+
+/// The memory of plain-old-data elements (numbers: every bit pattern of theirs is bytes).
+fn pod_bytes<T: Copy>(v: &[T]) -> &[u8] {
+    // SAFETY: the initialised elements of `v`, read as bytes; `T` is only ever a number type.
+    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, size_of_val(v)) }
 }
 
 /// The bytes of a row-major tensor in place, without copying (`None` for a strided view).
 pub fn contiguous_bytes(t: &Tensor) -> Option<&[u8]> {
     fn raw<T: Copy>(a: &ndarray::ArrayD<T>) -> Option<&[u8]> {
-        let v = a.as_slice()?;
-        // SAFETY: the initialised elements of `v` as bytes (plain-old-data types).
-        Some(unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, size_of_val(v)) })
+        Some(pod_bytes(a.as_slice()?))
     }
     kiln_core::dispatch!(t, a => raw(a))
 }

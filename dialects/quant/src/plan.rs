@@ -19,6 +19,9 @@ use kiln_graph::ops::{
 };
 use kiln_graph::{NodeId, Op, Value};
 use ndarray::ArrayD;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
 
 mod compute;
 use compute::compute;
@@ -233,6 +236,24 @@ impl IntPlan {
             | IntPlan::Lut { out, .. }
             | IntPlan::ChannelLut { out, .. } => Some(out),
         }
+    }
+}
+
+/// The plans of one unit, each made on first use. A plan holds the codes of its op's
+/// weights, so remaking it is a copy of them: the simulator runs a unit once per sample and
+/// the int8 lowering lowers it twice, and both ask again for every node each time.
+#[derive(Default)]
+pub struct Plans(RefCell<HashMap<NodeId, Rc<Option<IntPlan>>>>);
+
+impl Plans {
+    /// [`int_plan`] of `n`, made once.
+    pub fn get(&self, q: &QuantGraph, n: NodeId) -> Result<Rc<Option<IntPlan>>> {
+        if let Some(p) = self.0.borrow().get(&n) {
+            return Ok(p.clone());
+        }
+        let p = Rc::new(int_plan(q, n)?);
+        self.0.borrow_mut().insert(n, p.clone());
+        Ok(p)
     }
 }
 

@@ -23,7 +23,6 @@ use crate::act_table;
 use crate::arith::{self, QParams};
 use crate::ir::{QuantGraph, Site, TqcId};
 use crate::plan::{self, ComputePlan, Epilogue, IntPlan};
-use crate::platform::{self, Dispatch};
 use crate::tqc::Tqc;
 use kiln_core::{DType, Error, ErrorKind, Result, Tensor, bail};
 use kiln_graph::ops::{
@@ -32,8 +31,6 @@ use kiln_graph::ops::{
 };
 use kiln_graph::{NodeId, Op, Value};
 use ndarray::{ArrayD, IxDyn};
-use std::collections::HashMap;
-use std::rc::Rc;
 
 /// Fake-quantises a float tensor with a TQC's parameters (per channel along its axis).
 pub fn fake_quant(t: &Tensor, tqc: &Tqc) -> Result<Tensor> {
@@ -128,9 +125,8 @@ pub struct Simulator<'q> {
     /// Ops that took their integer path in the last run (so callers and tests can see
     /// that int8 arithmetic, not the fp32 fallback, produced a result).
     integer: std::cell::RefCell<Vec<NodeId>>,
-    /// Each int8 op's plan, made on its first run: a plan holds the codes of the op's
-    /// weights, and remaking it per sample copied every weight of the model each run.
-    plans: std::cell::RefCell<HashMap<NodeId, Rc<Option<IntPlan>>>>,
+    /// Each int8 op's plan, made on its first run rather than once per sample.
+    plans: plan::Plans,
 }
 
 impl<'q> Simulator<'q> {
@@ -141,16 +137,6 @@ impl<'q> Simulator<'q> {
             integer: Default::default(),
             plans: Default::default(),
         })
-    }
-
-    /// `n`'s integer plan (`None` for ops the platform does not dispatch to int8).
-    fn plan(&self, n: NodeId) -> Result<Rc<Option<IntPlan>>> {
-        if let Some(p) = self.plans.borrow().get(&n) {
-            return Ok(p.clone());
-        }
-        let p = Rc::new(node_plan(self.q, n)?);
-        self.plans.borrow_mut().insert(n, p.clone());
-        Ok(p)
     }
 
     /// The ops that ran their integer path in the last run, in schedule order.
@@ -198,7 +184,7 @@ impl<'q> Simulator<'q> {
                     })?;
                     ins.push(Some(t.clone()));
                 }
-                let plan = self.plan(n)?;
+                let plan = self.plans.get(q, n).map_err(|e| node.locate(e))?;
                 let (outs, int) = eval_planned(q, n, &ins, (*plan).as_ref())?;
                 if int {
                     self.integer.borrow_mut().push(n);
@@ -245,16 +231,8 @@ pub fn eval_node(
     n: NodeId,
     operands: &[Option<Tensor>],
 ) -> Result<(Vec<Tensor>, bool)> {
-    eval_planned(q, n, operands, node_plan(q, n)?.as_ref())
-}
-
-/// The plan of `n` when the platform dispatches it to int8 ([`plan::int_plan`]).
-fn node_plan(q: &QuantGraph, n: NodeId) -> Result<Option<IntPlan>> {
-    let node = q.graph.node(n);
-    if platform::dispatch(&node.op) != Dispatch::Int8 {
-        return Ok(None);
-    }
-    plan::int_plan(q, n).map_err(|e| node.locate(e))
+    let plan = plan::int_plan(q, n).map_err(|e| q.graph.node(n).locate(e))?;
+    eval_planned(q, n, operands, plan.as_ref())
 }
 
 /// [`eval_node`] with `n`'s plan already made.

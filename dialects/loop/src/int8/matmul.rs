@@ -158,7 +158,8 @@ pub(super) fn lower(
     if scales.len() != 1 {
         return Ok(None);
     }
-    let scales = epilogue::scale_data(&p.epilogue, vec![scales[0]; g.np]);
+    let scales: std::sync::Arc<[f32]> =
+        epilogue::scale_data(&p.epilogue, vec![scales[0]; g.np]).into();
 
     let name = &ncx.name;
     let mut scratch = Scratch::default();
@@ -192,6 +193,7 @@ pub(super) fn lower(
         .iter()
         .flat_map(|&(ia, ib)| [ia as i32, ib as i32])
         .collect();
+    let pairs: std::sync::Arc<[u8]> = i32_bytes(&pairs).into();
     let residual = matches!(p.epilogue, Epilogue::Float { residual: true, .. });
     let res_arg = if residual {
         match cx.operand_f32(n, RESIDUAL, ncx, &mut scratch, &mut pieces) {
@@ -218,8 +220,8 @@ pub(super) fn lower(
             packed.clone(),
             colterm.clone(),
             rowterm.clone(),
-            Arg::ConstBytes(i32_bytes(&pairs).into()),
-            Arg::Const(scales.clone().into()),
+            Arg::ConstBytes(pairs.clone()),
+            Arg::Const(scales.clone()),
         ];
         if let Some(r) = &res_arg {
             args.push(r.clone());

@@ -48,9 +48,8 @@ use kiln_quant::QuantGraph;
 use kiln_quant::arith::QParams;
 use kiln_quant::plan::{self, IntPlan};
 use kiln_quant::{Rounding, sim};
-use std::cell::{OnceCell, RefCell};
+use std::cell::OnceCell;
 use std::collections::{HashMap, HashSet};
-use std::rc::Rc;
 use std::sync::Arc;
 
 /// Lowers a quantised unit to an int8 program.
@@ -103,7 +102,7 @@ fn optimise(p: &mut Program) -> Result<()> {
 /// all, only if some node needs a host step).
 #[derive(Default)]
 struct Shared {
-    plans: RefCell<HashMap<NodeId, Rc<Option<IntPlan>>>>,
+    plans: plan::Plans,
     host_unit: OnceCell<Arc<QuantGraph>>,
 }
 
@@ -207,16 +206,6 @@ impl<'a> Cx<'a> {
         cx
     }
 
-    /// `n`'s integer plan, computed once for both lowerings.
-    fn plan(&self, n: NodeId) -> Result<Rc<Option<IntPlan>>> {
-        if let Some(p) = self.shared.plans.borrow().get(&n) {
-            return Ok(p.clone());
-        }
-        let p = Rc::new(plan::int_plan(self.q, n)?);
-        self.shared.plans.borrow_mut().insert(n, p.clone());
-        Ok(p)
-    }
-
     /// The codes of operand `k` of `n` when that value is coded: then the operand is the
     /// byte tensor of `q` on this grid. Readers call this only where they take codes.
     fn in_codes(&self, n: NodeId, k: usize) -> Option<&QParams> {
@@ -316,7 +305,7 @@ impl<'a> Cx<'a> {
     fn lower_node_inner(&mut self, n: NodeId, ncx: &NodeCx) -> Result<Vec<Piece>> {
         let q = self.q;
         let node = q.graph.node(n);
-        let plan = self.plan(n)?;
+        let plan = self.shared.plans.get(q, n)?;
         let lowered = match &*plan {
             // MatMul of two activations.
             Some(IntPlan::Compute(c))

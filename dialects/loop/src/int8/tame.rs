@@ -153,11 +153,12 @@ pub(super) fn clamp_rounded(b: &mut KernelBuilder, x: Val, p: &QParams, lo: i32,
 /// already in code units.
 fn scaled(b: &mut KernelBuilder, e: &Epilogue, v: Val, p: &QParams) -> Val {
     match e {
-        Epilogue::Requant { .. } | Epilogue::Table { .. } => v,
+        Epilogue::Requant { .. } => v,
         Epilogue::Float { .. } => {
             let inv = b.fsplat(Type::F32X4, p.recip());
             b.mul(v, inv)
         }
+        Epilogue::Table { .. } => unreachable!("tame_value declines table epilogues"),
     }
 }
 

@@ -163,7 +163,7 @@ pub(super) fn compute(
                 && let Some(table) = act_table::build(&act, &out) =>
         {
             let m: Vec<f32> = (0..channels)
-                .map(|c| (x.s() as f64 * ws(c) as f64 / table.step as f64) as f32)
+                .map(|c| arith::multiplier(x.s(), ws(c), table.step))
                 .collect();
             if m.iter().all(|v| v.is_finite() && *v > 0.0) {
                 Epilogue::Table { out, m, table }

@@ -82,9 +82,9 @@ pub fn lower(cx: &NodeCx, bn: &BatchNormalization) -> Option<Vec<Lowered>> {
     }
     let args = vec![
         Arg::Operand(0),
-        Arg::Const(p[2].clone().into()),
+        Arg::Const(p[2].as_slice().into()),
         Arg::Const(k.into()),
-        Arg::Const(p[1].clone().into()),
+        Arg::Const(p[1].as_slice().into()),
         Arg::Result(0),
     ];
     Some(vec![Lowered {
