@@ -17,7 +17,11 @@
 //!
 //! The op under test is the node whose result is `%o`. Half of the cases feed it to a
 //! `flatten` so that its result is quantised (a requantising epilogue); the others make it a
-//! graph output, which kiln-x86 leaves in f32 (the f32 epilogue, unquantised). Where the
+//! graph output, which kiln-x86 leaves in f32 (the f32 epilogue, unquantised). kiln-x86
+//! runs a graph's tail after its last compute op in f32 (`Platform::float_tail`), which
+//! would take a tail op under test off its int8 kernels, so the op families run on
+//! `harness::KILN_X86_INT8_TAIL`, kiln-x86 with that one switch off; the families of whole
+//! networks, and `float_tails_match_the_simulator`, run on kiln-x86 itself. Where the
 //! int8 kernels are expected to handle the op — group-1 convolutions, Gemm with a constant
 //! weight, MatMul with a constant 2-D weight — the test also asserts that `%o` did not fall
 //! back to a host step, so the kernels, not the simulator's own code, are what was checked.
@@ -32,6 +36,8 @@ mod chains;
 mod harness;
 #[path = "int8/norm.rs"]
 mod norm;
+#[path = "int8/tail.rs"]
+mod tail;
 
 use cases::*;
 use harness::{Case, compare, family, fixed, one_in, quantise};
@@ -451,6 +457,15 @@ fn softmax_int8_matches_the_simulator() {
 fn layer_norm_int8_matches_the_simulator() {
     family("layer normalization", 22, 500, &|rng| {
         let c = layer_norm_case(rng);
+        mixed(c, rng)
+    });
+}
+
+/// kiln-x86's f32 tails: detector heads and residual streams (see `int8/tail.rs`).
+#[test]
+fn float_tails_match_the_simulator() {
+    family("float tails (kiln-x86)", 27, 500, &|rng| {
+        let c = tail::tail_case(rng);
         mixed(c, rng)
     });
 }

@@ -3,6 +3,7 @@
 
 use super::harness::{Case, dims, one_in, pick, range};
 use kiln_core::Rng;
+use kiln_quant::platform;
 
 /// Fused activations of compute ops, as attribute text. The first six (the common ones)
 /// are listed twice, so they are drawn twice as often.
@@ -619,6 +620,7 @@ pub fn network_case(rng: &mut Rng) -> Case {
     }
     Case {
         pipeline: "graph-opt",
+        platform: &platform::KILN_X86,
         ..Case::new(s, true)
     }
 }
@@ -639,7 +641,10 @@ pub fn other_platform_case(rng: &mut Rng) -> Case {
         _ => unary_case(rng),
     };
     case.strict = false;
-    case.platform = pick(rng, &["trt-int8", "academic", "pow2"]);
+    case.platform = pick(
+        rng,
+        &[&platform::TRT_INT8, &platform::ACADEMIC, &platform::POW2],
+    );
     case
 }
 
@@ -833,6 +838,7 @@ pub fn csp_case(rng: &mut Rng) -> Case {
     );
     Case {
         pipeline: "graph-opt",
+        platform: &platform::KILN_X86,
         ..Case::new(s, true)
     }
 }

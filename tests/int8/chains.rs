@@ -204,6 +204,7 @@ pub fn chain_case(rng: &mut Rng) -> Case {
     }
     Case {
         pipeline: "graph-opt",
+        platform: &kiln_quant::platform::KILN_X86,
         ..Case::new(net.s, true)
     }
 }

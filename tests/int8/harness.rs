@@ -5,8 +5,9 @@
 use kiln_core::{Ir, PassManager, Rng, Tensor};
 use kiln_graph::{Graph, NodeId};
 use kiln_quant::plan::{self, Epilogue, IntPlan};
+use kiln_quant::platform::{self, Platform};
 use kiln_quant::sim::Simulator;
-use kiln_quant::{ObserverKind, QuantGraph, passes, platform};
+use kiln_quant::{ObserverKind, QuantGraph, passes};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Instant;
@@ -31,6 +32,17 @@ pub fn dims(d: &[usize]) -> String {
         .join(",")
 }
 
+/// kiln-x86 with the tail of a graph left in int8. An op family's `%o` is its graph's last
+/// op (or a `flatten` reads it), which kiln-x86 itself runs in f32 unless it is a compute
+/// op ([`Platform::float_tail`]); the families are there to test the op's int8 kernels, so
+/// they keep it in int8. Everything else, kernels included, is kiln-x86's. The families
+/// of whole networks run on kiln-x86 itself.
+pub static KILN_X86_INT8_TAIL: Platform = Platform {
+    name: "kiln-x86 (int8 tail)",
+    float_tail: false,
+    ..platform::KILN_X86
+};
+
 /// One generated case: a graph in text form whose op under test computes `%o`.
 pub struct Case {
     pub src: String,
@@ -38,7 +50,7 @@ pub struct Case {
     pub strict: bool,
     /// Graph passes before quantisation (after shape inference); empty for none.
     pub pipeline: &'static str,
-    pub platform: &'static str,
+    pub platform: &'static Platform,
     /// `(numerator, divisor)` graph inputs of fp32 divisions (see `cases::through_fp32`):
     /// divisors calibrate in [0.5, 1]; at evaluation some are 0 (and the numerator too,
     /// half the time), so ±inf and NaN reach the op under test.
@@ -51,7 +63,7 @@ impl Case {
             src,
             strict,
             pipeline: "",
-            platform: "kiln-x86",
+            platform: &KILN_X86_INT8_TAIL,
             divisions: Vec::new(),
         }
     }
@@ -243,8 +255,7 @@ pub fn quantise(case: &Case, calib: &mut dyn FnMut(&Graph) -> Vec<Vec<Tensor>>) 
         }
     }
     let calib = calib(&g);
-    let pf = platform::by_name(case.platform).unwrap();
-    let mut q = QuantGraph::new(g, pf).unwrap_or_else(|e| panic!("{e}\n{src}"));
+    let mut q = QuantGraph::new(g, case.platform).unwrap_or_else(|e| panic!("{e}\n{src}"));
     q.observer = Some(ObserverKind::MinMax);
     q.calib = calib;
     PassManager::new(passes::registry().parse("quant-opt").unwrap())

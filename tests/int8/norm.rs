@@ -84,6 +84,7 @@ pub fn dense_case(rng: &mut Rng) -> Case {
     );
     Case {
         pipeline: "graph-opt",
+        platform: &kiln_quant::platform::KILN_X86,
         ..Case::new(s, true)
     }
 }

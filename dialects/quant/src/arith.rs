@@ -63,6 +63,7 @@
 //! never uses the TQC's rounding.
 
 use crate::rounding::Rounding;
+use kiln_core::float::{maximum, minimum};
 use kiln_graph::ops::Activation;
 use kiln_graph::ops::activation::HARD_SWISH_ALPHA;
 
@@ -78,8 +79,10 @@ pub fn activation(act: &Activation, v: f32, slope: f32) -> f32 {
                 v
             }
         }
-        Activation::Relu => v.max(0.0),
-        Activation::Clip { min, max } => v.max(min).min(max),
+        // IEEE maximum/minimum, as the kernels' `fmax`/`fmin`: NaN stays NaN. An f32
+        // residual (kiln-x86 does not round it) can bring one in.
+        Activation::Relu => maximum(v, 0.0),
+        Activation::Clip { min, max } => minimum(maximum(v, min), max),
         Activation::LeakyRelu { alpha } => {
             if v >= 0.0 {
                 v

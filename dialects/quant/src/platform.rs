@@ -83,6 +83,14 @@ pub struct Platform {
     /// of requantising to 8 bits (the output TQC is FP32), so neither the network's answer
     /// nor an fp32 op's input pays a rounding (see `quant.refine`).
     pub float_outputs: bool,
+    /// The int8 region ends at its last compute ops (needs `float_outputs`): an op that is
+    /// not a compute op and whose every result only leaves the region (returned, or read by
+    /// fp32 ops) runs in fp32 too, and a compute op's residual operand is read in f32. The
+    /// tail of a network is then f32 from the last kernel that does dot products: a
+    /// detector's concatenated, split and sigmoided head, a transformer's residual stream
+    /// (see `quant.refine`). Worth it where rounding dominates the error and the tail is
+    /// element moves; a device without f32 epilogues has no such choice.
+    pub float_tail: bool,
     /// Smooth activations fused into a compute op (Sigmoid, Swish, Tanh, Gelu) are looked
     /// up in a table over a fine grid of the pre-activation ([`crate::act_table`]) rather
     /// than evaluated: kiln's kernels do, because `exp` in the epilogue costs as much as a
@@ -140,6 +148,7 @@ pub const KILN_X86: Platform = Platform {
         Rounding::HalfEven,
     ),
     float_outputs: true,
+    float_tail: true,
     activation_tables: true,
 };
 
@@ -159,6 +168,7 @@ pub const TRT_INT8: Platform = Platform {
         Rounding::HalfEven,
     ),
     float_outputs: false,
+    float_tail: false,
     activation_tables: false,
 };
 
@@ -187,6 +197,7 @@ pub const ACADEMIC: Platform = Platform {
         Rounding::HalfAwayFromZero,
     ),
     float_outputs: false,
+    float_tail: false,
     activation_tables: false,
 };
 
@@ -198,6 +209,7 @@ pub const POW2: Platform = Platform {
     weight: t(true, false, true, 8, -127, 127, Rounding::HalfUp),
     bias: t(true, false, true, 32, BIAS_MIN, i32::MAX, Rounding::HalfUp),
     float_outputs: false,
+    float_tail: false,
     activation_tables: false,
 };
 

@@ -17,7 +17,9 @@
 //!   producer). Integer paths: Conv, Gemm (alpha = beta = 1), MatMul, Add/Sub/Mul, global
 //!   average pool, element-wise unary ops (lookup tables).
 //! - Everything else runs the graph dialect's fp32 `eval` on the (fake-)quantised operands:
-//!   quantise/dequantise at the boundary.
+//!   quantise/dequantise at the boundary; except the ops whose fp32 kernels the int8
+//!   programs use, which run those kernels' own f32 arithmetic from `arith` (Softmax,
+//!   LayerNormalization, BatchNormalization, average pooling, EltwiseSum, Sigmoid).
 
 use crate::act_table;
 use crate::arith::{self, QParams};
@@ -26,7 +28,7 @@ use crate::plan::{self, ComputePlan, Epilogue, IntPlan};
 use crate::tqc::Tqc;
 use kiln_core::{DType, Error, ErrorKind, Result, Tensor, bail};
 use kiln_graph::ops::{
-    Activation, BatchNormalization, BinaryKind, SoftmaxKind, activation::RESIDUAL,
+    Activation, BatchNormalization, BinaryKind, SoftmaxKind, UnaryKind, activation::RESIDUAL,
     activation::SLOPE,
 };
 use kiln_graph::{NodeId, Op, Value};
@@ -280,6 +282,13 @@ fn eval_planned(
                 }
                 Op::Softmax(s) if f32_data && s.kind == SoftmaxKind::Softmax => {
                     vec![softmax(&refs, s.axis).map_err(|e| node.locate(e))?]
+                }
+                // `1/(1 + exp(−x))` with kiln's `exp`, which the fp32 kernel computes: a
+                // Sigmoid left in f32 (a detector's class scores) runs as a kernel.
+                Op::Unary(u) if f32_data && u.kind == UnaryKind::Sigmoid => {
+                    let x = refs[0].expect("f32 data").as_f32()?;
+                    let sig = |v: f32| arith::activation(&Activation::Sigmoid, v, 0.0);
+                    vec![Tensor::F32(x.mapv(sig))]
                 }
                 op => op
                     .eval(&refs, node.outputs().len())

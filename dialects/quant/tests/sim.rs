@@ -8,9 +8,10 @@ use kiln_quant::ir::const_data;
 use kiln_quant::sim::Simulator;
 use kiln_quant::{QuantGraph, analysis, calib, passes, text};
 
-/// The conv's result is requantised to u8 (a max-pool reads it); the graph output is the
-/// second conv's, which kiln-x86 leaves in f32.
-const CONV: &str = "graph @conv(%x: f32[1,2,5,5]) -> (f32[1,3,5,5], f32[1,3,5,5]) {
+/// The conv's result is requantised to u8 (a max-pool reads it, whose result a third conv
+/// reads: kiln-x86 runs a graph's tail after its last compute op in f32); the second graph
+/// output is the second conv's, which kiln-x86 leaves in f32.
+const CONV: &str = "graph @conv(%x: f32[1,2,5,5]) -> (f32[1,3,5,5], f32[1,3,5,5], f32[1,1,5,5]) {
   %w = const f32[3,2,3,3] random(seed=1, min=-1.0, max=1.0)
   %b = const f32[3] dense<[0.3, -0.2, 0.05]>
   %y = graph.conv(%x, %w, %b) {pads=[1,1,1,1], act=\"relu\"} : f32[1,3,5,5]
@@ -18,7 +19,9 @@ const CONV: &str = "graph @conv(%x: f32[1,2,5,5]) -> (f32[1,3,5,5], f32[1,3,5,5]
   %w2 = const f32[3,2,3,3] random(seed=1, min=-1.0, max=1.0)
   %b2 = const f32[3] dense<[0.3, -0.2, 0.05]>
   %f = graph.conv(%x, %w2, %b2) {pads=[1,1,1,1], act=\"relu\"} : f32[1,3,5,5]
-  return %p, %f
+  %w3 = const f32[1,3,1,1] dense<[0.5, -0.25, 1.0]>
+  %z = graph.conv(%p, %w3) : f32[1,1,5,5]
+  return %p, %f, %z
 }
 ";
 
@@ -141,7 +144,7 @@ const NET: &str = "graph @net(%x: f32[1,3,8,8]) -> (f32[1,4]) {
   %r = graph.relu(%s) : f32[1,8,8,8]
   %p = graph.max_pool(%r) {kernel_shape=[2,2], strides=[2,2]} : f32[1,8,4,4]
   %g = graph.global_average_pool(%p) : f32[1,8,1,1]
-  %sig = graph.sigmoid(%g) : f32[1,8,1,1]
+  %sig = graph.tanh(%g) : f32[1,8,1,1]
   %shape = const i64[2] dense<[1, 8]>
   %f = graph.reshape(%sig, %shape) : f32[1,8]
   %w3 = const f32[4,8] random(seed=4, min=-1.0, max=1.0)
@@ -248,15 +251,17 @@ fn error_analysis_compares_against_the_unrounded_weights() {
 }
 
 /// A learnable affine block (PP-OCRv4): `0.63·x + 1.0·k` after a hard-swish conv, read by a
-/// max pool so its result is requantised.
-const AFFINE: &str = "graph @affine(%x: f32[1,2,5,5]) -> (f32[1,3,5,5]) {
+/// max pool (and the pool by a conv) so its result is requantised.
+const AFFINE: &str = "graph @affine(%x: f32[1,2,5,5]) -> (f32[1,3,5,5], f32[1,1,5,5]) {
   %w = const f32[3,2,3,3] random(seed=1, min=-1.0, max=1.0)
   %b = const f32[3] dense<[0.3, -0.2, 0.05]>
   %y = graph.conv(%x, %w, %b) {pads=[1,1,1,1], act=\"hard_swish\"} : f32[1,3,5,5]
   %k = const f32[1] dense<[-0.54658866]>
   %a = graph.eltwise_sum(%y, %k) {coeffs=[0.63296586, 1.0]} : f32[1,3,5,5]
   %p = graph.max_pool(%a) {kernel_shape=[1,1]} : f32[1,3,5,5]
-  return %p
+  %w3 = const f32[1,3,1,1] dense<[0.5, -0.25, 1.0]>
+  %z = graph.conv(%p, %w3) : f32[1,1,5,5]
+  return %p, %z
 }
 ";
 

@@ -42,7 +42,7 @@ use crate::lower::elementwise::{View, dense_strides, map_views};
 use crate::lower::{Arg, Lowered, NodeCx};
 use crate::program::{self, HostFn, Piece, Program};
 use kiln_core::{Result, Tensor};
-use kiln_graph::ops::{BinaryKind, GlobalPoolKind, Op, SoftmaxKind};
+use kiln_graph::ops::{BinaryKind, GlobalPoolKind, Op, SoftmaxKind, UnaryKind};
 use kiln_graph::{NodeId, Value};
 use kiln_quant::QuantGraph;
 use kiln_quant::arith::QParams;
@@ -164,6 +164,8 @@ fn exact_fp32(op: &Op) -> bool {
         || matches!(op, Op::LayerNormalization(_))
         // `arith::batch_norm`: the kernel's multipliers, subtract, multiply and add.
         || matches!(op, Op::BatchNormalization(_))
+        // `arith::activation`'s Sigmoid: `1/(1 + exp(−x))` with the kernels' `exp`.
+        || matches!(op, Op::Unary(u) if u.kind == UnaryKind::Sigmoid)
         // One IEEE operation per element: the f32 result is the correctly rounded one,
         // whether the reference computes in f32 or in f64 and rounds (double rounding is
         // innocuous for +, −, ×, ÷). Max/Min are left out: NaN and ±0 conventions differ.

@@ -10,12 +10,22 @@
 //! as cheaply as u8, and the fp32 reader wants f32. Skipping the rounding matters most where
 //! the reader amplifies it: attention scores feed a Softmax, whose `exp` turns a score's
 //! absolute rounding error into a relative error of every probability.
+//!
+//! With `float_tail` (kiln-x86) the region ends at its last compute op, not at the first
+//! fp32 op: an op that is not a compute op (data movement, a table, an add) whose every
+//! result only leaves runs in fp32 too, so the decision walks back through it, and a
+//! compute op's residual operand is read in f32. A detector's head is the case: its last
+//! convs' logits are concatenated, reshaped and split before a Softmax (box distributions)
+//! and a Sigmoid (class scores) that are returned. Quantising that tail would round the
+//! box logits that the Softmax amplifies and put class scores near 0 on a u8 grid made for
+//! [0, 1]; running it in f32 costs a few thousand element moves.
 
 use crate::ir::{QuantGraph, Site, is_const};
 use crate::platform::{self, Dispatch, Role};
 use crate::tqc::State;
 use kiln_core::{Pass, Result};
 use kiln_graph::ops::BinaryKind;
+use kiln_graph::ops::activation::RESIDUAL;
 use kiln_graph::{NodeId, Op, Value};
 
 pub struct Refine;
@@ -26,6 +36,7 @@ impl Pass<QuantGraph> for Refine {
     }
 
     fn run(&mut self, q: &mut QuantGraph) -> Result<bool> {
+        let fp32 = Fp32Ops::new(q)?;
         let mut changed = false;
         for id in q.ids() {
             if q.tqc(id).state != State::Initial && q.tqc(id).state != State::PassiveInit {
@@ -34,13 +45,14 @@ impl Pass<QuantGraph> for Refine {
             let site = q.site(id);
             let role = q.role(site);
             let fp32_op = match site {
-                Site::In(n, _) => runs_fp32(q, n),
-                Site::Out(v) => q.graph.producer(v).is_some_and(|n| runs_fp32(q, n)),
+                Site::In(n, _) => fp32.runs(n),
+                Site::Out(v) => q.graph.producer(v).is_some_and(|n| fp32.runs(n)),
             };
             let float_output =
-                q.platform.float_outputs && matches!(site, Site::Out(v) if leaves_int8(q, v));
+                q.platform.float_outputs && matches!(site, Site::Out(v) if fp32.leaves_int8(q, v));
             let want = match role {
                 Role::Soi => State::Soi,
+                _ if matches!(site, Site::In(n, k) if f32_residual(q, n, k)) => State::Fp32,
                 Role::Activation if float_output => State::Fp32,
                 Role::Fp32 => State::Fp32,
                 _ if fp32_op => State::Fp32,
@@ -55,38 +67,90 @@ impl Pass<QuantGraph> for Refine {
     }
 }
 
-/// Whether `v` leaves the int8 region: it is returned by the graph, or a compute op
-/// produces it and it only flows into fp32 ops.
-fn leaves_int8(q: &QuantGraph, v: Value) -> bool {
-    let g = &q.graph;
-    g.outputs().contains(&v)
-        || (g
-            .producer(v)
-            .is_some_and(|p| platform::is_compute(&g.node(p).op))
-            && flows_out(q, v))
-}
+/// Which nodes run in fp32, decided once for the whole graph from the last node back, since
+/// whether a node runs in fp32 can depend on every op downstream of it.
+struct Fp32Ops(Vec<bool>);
 
-/// Whether `v` is returned, or read, and only by ops that run in fp32.
-fn flows_out(q: &QuantGraph, v: Value) -> bool {
-    let uses = q.graph.uses(v);
-    q.graph.outputs().contains(&v)
-        || (!uses.is_empty() && uses.iter().all(|&(n, _)| runs_fp32(q, n)))
-}
-
-/// Whether node `n` runs in fp32: the dispatcher says so, or (on platforms with
-/// `float_outputs`) it adds or multiplies a constant into a value on its way out of the
-/// int8 region — attention's `scores · 1/√d` between Q·Kᵀ and the Softmax. Rounding its
-/// operand to u8 first would only add the rounding the float boundary avoids.
-fn runs_fp32(q: &QuantGraph, n: NodeId) -> bool {
-    let g = &q.graph;
-    let node = g.node(n);
-    if platform::dispatch(&node.op) == Dispatch::Fp32 {
-        return true;
+impl Fp32Ops {
+    fn new(q: &QuantGraph) -> Result<Fp32Ops> {
+        let g = &q.graph;
+        let mut fp32 = vec![
+            false;
+            g.node_ids()
+                .iter()
+                .map(|n| n.index() + 1)
+                .max()
+                .unwrap_or(0)
+        ];
+        for n in g.topo_order()?.into_iter().rev() {
+            fp32[n.index()] = Self::decide(q, &fp32, n);
+        }
+        Ok(Fp32Ops(fp32))
     }
-    let by_constant = matches!(&node.op, Op::Binary(b)
-        if matches!(b.kind, BinaryKind::Add | BinaryKind::Sub | BinaryKind::Mul | BinaryKind::Div))
-        && node.inputs().len() == 2
-        && node.inputs().iter().flatten().any(|&v| is_const(g, v))
-        && node.outputs().len() == 1;
-    q.platform.float_outputs && by_constant && flows_out(q, node.outputs()[0])
+
+    /// Whether node `n` runs in fp32, given the decisions for every node after it: the
+    /// dispatcher says so, or (on platforms with `float_outputs`) all it produces leaves the
+    /// int8 region and it adds or multiplies a constant on the way (attention's `scores ·
+    /// 1/√d` between Q·Kᵀ and the Softmax) or, with `float_tail`, it is any op but a compute
+    /// op. Rounding its operands to u8 first would only add the rounding the float boundary
+    /// avoids.
+    fn decide(q: &QuantGraph, fp32: &[bool], n: NodeId) -> bool {
+        let node = q.graph.node(n);
+        if platform::dispatch(&node.op) == Dispatch::Fp32 {
+            return true;
+        }
+        if !q.platform.float_outputs || node.outputs().is_empty() {
+            return false;
+        }
+        let leaves = || node.outputs().iter().all(|&v| flows_out(q, fp32, v));
+        let by_constant = matches!(&node.op, Op::Binary(b)
+            if matches!(b.kind, BinaryKind::Add | BinaryKind::Sub | BinaryKind::Mul | BinaryKind::Div))
+            && node.inputs().len() == 2
+            && node
+                .inputs()
+                .iter()
+                .flatten()
+                .any(|&v| is_const(&q.graph, v));
+        let tail = q.platform.float_tail && !platform::is_compute(&node.op);
+        (tail || by_constant) && leaves()
+    }
+
+    fn runs(&self, n: NodeId) -> bool {
+        self.0[n.index()]
+    }
+
+    /// Whether `v` leaves the int8 region: it is returned by the graph, or a compute op
+    /// produces it (or it is a graph input) and it only flows into fp32 ops.
+    fn leaves_int8(&self, q: &QuantGraph, v: Value) -> bool {
+        let g = &q.graph;
+        g.outputs().contains(&v)
+            || ((g.inputs().contains(&v)
+                || g.producer(v)
+                    .is_some_and(|p| platform::is_compute(&g.node(p).op)))
+                && flows_out(q, &self.0, v))
+    }
+}
+
+/// Whether `v` is returned or read, and read only by ops that run in fp32 or as a compute
+/// op's residual. A returned value that an int8 op reads too stays in the region (returned
+/// on its grid), so a feature map that is both an output and the next layer's input keeps
+/// its codes.
+fn flows_out(q: &QuantGraph, fp32: &[bool], v: Value) -> bool {
+    let uses = q.graph.uses(v);
+    (q.graph.outputs().contains(&v) || !uses.is_empty())
+        && uses
+            .iter()
+            .all(|&(n, k)| fp32[n.index()] || f32_residual(q, n, k))
+}
+
+/// Whether operand `k` of `n` is a compute op's residual read in f32. The f32 epilogue adds
+/// the residual as an f32 value (arith.rs, item 4), so on a platform with `float_outputs`
+/// it is not rounded to u8 first: a transformer's residual stream, which a LayerNorm and the
+/// next block's residual add read, then never leaves f32, as in the int8 transformer
+/// kernels that keep the skip connection in floating point.
+fn f32_residual(q: &QuantGraph, n: NodeId, k: usize) -> bool {
+    q.platform.float_outputs
+        && q.platform.float_tail
+        && k == RESIDUAL
+        && platform::is_compute(&q.graph.node(n).op)
 }
