@@ -178,10 +178,11 @@ pub fn quantize(g: Graph, a: &QuantArgs) -> anyhow::Result<QuantGraph> {
     q.calib = samples;
     q.runner = Some(jit_runner());
     let reg = kiln_quant::passes::registry();
-    let mut before = PassManager::new(
-        reg.parse("quant.refine,quant.fuse,quant.reduce-points,quant.quantize-params")?,
-    );
-    before.run(&mut q)?;
+    // `quant-opt` in two halves around the calibration, which gets a progress bar here.
+    let (before, after) = kiln_quant::passes::QUANT_OPT
+        .split_once(",quant.calibrate,")
+        .expect("quant-opt calibrates");
+    PassManager::new(reg.parse(before)?).run(&mut q)?;
     let bar = progress::bar(0, "calibrating", "runs");
     let calibrated = calib::calibrate(&mut q, &mut |done, total| {
         bar.set_length(total as u64);
@@ -189,15 +190,12 @@ pub fn quantize(g: Graph, a: &QuantArgs) -> anyhow::Result<QuantGraph> {
     });
     bar.finish_and_clear();
     calibrated?;
-    let gptq = if a.weight_rounding == "gptq" {
-        "quant.gptq,"
+    let after = if a.weight_rounding == "gptq" {
+        after.to_string()
     } else {
-        ""
+        after.replace("quant.gptq,", "")
     };
-    let mut after = PassManager::new(reg.parse(&format!(
-        "{gptq}quant.align,quant.quantize-passive,quant.bake"
-    ))?);
-    after.run(&mut q)?;
+    PassManager::new(reg.parse(&after)?).run(&mut q)?;
     Ok(q)
 }
 

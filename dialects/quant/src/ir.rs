@@ -139,6 +139,14 @@ impl QuantGraph {
         self.float_consts.entry(p).or_insert(old);
     }
 
+    /// Replaces the data of constant `v` with an equivalent rewrite of the float model (one
+    /// that computes the same function, like [`crate::equalize`]'s): unlike
+    /// [`QuantGraph::replace_const`] it is not undone for the float reference.
+    pub fn rewrite_const(&mut self, v: Value, t: Tensor) {
+        let p = self.graph.producer(v).expect("a constant has a producer");
+        *self.graph.op_mut(p) = Op::Const(Const::new(t));
+    }
+
     /// The float model the quantisation is judged against: the graph with the constants
     /// the flow replaced restored, except those that `keep` says stay replaced.
     pub fn float_graph(&self, keep: impl Fn(NodeId) -> bool) -> Graph {

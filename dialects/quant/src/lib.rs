@@ -10,7 +10,8 @@
 //! Module map: [`rounding`] the seven rounding policies; [`tqc`] policies, states and the
 //! config itself; [`platform`] schemes as data and the per-op dispatcher; [`ir`] the unit,
 //! its construction and verifier; [`text`] printer and parser; [`passes`] one file per
-//! pass; [`observer`] calibration statistics; [`calib`] the calibration driver; [`gptq`] error-compensating weight rounding;
+//! pass; [`observer`] calibration statistics; [`calib`] the calibration driver; [`equalize`]
+//! per-channel activation equalisation across conv pairs; [`gptq`] error-compensating weight rounding;
 //! [`arith`] THE int8 arithmetic contract; [`plan`] which ops run in integers and with
 //! which parameters; [`sim`] the simulator; [`analysis`] SNR/cosine.
 
@@ -18,6 +19,7 @@ pub mod act_table;
 pub mod analysis;
 pub mod arith;
 pub mod calib;
+pub mod equalize;
 pub mod float_run;
 pub mod gptq;
 pub mod ir;

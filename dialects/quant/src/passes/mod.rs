@@ -1,5 +1,6 @@
 //! The quant dialect's passes, one file each, and the `quant-opt` pipeline in PPQ's order:
-//! config refine → fusion simulation → quantise-point reduce → parameter quantisation →
+//! config refine → fusion simulation → quantise-point reduce → activation equalisation →
+//! parameter quantisation →
 //! calibration → error-compensating weight rounding (GPTQ, which needs the calibration
 //! inputs and the weights' grids) → alignment → passive parameter quantisation → baking.
 
@@ -9,6 +10,7 @@ use kiln_core::PassRegistry;
 pub mod align;
 pub mod bake;
 pub mod calibrate;
+pub mod equalize;
 pub mod fuse;
 pub mod gptq;
 pub mod quantize_params;
@@ -17,7 +19,7 @@ pub mod reduce_points;
 pub mod refine;
 
 /// PPQ's standard order.
-pub const QUANT_OPT: &str = "quant.refine,quant.fuse,quant.reduce-points,quant.quantize-params,\
+pub const QUANT_OPT: &str = "quant.refine,quant.fuse,quant.reduce-points,quant.equalize,quant.quantize-params,\
 quant.calibrate,quant.gptq,quant.align,quant.quantize-passive,quant.bake";
 
 pub fn registry() -> PassRegistry<QuantGraph> {
@@ -36,6 +38,11 @@ pub fn registry() -> PassRegistry<QuantGraph> {
         "quant.reduce-points",
         "one quantisation per data flow: consumer inputs overlapped by producers",
         || Box::new(reduce_points::ReducePoints),
+    );
+    r.register(
+        "quant.equalize",
+        "conv -> depthwise conv pairs: per-channel scales moved into the weights so every channel spans the activation grid",
+        || Box::new(equalize::Equalize),
     );
     r.register(
         "quant.quantize-params",
