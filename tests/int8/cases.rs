@@ -618,11 +618,7 @@ pub fn network_case(rng: &mut Rng) -> Case {
             next_seed()
         );
     }
-    Case {
-        pipeline: "graph-opt",
-        platform: &platform::KILN_X86,
-        ..Case::new(s, true)
-    }
+    Case::network(s)
 }
 
 /// The other platforms' schemes (signed or asymmetric weights, ties away from zero or up,
@@ -836,9 +832,5 @@ pub fn csp_case(rng: &mut Rng) -> Case {
         next(),
         act(rng),
     );
-    Case {
-        pipeline: "graph-opt",
-        platform: &platform::KILN_X86,
-        ..Case::new(s, true)
-    }
+    Case::network(s)
 }

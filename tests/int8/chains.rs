@@ -202,9 +202,5 @@ pub fn chain_case(rng: &mut Rng) -> Case {
     if !outs.is_empty() {
         net.s = net.s.replacen("-> (?)", "-> (?, ?)", 1);
     }
-    Case {
-        pipeline: "graph-opt",
-        platform: &kiln_quant::platform::KILN_X86,
-        ..Case::new(net.s, true)
-    }
+    Case::network(net.s)
 }

@@ -68,6 +68,15 @@ impl Case {
         }
     }
 
+    /// A whole network: strict, through `graph-opt`, on kiln-x86 itself (its tail in f32).
+    pub fn network(src: String) -> Case {
+        Case {
+            pipeline: "graph-opt",
+            platform: &platform::KILN_X86,
+            ..Case::new(src, true)
+        }
+    }
+
     /// Names and shapes of the graph inputs, from the signature line.
     pub fn inputs(&self) -> Vec<(String, Vec<usize>)> {
         let head = self.src.lines().next().unwrap_or_default();

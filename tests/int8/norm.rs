@@ -82,9 +82,5 @@ pub fn dense_case(rng: &mut Rng) -> Case {
         weight_seed(rng),
         act(rng),
     );
-    Case {
-        pipeline: "graph-opt",
-        platform: &kiln_quant::platform::KILN_X86,
-        ..Case::new(s, true)
-    }
+    Case::network(s)
 }

@@ -28,6 +28,12 @@ impl Rng {
     pub fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
         lo + (hi - lo) * self.next_f32()
     }
+
+    /// Standard normal (Box–Muller from two uniforms, one value per call).
+    pub fn normal(&mut self) -> f32 {
+        let (u1, u2) = (self.uniform(1e-7, 1.0) as f64, self.next_f32() as f64);
+        ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+    }
 }
 
 #[cfg(test)]

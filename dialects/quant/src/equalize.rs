@@ -108,7 +108,7 @@ fn pair(q: &QuantGraph, b: NodeId) -> Option<Pair> {
         .ok()?
         .shape
         .get(if cb.layout.is_nhwc() { 3 } else { 1 })?;
-    let w2_shape = &const_data(g, w2)?.shape().to_vec();
+    let w2_shape = const_data(g, w2)?.shape();
     if cb.group != channels || channels < 2 || w2_shape.get(1) != Some(&1) {
         return None;
     }
@@ -126,12 +126,9 @@ fn pair(q: &QuantGraph, b: NodeId) -> Option<Pair> {
     let w1 = an.input(1)?;
     let b1 = an.input(2);
     let single = |v: Value| g.uses(v).len() == 1 && !g.outputs().contains(&v);
-    let consts = [Some(w1), b1, Some(w2)].into_iter().flatten();
-    if !single(x)
-        || !consts
-            .into_iter()
-            .all(|v| const_data(g, v).is_some() && single(v))
-    {
+    // f32 constants read by this pair alone (`scale_rows` rewrites them).
+    let own_f32 = |v: Value| const_data(g, v).is_some_and(|t| t.as_f32().is_ok()) && single(v);
+    if !single(x) || ![Some(w1), b1, Some(w2)].into_iter().flatten().all(own_f32) {
         return None;
     }
     if const_data(g, w1)?.shape().first() != Some(&channels) {
@@ -179,13 +176,8 @@ fn channel_ranges(q: &QuantGraph, pairs: &[Pair]) -> Result<Vec<Vec<f32>>> {
 /// Multiplies row `r` (the first axis) of constant `v` by `f(r)`.
 fn scale_rows(q: &mut QuantGraph, v: Value, f: impl Fn(usize) -> f32) -> Result<()> {
     let t = const_data(&q.graph, v).expect("pair() checked").as_f32()?;
-    let rows = t.shape()[0].max(1);
-    let per = t.len() / rows;
-    let data: Vec<f32> = t
-        .iter()
-        .enumerate()
-        .map(|(i, &w)| w * f(i / per.max(1)))
-        .collect();
+    let per = (t.len() / t.shape()[0].max(1)).max(1);
+    let data: Vec<f32> = t.iter().enumerate().map(|(i, &w)| w * f(i / per)).collect();
     q.rewrite_const(v, Tensor::from_vec(t.shape(), data)?);
     Ok(())
 }

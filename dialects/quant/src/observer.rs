@@ -360,8 +360,7 @@ mod tests {
         let mut rng = kiln_core::Rng::new(11);
         let xs: Vec<f32> = (0..200_000)
             .map(|_| {
-                let (a, b) = (rng.uniform(0.0, 1.0).max(1e-9), rng.uniform(0.0, 1.0));
-                let n = (-2.0 * a.ln()).sqrt() * (std::f32::consts::TAU * b).cos() * 3.0;
+                let n = rng.normal() * 3.0;
                 n / (1.0 + (-n).exp())
             })
             .collect();

@@ -20,13 +20,14 @@ const PAIR: &str = "graph @pair(%x: f32[1,3,8,8]) -> (f32[1,8,8,8]) {
 fn unit() -> QuantGraph {
     let mut q = text::parse(PAIR).unwrap();
     let g = &q.graph;
-    let consts: Vec<_> = g
-        .node_ids()
-        .into_iter()
-        .filter(|&n| matches!(g.node(n).op, kiln_graph::Op::Const(_)))
-        .map(|n| g.node(n).outputs()[0])
-        .collect();
-    for v in consts.into_iter().take(2) {
+    let first_conv = g.producer(
+        g.node(g.producer(g.outputs()[0]).unwrap())
+            .input(0)
+            .unwrap(),
+    );
+    let node = g.node(first_conv.unwrap());
+    let (w1, b1) = (node.input(1).unwrap(), node.input(2).unwrap());
+    for v in [w1, b1] {
         let t = kiln_quant::ir::const_data(&q.graph, v).unwrap().clone();
         let a = t.as_f32().unwrap();
         let per = a.len() / 8;

@@ -27,6 +27,7 @@ use kiln_core::{Pass, Result};
 use kiln_graph::ops::BinaryKind;
 use kiln_graph::ops::activation::RESIDUAL;
 use kiln_graph::{NodeId, Op, Value};
+use std::collections::HashSet;
 
 pub struct Refine;
 
@@ -69,21 +70,15 @@ impl Pass<QuantGraph> for Refine {
 
 /// Which nodes run in fp32, decided once for the whole graph from the last node back, since
 /// whether a node runs in fp32 can depend on every op downstream of it.
-struct Fp32Ops(Vec<bool>);
+struct Fp32Ops(HashSet<NodeId>);
 
 impl Fp32Ops {
     fn new(q: &QuantGraph) -> Result<Fp32Ops> {
-        let g = &q.graph;
-        let mut fp32 = vec![
-            false;
-            g.node_ids()
-                .iter()
-                .map(|n| n.index() + 1)
-                .max()
-                .unwrap_or(0)
-        ];
-        for n in g.topo_order()?.into_iter().rev() {
-            fp32[n.index()] = Self::decide(q, &fp32, n);
+        let mut fp32 = HashSet::new();
+        for n in q.graph.topo_order()?.into_iter().rev() {
+            if Self::decide(q, &fp32, n) {
+                fp32.insert(n);
+            }
         }
         Ok(Fp32Ops(fp32))
     }
@@ -94,7 +89,7 @@ impl Fp32Ops {
     /// 1/√d` between Q·Kᵀ and the Softmax) or, with `float_tail`, it is any op but a compute
     /// op. Rounding its operands to u8 first would only add the rounding the float boundary
     /// avoids.
-    fn decide(q: &QuantGraph, fp32: &[bool], n: NodeId) -> bool {
+    fn decide(q: &QuantGraph, fp32: &HashSet<NodeId>, n: NodeId) -> bool {
         let node = q.graph.node(n);
         if platform::dispatch(&node.op) == Dispatch::Fp32 {
             return true;
@@ -116,7 +111,7 @@ impl Fp32Ops {
     }
 
     fn runs(&self, n: NodeId) -> bool {
-        self.0[n.index()]
+        self.0.contains(&n)
     }
 
     /// Whether `v` leaves the int8 region: it is returned by the graph, or a compute op
@@ -132,20 +127,20 @@ impl Fp32Ops {
 }
 
 /// Whether `v` is returned or read, and read only by ops that run in fp32 or as a compute
-/// op's residual. A returned value that an int8 op reads too stays in the region (returned
-/// on its grid), so a feature map that is both an output and the next layer's input keeps
-/// its codes.
-fn flows_out(q: &QuantGraph, fp32: &[bool], v: Value) -> bool {
+/// op's residual. A returned value that an int8 op reads too does not leave: its producer
+/// stays in the region (its operands keep their grids), and the value is returned in f32
+/// like every graph output.
+fn flows_out(q: &QuantGraph, fp32: &HashSet<NodeId>, v: Value) -> bool {
     let uses = q.graph.uses(v);
     (q.graph.outputs().contains(&v) || !uses.is_empty())
         && uses
             .iter()
-            .all(|&(n, k)| fp32[n.index()] || f32_residual(q, n, k))
+            .all(|&(n, k)| fp32.contains(&n) || f32_residual(q, n, k))
 }
 
 /// Whether operand `k` of `n` is a compute op's residual read in f32. The f32 epilogue adds
-/// the residual as an f32 value (arith.rs, item 4), so on a platform with `float_outputs`
-/// it is not rounded to u8 first: a transformer's residual stream, which a LayerNorm and the
+/// the residual as an f32 value (arith.rs, item 4), so on a platform with `float_tail` it
+/// is not rounded to u8 first: a transformer's residual stream, which a LayerNorm and the
 /// next block's residual add read, then never leaves f32, as in the int8 transformer
 /// kernels that keep the skip connection in floating point.
 fn f32_residual(q: &QuantGraph, n: NodeId, k: usize) -> bool {
