@@ -71,6 +71,10 @@ def main():
     ap.add_argument("--shape", action="append", default=[], help="NAME=D0,D1,.. (repeatable)")
     ap.add_argument("--evals", type=int, default=4,
                     help="evaluation inputs: seeds 1..4, then 11, 12, ..; the table adds their mean")
+    ap.add_argument("--input-range", metavar="LO,HI",
+                    help="scale every calibration and evaluation sample from [0, 1) to [LO, HI) "
+                         "(models that expect pixel values, e.g. open_nsfw's BGR minus mean: "
+                         "-117,138); a supplementary figure, the peer's own is uniform [0, 1)")
     ap.add_argument("--kiln-arg", action="append", default=[],
                     help="extra argument for `kiln run`, e.g. --kiln-arg=--weight-rounding=nearest")
     a = ap.parse_args()
@@ -82,6 +86,10 @@ def main():
         calib = samples(shapes, CALIB_N, CALIB_SEED)
         seeds = list(EVAL_SEEDS) + list(range(11, 11 + max(0, a.evals - len(EVAL_SEEDS))))
         evals = [samples(shapes, 1, s)[0] for s in seeds]
+        if a.input_range:
+            lo, hi = (float(v) for v in a.input_range.split(","))
+            scale = lambda feed: {k: (v * (hi - lo) + lo).astype(np.float32) for k, v in feed.items()}  # noqa: E731
+            calib, evals = [scale(f) for f in calib], [scale(f) for f in evals]
         with tempfile.TemporaryDirectory() as tmp:
             cdir = Path(tmp) / "calib"
             save_samples(calib, cdir)

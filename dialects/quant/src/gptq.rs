@@ -17,66 +17,20 @@
 
 use crate::arith;
 use crate::float_run::{FloatRun, float_run};
-use crate::ir::{QuantGraph, Site, TqcId, const_data};
+use crate::ir::{QuantGraph, Site, const_data};
+use crate::layer::Layer;
 use crate::tqc::State;
-use kiln_core::{DType, Result, Tensor};
-use kiln_graph::ops::spatial::Geometry;
-use kiln_graph::{Graph, NodeId, Op, Value};
-use ndarray::{Array2, ArrayView2, linalg::general_mat_mul, s};
+use kiln_core::{Result, Tensor};
+use kiln_graph::{Graph, Value};
+use ndarray::{Array2, linalg::general_mat_mul, s};
 
 mod linalg;
 use std::collections::HashMap;
 
-/// One weight to re-round: how its data splits into independent groups of rows (output
-/// channels) over shared input features, and where each (row, feature) lives in the data.
-struct Layer {
-    node: NodeId,
-    tqc: TqcId,
-    /// The weight constant.
-    w: Value,
-    /// The activation the weight multiplies.
-    x: Value,
-    kind: Kind,
-    groups: usize,
-    /// Rows per group.
-    rows: usize,
-    /// Features per row.
-    k: usize,
-}
-
-enum Kind {
-    /// `[M, C/g, kh, kw]` weights over 2-D im2col patches of an NCHW (or NHWC) input.
-    Conv { geo: Geometry, nhwc: bool },
-    /// Rows of `x` (a `[.., K]` matrix, or `[K, ..]` transposed) times a 2-D weight whose
-    /// rows are the output channels (`rows_first`) or its columns are.
-    Dense { trans_x: bool, rows_first: bool },
-}
-
-impl Layer {
-    /// Index into the weight data of `(row r of group g, feature f)`.
-    fn index(&self, g: usize, r: usize, f: usize) -> usize {
-        let o = g * self.rows + r;
-        match self.kind {
-            Kind::Conv { .. } => o * self.k + f,
-            Kind::Dense {
-                rows_first: true, ..
-            } => o * self.k + f,
-            Kind::Dense {
-                rows_first: false, ..
-            } => f * self.rows + o,
-        }
-    }
-
-    /// Output channel of row `r` of group `g` (the weight TQC's channel index).
-    fn channel(&self, g: usize, r: usize) -> usize {
-        g * self.rows + r
-    }
-}
-
 /// The weights `quant.gptq` re-rounds: conv (2-D kernels), gemm and matmul weights that are
-/// constants read by that op alone, whose TQC quantises (ACTIVATED, its own root).
+/// constants read by that op alone, whose TQC quantises (ACTIVATED, its own root), per
+/// tensor or per output channel.
 fn layers(q: &QuantGraph) -> Vec<Layer> {
-    let g = &q.graph;
     let mut out = Vec::new();
     for id in q.ids() {
         let Site::In(n, 1) = q.site(id) else { continue };
@@ -84,62 +38,8 @@ fn layers(q: &QuantGraph) -> Vec<Layer> {
         if t.state != State::Activated || q.root(id) != id || !t.has_params() {
             continue;
         }
-        let node = g.node(n);
-        let (Some(x), Some(w)) = (node.input(0), node.input(1)) else {
-            continue;
-        };
-        let Some(wd) = const_data(g, w) else { continue };
-        let Ok(xt) = g.ty(x) else { continue };
-        if g.use_count(w) != 1 || wd.dtype() != DType::F32 {
-            continue;
-        }
-        let ws = wd.shape().to_vec();
-        let layer = |kind, groups: usize, rows, k| Layer {
-            node: n,
-            tqc: id,
-            w,
-            x,
-            kind,
-            groups,
-            rows,
-            k,
-        };
-        // `x·W` (x transposed with `trans_x`), W `[K, N]` or, with `trans_w`, `[N, K]`.
-        let dense = |trans_x, trans_w| {
-            let (k, n) = if trans_w {
-                (ws[1], ws[0])
-            } else {
-                (ws[0], ws[1])
-            };
-            let kind = Kind::Dense {
-                trans_x,
-                rows_first: trans_w,
-            };
-            layer(kind, 1, n, k)
-        };
-        let found = match &node.op {
-            Op::Conv(c) if ws.len() == 4 && xt.rank() == 4 => {
-                let nhwc = c.layout.is_nhwc();
-                let sp = if nhwc {
-                    &xt.shape[1..3]
-                } else {
-                    &xt.shape[2..4]
-                };
-                Geometry::forward(&c.window, "conv", sp, Some(&ws[2..]), false)
-                    .ok()
-                    .filter(|_| c.group > 0 && ws[0] % c.group == 0)
-                    .map(|geo| {
-                        let k = ws[1] * ws[2] * ws[3];
-                        layer(Kind::Conv { geo, nhwc }, c.group, ws[0] / c.group, k)
-                    })
-            }
-            Op::Gemm(m) if ws.len() == 2 => Some(dense(m.trans_a, m.trans_b)),
-            Op::MatMul(m) if ws.len() == 2 && xt.rank() >= 2 => Some(dense(m.trans_a, m.trans_b)),
-            _ => None,
-        };
-        // Only per-channel TQCs along the output channels, or per-tensor ones.
-        if let Some(l) = found
-            && (t.axis.is_none() || t.scale.len() == l.groups * l.rows)
+        if let Some(l) = Layer::of(q, n)
+            && (t.axis.is_none() || t.scale.len() == l.channels())
         {
             out.push(l);
         }
@@ -149,14 +49,12 @@ fn layers(q: &QuantGraph) -> Vec<Layer> {
 
 /// Adds `x`'s contribution to every group's `H = Σ x·xᵀ` (and counts the vectors).
 fn accumulate(l: &Layer, x: &Tensor, h: &mut [Array2<f32>], count: &mut usize) -> Result<()> {
-    let x = x.cast(DType::F32);
-    let a = x.as_f32()?;
-    // cols: features × vectors. H is summed in f32, the products' own precision: a
-    // sample's sum over thousands of vectors already is, and f32 halves the memory that
-    // bounds how many layers one calibration sweep collects. Only the lower triangle is
-    // formed (block rows against the columns up to their end): a 3×3 conv's `K²` products
-    // per patch are most of GPTQ's time, and H is symmetric.
-    let mut add = |gi: usize, cols: ArrayView2<f32>| {
+    // H is summed in f32, the products' own precision: a sample's sum over thousands of
+    // vectors already is, and f32 halves the memory that bounds how many layers one
+    // calibration sweep collects. Only the lower triangle is formed (block rows against
+    // the columns up to their end): a 3×3 conv's `K²` products per patch are most of
+    // GPTQ's time, and H is symmetric.
+    *count += l.columns(x, |gi, cols| {
         let mut a = 0;
         while a < l.k {
             let b = (a + SYRK_ROWS).min(l.k);
@@ -169,46 +67,7 @@ fn accumulate(l: &Layer, x: &Tensor, h: &mut [Array2<f32>], count: &mut usize) -
             );
             a = b;
         }
-    };
-    match &l.kind {
-        Kind::Conv { geo, nhwc } => {
-            let a = if *nhwc {
-                a.view().permuted_axes(vec![0, 3, 1, 2])
-            } else {
-                a.view()
-            };
-            let a = a.as_standard_layout();
-            let s = a.as_slice().expect("standard layout");
-            let (n, c) = (a.shape()[0], a.shape()[1]);
-            let (ip, op, cg) = (geo.input_size(), geo.output_size(), c / l.groups);
-            let mut col = vec![0f32; l.k * op];
-            for ni in 0..n {
-                for gi in 0..l.groups {
-                    let xg = &s[(ni * c + gi * cg) * ip..][..cg * ip];
-                    geo.im2col(xg, cg, &mut col);
-                    add(
-                        gi,
-                        ArrayView2::from_shape((l.k, op), &col).expect("sizes match"),
-                    );
-                }
-                *count += op;
-            }
-        }
-        Kind::Dense { trans_x, .. } => {
-            let r = a.ndim();
-            let m = if *trans_x {
-                let mut v = a.view();
-                v.swap_axes(r - 2, r - 1);
-                v.as_standard_layout().into_owned()
-            } else {
-                a.as_standard_layout().into_owned()
-            };
-            let rows = m.len() / l.k;
-            let m = m.into_shape_with_order((rows, l.k)).expect("rows of K");
-            add(0, m.t());
-            *count += rows;
-        }
-    }
+    })?;
     Ok(())
 }
 

@@ -12,17 +12,20 @@
 //! its construction and verifier; [`text`] printer and parser; [`passes`] one file per
 //! pass; [`observer`] calibration statistics; [`calib`] the calibration driver; [`equalize`]
 //! per-channel activation equalisation across conv pairs; [`gptq`] error-compensating weight rounding;
+//! [`bias_correct`] empirical bias correction;
 //! [`arith`] THE int8 arithmetic contract; [`plan`] which ops run in integers and with
 //! which parameters; [`sim`] the simulator; [`analysis`] SNR/cosine.
 
 pub mod act_table;
 pub mod analysis;
 pub mod arith;
+pub mod bias_correct;
 pub mod calib;
 pub mod equalize;
 pub mod float_run;
 pub mod gptq;
 pub mod ir;
+mod layer;
 pub mod observer;
 pub mod passes;
 pub mod plan;

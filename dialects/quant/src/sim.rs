@@ -238,7 +238,7 @@ pub fn eval_node(
 }
 
 /// [`eval_node`] with `n`'s plan already made.
-fn eval_planned(
+pub(crate) fn eval_planned(
     q: &QuantGraph,
     n: NodeId,
     operands: &[Option<Tensor>],

@@ -2,13 +2,15 @@
 //! config refine → fusion simulation → quantise-point reduce → activation equalisation →
 //! parameter quantisation →
 //! calibration → error-compensating weight rounding (GPTQ, which needs the calibration
-//! inputs and the weights' grids) → alignment → passive parameter quantisation → baking.
+//! inputs and the weights' grids) → alignment → passive parameter quantisation → baking →
+//! bias correction (which needs the baked model).
 
 use crate::QuantGraph;
 use kiln_core::PassRegistry;
 
 pub mod align;
 pub mod bake;
+pub mod bias_correct;
 pub mod calibrate;
 pub mod equalize;
 pub mod fuse;
@@ -20,7 +22,7 @@ pub mod refine;
 
 /// PPQ's standard order.
 pub const QUANT_OPT: &str = "quant.refine,quant.fuse,quant.reduce-points,quant.equalize,quant.quantize-params,\
-quant.calibrate,quant.gptq,quant.align,quant.quantize-passive,quant.bake";
+quant.calibrate,quant.gptq,quant.align,quant.quantize-passive,quant.bake,quant.bias-correct";
 
 pub fn registry() -> PassRegistry<QuantGraph> {
     let mut r = PassRegistry::default();
@@ -73,6 +75,11 @@ pub fn registry() -> PassRegistry<QuantGraph> {
         "quant.bake",
         "store quantised parameters in the constants (BAKED, PASSIVE_BAKED)",
         || Box::new(bake::Bake),
+    );
+    r.register(
+        "quant.bias-correct",
+        "biases absorb their layer's mean output error over the calibration inputs, layer by layer",
+        || Box::new(bias_correct::BiasCorrect),
     );
     r.register_pipeline(
         "quant-opt",
