@@ -195,7 +195,12 @@ pub fn quantize(g: Graph, a: &QuantArgs) -> anyhow::Result<QuantGraph> {
     } else {
         after.replace("quant.gptq,", "")
     };
-    PassManager::new(reg.parse(&after)?).run(&mut q)?;
+    // GPTQ and bias correction run the model again (bias correction simulates every
+    // calibration sample op by op): tens of seconds on a large input.
+    let passes = reg.parse(&after)?;
+    progress::spin("rounding weights, correcting biases".to_string(), || {
+        PassManager::new(passes).run(&mut q)
+    })?;
     Ok(q)
 }
 
