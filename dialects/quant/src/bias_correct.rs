@@ -79,7 +79,7 @@ impl Target {
 }
 
 /// Sums of a layer's input columns (per group, per feature) and of its residual (per
-/// channel), over every vector of every sample seen.
+/// channel) over one sample's vectors (every output position, or every row).
 struct Means {
     cols: Vec<Vec<f64>>,
     vectors: usize,
