@@ -37,12 +37,13 @@ use crate::float_run::float_run;
 use crate::ir::{QuantGraph, const_data};
 use crate::layer::Layer;
 use crate::plan;
-use crate::sim::{self, fake_quant, fake_quant_params};
+use crate::sim::{self, fake_quant};
 use crate::tqc::State;
 use kiln_core::{DType, Error, ErrorKind, Result, Tensor};
 use kiln_graph::ops::activation::RESIDUAL;
-use kiln_graph::{NodeId, Op, Value};
+use kiln_graph::{Graph, NodeId, Op, Value};
 use ndarray::ArrayD;
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 /// A layer whose bias is corrected.
@@ -142,15 +143,14 @@ impl Means {
 /// the same on every sample is taken in full, noise around zero is left alone. One sample
 /// gives no spread: its error is taken as it is.
 fn correction(errors: &[Vec<f64>], channels: usize, shrink: bool) -> Vec<f64> {
-    let s = errors.len();
-    (0..channels)
-        .map(|c| {
-            let mean = errors.iter().map(|e| e[c]).sum::<f64>() / s.max(1) as f64;
-            if !shrink || s < 2 || mean == 0.0 {
-                return mean;
+    channel_stats(errors, channels)
+        .into_iter()
+        .map(|(mean, se2)| {
+            if !shrink || mean == 0.0 {
+                mean
+            } else {
+                mean * (1.0 - se2 / (mean * mean)).max(0.0)
             }
-            let var = errors.iter().map(|e| (e[c] - mean).powi(2)).sum::<f64>() / (s - 1) as f64;
-            mean * (1.0 - var / s as f64 / (mean * mean)).max(0.0)
         })
         .collect()
 }
@@ -160,19 +160,29 @@ fn correction(errors: &[Vec<f64>], channels: usize, shrink: bool) -> Vec<f64> {
 /// a ratio near 1, within `√(2/C)` or so for `C` channels. Any threshold from 1.2 to 6
 /// decides the same on every model measured. One sample cannot tell.
 fn systematic(errors: &[Vec<f64>], channels: usize) -> bool {
-    let s = errors.len();
-    if s < 2 {
+    if errors.len() < 2 {
         return true;
     }
-    let mean = correction(errors, channels, false);
-    let signal: f64 = mean.iter().map(|m| m * m).sum();
-    let noise: f64 = (0..channels)
-        .map(|c| {
-            let var = errors.iter().map(|e| (e[c] - mean[c]).powi(2)).sum::<f64>();
-            var / (s - 1) as f64 / s as f64
-        })
-        .sum();
+    let stats = channel_stats(errors, channels);
+    let signal: f64 = stats.iter().map(|(m, _)| m * m).sum();
+    let noise: f64 = stats.iter().map(|(_, se2)| se2).sum();
     signal > 2.0 * noise
+}
+
+/// Per channel, the mean of `errors[sample][channel]` over the samples and its squared
+/// standard error `var/S` (0 from a single sample).
+fn channel_stats(errors: &[Vec<f64>], channels: usize) -> Vec<(f64, f64)> {
+    let s = errors.len();
+    (0..channels)
+        .map(|c| {
+            let mean = errors.iter().map(|e| e[c]).sum::<f64>() / s.max(1) as f64;
+            if s < 2 {
+                return (mean, 0.0);
+            }
+            let var = errors.iter().map(|e| (e[c] - mean).powi(2)).sum::<f64>() / (s - 1) as f64;
+            (mean, var / s as f64)
+        })
+        .collect()
 }
 
 /// The layers with a bias `quant.bias-correct` can move: a conv, gemm (α = β = 1) or
@@ -239,14 +249,6 @@ fn targets(q: &QuantGraph) -> Result<Vec<Target>> {
     Ok(out)
 }
 
-/// Operand `k` of `n` as the op reads it: fake-quantised by its TQC when that quantises.
-fn as_read(q: &QuantGraph, n: NodeId, k: usize, t: &Tensor) -> Result<Tensor> {
-    match plan::quantises(q, q.in_tqc(n, k)) {
-        Some(p) if t.dtype().is_float() => fake_quant_params(t, &p),
-        _ => Ok(t.clone()),
-    }
-}
-
 /// Corrects the bias of every eligible layer of `q`; returns whether any bias changed.
 pub fn run(q: &mut QuantGraph) -> Result<bool> {
     let targets = targets(q)?;
@@ -265,9 +267,10 @@ pub fn run(q: &mut QuantGraph) -> Result<bool> {
     let mut changed = false;
     // Nodes downstream of a layer whose error was systematic (that layer included).
     let mut shifted: HashSet<NodeId> = HashSet::new();
-    let samples = q.calib.clone();
+    // The samples leave the unit while it is mutably lent to the lockstep run.
+    let samples = std::mem::take(&mut q.calib);
     let last = targets.last().expect("not empty").layer.node;
-    lockstep(q, &samples, last, |q, n, operands| {
+    let ran = sim::lockstep(q, &samples, last, |q, n, operands| {
         let g = &q.graph;
         let mut inherited = g
             .node(n)
@@ -288,7 +291,9 @@ pub fn run(q: &mut QuantGraph) -> Result<bool> {
             shifted.insert(n);
         }
         Ok(())
-    })?;
+    });
+    q.calib = samples;
+    ran?;
     Ok(changed)
 }
 
@@ -303,16 +308,6 @@ fn float_means(q: &QuantGraph, targets: &[Target]) -> Result<Vec<Vec<Vec<f64>>>>
             readers.entry(r).or_default().push((i, true));
         }
     }
-    let params: Vec<(Vec<f32>, Vec<f32>)> = targets
-        .iter()
-        .map(|t| {
-            let data = |v| -> Result<Vec<f32>> {
-                let d = const_data(&float, v).expect("a constant");
-                Ok(d.as_f32()?.iter().copied().collect())
-            };
-            Ok((data(t.layer.w)?, data(t.b)?))
-        })
-        .collect::<Result<_>>()?;
     let mut out = vec![Vec::with_capacity(q.calib.len()); targets.len()];
     let mut run = float_run(q.runner.as_ref(), &float)?;
     for sample in &q.calib {
@@ -337,11 +332,20 @@ fn float_means(q: &QuantGraph, targets: &[Target]) -> Result<Vec<Vec<Vec<f64>>>>
         run.run(sample, &mut feed)?;
         err?;
         for (i, (t, m)) in targets.iter().zip(&means).enumerate() {
-            let (w, b) = &params[i];
-            out[i].push(m.mean_output(t, w, b));
+            let (w, b) = (f32_data(&float, t.layer.w)?, f32_data(&float, t.b)?);
+            out[i].push(m.mean_output(t, &w, &b));
         }
     }
     Ok(out)
+}
+
+/// Constant `v`'s f32 data, in its logical order.
+fn f32_data(g: &Graph, v: Value) -> Result<Cow<'_, [f32]>> {
+    let a = const_data(g, v).expect("targets() checked").as_f32()?;
+    Ok(match a.as_slice() {
+        Some(s) => Cow::Borrowed(s),
+        None => Cow::Owned(a.iter().copied().collect()),
+    })
 }
 
 /// Per calibration sample and output channel, target `t`'s mean error before its
@@ -356,7 +360,11 @@ fn errors(
     let g = &q.graph;
     let seen = |k: usize, v: Value| -> Result<Vec<f32>> {
         let data = const_data(g, v).expect("a constant");
-        Ok(as_read(q, n, k, data)?.as_f32()?.iter().copied().collect())
+        Ok(sim::as_read(q, n, k, data)?
+            .as_f32()?
+            .iter()
+            .copied()
+            .collect())
     };
     let (w, b) = (seen(1, t.layer.w)?, seen(2, t.b)?);
     let mut errors = Vec::with_capacity(operands.len());
@@ -364,10 +372,10 @@ fn errors(
         let missing = || Error::new(ErrorKind::Eval, "an operand was not computed");
         let mut means = Means::new(t);
         let x = ops[0].as_ref().ok_or_else(missing)?;
-        means.add_x(t, &as_read(q, n, 0, x)?)?;
+        means.add_x(t, &sim::as_read(q, n, 0, x)?)?;
         if t.residual.is_some() {
             let r = ops[RESIDUAL].as_ref().ok_or_else(missing)?;
-            means.add_residual(t, &as_read(q, n, RESIDUAL, r)?)?;
+            means.add_residual(t, &sim::as_read(q, n, RESIDUAL, r)?)?;
         }
         let got = means.mean_output(t, &w, &b);
         errors.push(got.iter().zip(want).map(|(g, w)| g - w).collect());
@@ -403,86 +411,6 @@ fn apply(q: &mut QuantGraph, t: &Target, shift: &[f64]) -> Result<bool> {
         return Ok(false);
     }
     Ok(true)
-}
-
-/// Runs `samples` through the unit op by op in lockstep, as the simulator does one sample:
-/// `before(q, n, operands)` sees op `n`'s computed operands for every sample (as stored,
-/// before its input TQCs act; constant operands are `None` there, they are in `q`) before
-/// `n` runs, and may change `q`'s constants (`n`'s own included: its plan is made and its
-/// constants read after). Values are dropped after their last reader, and nothing runs
-/// after `last`.
-fn lockstep(
-    q: &mut QuantGraph,
-    samples: &[Vec<Tensor>],
-    last: NodeId,
-    mut before: impl FnMut(&mut QuantGraph, NodeId, &[Vec<Option<Tensor>>]) -> Result<()>,
-) -> Result<()> {
-    let order = q.graph.topo_order()?;
-    let mut last_use: HashMap<Value, usize> = HashMap::new();
-    for (i, &n) in order.iter().enumerate() {
-        for v in q.graph.node(n).inputs().iter().flatten() {
-            last_use.insert(*v, i);
-        }
-    }
-    let mut vals: Vec<HashMap<Value, Tensor>> = Vec::with_capacity(samples.len());
-    for s in samples {
-        let mut m = HashMap::new();
-        for (&v, t) in q.graph.inputs().iter().zip(s) {
-            m.insert(v, sim::input_value(q, v, t)?);
-        }
-        vals.push(m);
-    }
-    for (i, &n) in order.iter().enumerate() {
-        let node = q.graph.node(n);
-        if matches!(node.op, Op::Const(_)) {
-            continue;
-        }
-        let inputs: Vec<Option<Value>> = node.inputs().to_vec();
-        let mut operands: Vec<Vec<Option<Tensor>>> = vals
-            .iter()
-            .map(|m| inputs.iter().map(|v| m.get(&(*v)?).cloned()).collect())
-            .collect();
-        before(q, n, &operands)?;
-        // Constants are read after `before`, which may have changed them.
-        for ops in &mut operands {
-            for (slot, v) in ops.iter_mut().zip(&inputs) {
-                if let Some(t) = v.and_then(|v| const_data(&q.graph, v)) {
-                    *slot = Some(t.clone());
-                }
-            }
-        }
-        let plan = plan::int_plan(q, n).map_err(|e| q.graph.node(n).locate(e))?;
-        let outputs = q.graph.node(n).outputs().to_vec();
-        let q: &QuantGraph = q;
-        // Samples are independent here: one thread each, as many as there are cores.
-        let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
-        let per = vals.len().div_ceil(threads).max(1);
-        std::thread::scope(|scope| -> Result<()> {
-            let jobs: Vec<_> = vals
-                .chunks_mut(per)
-                .zip(operands.chunks(per))
-                .map(|(vs, os)| {
-                    let (plan, outputs, last_use) = (plan.as_ref(), &outputs, &last_use);
-                    scope.spawn(move || -> Result<()> {
-                        for (m, ops) in vs.iter_mut().zip(os) {
-                            let (outs, _) = sim::eval_planned(q, n, ops, plan)?;
-                            for (&v, t) in outputs.iter().zip(outs) {
-                                m.insert(v, t);
-                            }
-                            m.retain(|v, _| last_use.get(v).is_some_and(|&u| u > i));
-                        }
-                        Ok(())
-                    })
-                })
-                .collect();
-            jobs.into_iter()
-                .try_for_each(|j| j.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-        })?;
-        if n == last {
-            break;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

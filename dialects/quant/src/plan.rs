@@ -10,9 +10,9 @@ use crate::act_table::{self, ActTable};
 use crate::arith::{self, QParams};
 use crate::ir::{self, QuantGraph, TqcId};
 use crate::platform::{self, Dispatch};
-use crate::sim::{fake_quant_params, lookup_table, quantize_tensor, recover_tensor};
+use crate::sim::{as_read, lookup_table, quantize_tensor, recover_tensor};
 use crate::tqc::State;
-use kiln_core::{DType, Result, Tensor};
+use kiln_core::{DType, Result};
 use kiln_graph::ops::{
     Activation, BatchNormalization, BinaryKind, CoordMode, GlobalPoolKind, ResizeMode,
     activation::RESIDUAL, activation::SLOPE,
@@ -374,10 +374,7 @@ fn affine_table(
         if t.dtype() != DType::F32 || t.len() != 1 {
             return Ok(None);
         }
-        let t = match quantises(q, q.in_tqc(n, k)) {
-            Some(p) => fake_quant_params(t, &p)?,
-            None => t.clone(),
-        };
+        let t = as_read(q, n, k, t)?;
         consts.push(*t.as_f32()?.iter().next().expect("one element"));
     }
     let table = (x.qmin..=x.qmax)

@@ -34,6 +34,9 @@ use kiln_graph::ops::{
 use kiln_graph::{NodeId, Op, Value};
 use ndarray::{ArrayD, IxDyn};
 
+mod lockstep;
+pub use lockstep::lockstep;
+
 /// Fake-quantises a float tensor with a TQC's parameters (per channel along its axis).
 pub fn fake_quant(t: &Tensor, tqc: &Tqc) -> Result<Tensor> {
     let Some(p) = QParams::from_tqc(tqc) else {
@@ -216,6 +219,15 @@ impl<'q> Simulator<'q> {
     }
 }
 
+/// Operand `k` of node `n` as the op reads it: fake-quantised by its input TQC when that
+/// quantises and the data is float, as it is.
+pub fn as_read(q: &QuantGraph, n: NodeId, k: usize, t: &Tensor) -> Result<Tensor> {
+    match plan::quantises(q, q.in_tqc(n, k)) {
+        Some(p) if t.dtype().is_float() => fake_quant_params(t, &p),
+        _ => Ok(t.clone()),
+    }
+}
+
 /// A graph input as the unit sees it: fake-quantised when its TQC quantises.
 pub fn input_value(q: &QuantGraph, v: Value, t: &Tensor) -> Result<Tensor> {
     Ok(match plan::quantises(q, q.out_tqc(v)) {
@@ -238,7 +250,7 @@ pub fn eval_node(
 }
 
 /// [`eval_node`] with `n`'s plan already made.
-pub(crate) fn eval_planned(
+fn eval_planned(
     q: &QuantGraph,
     n: NodeId,
     operands: &[Option<Tensor>],
@@ -247,12 +259,8 @@ pub(crate) fn eval_planned(
     let node = q.graph.node(n);
     let mut ins: Vec<Option<Tensor>> = Vec::with_capacity(operands.len());
     for (k, t) in operands.iter().enumerate() {
-        ins.push(match (t, plan::quantises(q, q.in_tqc(n, k))) {
-            (Some(t), Some(p)) if t.dtype().is_float() => {
-                Some(fake_quant_params(t, &p).map_err(|e| node.locate(e))?)
-            }
-            (t, _) => t.clone(),
-        });
+        let read = t.as_ref().map(|t| as_read(q, n, k, t));
+        ins.push(read.transpose().map_err(|e| node.locate(e))?);
     }
     let int = match plan {
         Some(p) => Some(int_path(q, n, p, &ins).map_err(|e| node.locate(e))?),

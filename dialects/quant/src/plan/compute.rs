@@ -19,10 +19,7 @@ fn const_codes(
     let Some(t) = ir::const_data(&q.graph, v) else {
         return Ok(None);
     };
-    let t: Tensor = match quantises(q, q.in_tqc(n, k)) {
-        Some(pin) if t.dtype().is_float() => fake_quant_params(t, &pin)?,
-        _ => t.clone(),
-    };
+    let t = as_read(q, n, k, t)?;
     let baked = q
         .in_tqc(n, k)
         .is_some_and(|i| q.tqc(i).state == State::PassiveBaked);
