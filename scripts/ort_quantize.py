@@ -2,7 +2,7 @@
 importer is tested on).
 
     python scripts/ort_quantize.py MODEL.onnx OUT.qdq.onnx [--calib N] [--seed S]
-        [--per-tensor] [--save-calib DIR]
+        [--per-tensor] [--save-calib DIR] [--exclude NODE ..]
 
 onnxruntime's recommended path: `quant_pre_process` (ONNX shape inference and
 onnxruntime's basic graph optimisations, which fold BatchNormalization into Conv; the
@@ -76,7 +76,7 @@ def save_samples(data, out_dir):
             np.save(os.path.join(out_dir, stem + ".npy"), v)
 
 
-def quantize_qdq(model, dst, data, tmp, per_channel=True, symbolic_shapes=False):
+def quantize_qdq(model, dst, data, tmp, per_channel=True, symbolic_shapes=False, exclude=()):
     """onnxruntime's static QDQ model of `model` calibrated on `data`, written to `dst`.
 
     `symbolic_shapes` first tries quant_pre_process's symbolic shape pass (needs sympy;
@@ -104,6 +104,7 @@ def quantize_qdq(model, dst, data, tmp, per_channel=True, symbolic_shapes=False)
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
         calibrate_method=CalibrationMethod.MinMax,
+        nodes_to_exclude=list(exclude),
     )
 
 
@@ -115,6 +116,8 @@ def main():
     ap.add_argument("--seed", type=int, default=1000, help="seed of sample 0 (default 1000)")
     ap.add_argument("--per-tensor", action="store_true", help="per-tensor weights")
     ap.add_argument("--save-calib", metavar="DIR")
+    ap.add_argument("--exclude", action="append", default=[], metavar="NODE",
+                    help="leave node NODE in float (quantize_static's nodes_to_exclude; repeatable)")
     a = ap.parse_args()
 
     shapes = input_shapes(a.model)
@@ -124,7 +127,7 @@ def main():
 
     with tempfile.TemporaryDirectory() as tmp:
         out_tmp = os.path.join(tmp, "out.onnx")
-        quantize_qdq(a.model, out_tmp, data, tmp, per_channel=not a.per_tensor)
+        quantize_qdq(a.model, out_tmp, data, tmp, per_channel=not a.per_tensor, exclude=a.exclude)
         # Written next to the destination, then renamed: never half a model.
         dst_tmp = a.out + ".tmp"
         onnx.save(onnx.load(out_tmp), dst_tmp)

@@ -31,6 +31,7 @@ import numpy as np
 import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from check_real_models import INPUT_KINDS  # noqa: E402
 from ort_quantize import file_stem, input_shapes, quantize_qdq, samples, save_samples  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -75,9 +76,16 @@ def main():
                     help="scale every calibration and evaluation sample from [0, 1) to [LO, HI) "
                          "(models that expect pixel values, e.g. open_nsfw's BGR minus mean: "
                          "-117,138); a supplementary figure, the peer's own is uniform [0, 1)")
+    ap.add_argument("--input-kind", choices=sorted(INPUT_KINDS), default="uniform",
+                    help="map every calibration and evaluation sample from [0, 1) to the range "
+                         "the model's own preprocessing gives, as scripts/real_models.txt does "
+                         "(PP-OCRv4 det: imagenet; PP-OCR rec and cls: signed); a supplementary "
+                         "figure, the peer's own is uniform [0, 1)")
     ap.add_argument("--kiln-arg", action="append", default=[],
                     help="extra argument for `kiln run`, e.g. --kiln-arg=--weight-rounding=nearest")
     a = ap.parse_args()
+    if a.input_range and a.input_kind != "uniform":
+        ap.error("--input-range and --input-kind both map the [0, 1) draw; give one")
     models = a.models or [str(p) for p in sorted((REPO / "examples" / "models").glob("*/model.onnx"))]
     observers = a.observer.split(",")
     rows = []
@@ -86,6 +94,9 @@ def main():
         calib = samples(shapes, CALIB_N, CALIB_SEED)
         seeds = list(EVAL_SEEDS) + list(range(11, 11 + max(0, a.evals - len(EVAL_SEEDS))))
         evals = [samples(shapes, 1, s)[0] for s in seeds]
+        kind = INPUT_KINDS[a.input_kind]
+        calib = [{k: kind(v) for k, v in f.items()} for f in calib]
+        evals = [{k: kind(v) for k, v in f.items()} for f in evals]
         if a.input_range:
             lo, hi = (float(v) for v in a.input_range.split(","))
             scale = lambda feed: {k: (v * (hi - lo) + lo).astype(np.float32) for k, v in feed.items()}  # noqa: E731

@@ -14,6 +14,8 @@
 
 mod common;
 
+use common::{example as model, scratch};
+
 use kiln_core::Tensor;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -33,20 +35,6 @@ fn kiln_env(args: &[&str], env: &[(&str, &str)]) -> Output {
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn model(name: &str) -> PathBuf {
-    common::repo_root()
-        .join("examples/models")
-        .join(name)
-        .join("model.onnx")
 }
 
 /// The C compiler, or `None` (and a printed reason) when there is none.

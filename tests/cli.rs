@@ -3,7 +3,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use common::scratch;
+
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 fn kiln(args: &[&str]) -> Output {
@@ -21,21 +23,8 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// A fresh scratch directory under the target dir (no temp-dir crate needed).
-fn scratch(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 fn example(name: &str) -> String {
-    common::repo_root()
-        .join("examples/models")
-        .join(name)
-        .join("model.onnx")
-        .display()
-        .to_string()
+    common::example(name).display().to_string()
 }
 
 #[test]
@@ -396,6 +385,10 @@ fn user_errors_are_one_clear_line_and_a_failure() {
             "unknown pass or pipeline 'graph.frobnicate'",
         ),
         (&["run", &model, "--shape", "x=1,3,64"], "x"),
+        (
+            &["quantize", &model, "--fp32", "layer9/conv"],
+            "--fp32 layer9/conv: input: no op named 'layer9/conv'",
+        ),
     ];
     for (args, needle) in cases {
         let o = kiln(args);

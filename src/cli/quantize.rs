@@ -42,6 +42,11 @@ pub struct QuantArgs {
     #[arg(long, value_name = "gptq|nearest", default_value = "gptq",
           value_parser = ["gptq", "nearest"])]
     pub weight_rounding: String,
+    /// Keep an op in fp32 (repeatable): the op whose result NAME is, as the error report
+    /// lists it, or every op fused from the model's node NAME. Its operands are
+    /// dequantised where it reads them, as onnxruntime's `nodes_to_exclude` does.
+    #[arg(long = "fp32", value_name = "NAME")]
+    pub fp32: Vec<String>,
 }
 
 #[derive(Args)]
@@ -175,6 +180,10 @@ pub fn quantize(g: Graph, a: &QuantArgs) -> anyhow::Result<QuantGraph> {
     let samples = calib_samples(&g, &a.calib)?;
     let mut q = QuantGraph::new(g, pf)?;
     q.observer = Some(kiln_quant::ObserverKind::from_name(&a.observer)?);
+    for name in &a.fp32 {
+        q.keep_fp32(name)
+            .with_context(|| format!("--fp32 {name}"))?;
+    }
     q.calib = samples;
     q.runner = Some(jit_runner());
     let reg = kiln_quant::passes::registry();
@@ -272,6 +281,11 @@ pub fn quantize_loaded(
     a: &QuantArgs,
 ) -> anyhow::Result<QuantGraph> {
     match qdq {
+        Some(_) if !a.fp32.is_empty() => bail!(
+            "--fp32: a QDQ model brings its own quantisation; leave {} out of its \
+             QuantizeLinear/DequantizeLinear pairs instead",
+            a.fp32.join(", ")
+        ),
         Some(p) => Ok(crate::onnx::qdq_import::quant_graph(
             g,
             platform::by_name(&a.platform)?,

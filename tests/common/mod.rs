@@ -8,6 +8,22 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A fresh scratch directory under the target dir (no temp-dir crate needed).
+pub fn scratch(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// An example model's ONNX file.
+pub fn example(name: &str) -> PathBuf {
+    repo_root()
+        .join("examples/models")
+        .join(name)
+        .join("model.onnx")
+}
+
 /// Where generated (gitignored) test data lives; `scripts/test.sh` fills it.
 pub fn data_dir(name: &str) -> PathBuf {
     repo_root().join("tests").join("data").join(name)

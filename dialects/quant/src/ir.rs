@@ -54,6 +54,8 @@ pub struct QuantGraph {
     /// How calibration and GPTQ run the float model (`None`: the reference interpreter).
     /// Not part of the text form.
     pub runner: Option<crate::float_run::FloatRunner>,
+    /// Ops the user keeps in fp32 whatever the platform would do ([`QuantGraph::keep_fp32`]).
+    fp32_ops: HashSet<NodeId>,
 }
 
 /// Whether `v` is the result of a `const` op.
@@ -123,12 +125,69 @@ impl QuantGraph {
             observer: None,
             float_consts: HashMap::new(),
             runner: None,
+            fp32_ops: HashSet::new(),
         };
         for site in q.site_order()? {
             let tqc = q.fresh(site)?;
             q.push(site, tqc);
         }
         Ok(q)
+    }
+
+    /// How node `n` runs: the platform's dispatcher, unless the user keeps `n` in fp32.
+    /// Every pass asks this, never the dispatcher directly.
+    pub fn dispatch(&self, n: NodeId) -> platform::Dispatch {
+        if self.fp32_ops.contains(&n) {
+            platform::Dispatch::Fp32
+        } else {
+            platform::dispatch(&self.graph.node(n).op)
+        }
+    }
+
+    /// The ops the user keeps in fp32, in graph order.
+    pub fn fp32_ops(&self) -> Vec<NodeId> {
+        let mut v: Vec<NodeId> = self.fp32_ops.iter().copied().collect();
+        v.sort();
+        v
+    }
+
+    /// Keeps the ops `name` names in fp32, as PPQ's dispatching table and onnxruntime's
+    /// `nodes_to_exclude` do: a layer the error report shows as the worst, or one whose
+    /// accuracy matters more than its speed, runs in float with its operands dequantised
+    /// at the boundary. `name` is an op's result as the report lists it, or the name of
+    /// the source model's node (every op fused from it). Call before `quant.refine`.
+    /// Returns the ops named.
+    pub fn keep_fp32(&mut self, name: &str) -> Result<Vec<NodeId>> {
+        let g = &self.graph;
+        let found: Vec<NodeId> = g
+            .topo_order()?
+            .into_iter()
+            .filter(|&n| {
+                let node = g.node(n);
+                !matches!(node.op, Op::Const(_))
+                    && (node.name == name
+                        || node.outputs().iter().any(|&v| g.value(v).name == name))
+            })
+            .collect();
+        if found.is_empty() {
+            let constant = (0..g.num_values() as u32)
+                .map(Value)
+                .any(|v| g.value(v).name == name && is_const(g, v));
+            if constant {
+                bail!(Input, "'{name}' is a constant: name the op that reads it");
+            }
+            bail!(
+                Input,
+                "no op named '{name}': give an op's result as the error report lists it, or a node name of the model"
+            );
+        }
+        self.fp32_ops.extend(found.iter().copied());
+        Ok(found)
+    }
+
+    /// Keeps op `n` in fp32 (see [`QuantGraph::keep_fp32`]).
+    pub fn keep_fp32_op(&mut self, n: NodeId) {
+        self.fp32_ops.insert(n);
     }
 
     /// Replaces the data of constant `v` (which must be a constant), remembering the float

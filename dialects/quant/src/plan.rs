@@ -261,7 +261,7 @@ impl Plans {
 pub fn int_plan(q: &QuantGraph, n: NodeId) -> Result<Option<IntPlan>> {
     let g = &q.graph;
     let node = g.node(n);
-    if platform::dispatch(&node.op) != Dispatch::Int8 || node.outputs().len() != 1 {
+    if q.dispatch(n) != Dispatch::Int8 || node.outputs().len() != 1 {
         return Ok(None);
     }
     for v in node.inputs().iter().flatten() {

@@ -13,7 +13,9 @@
 //! A dominated TQC prints `-> qR` with its root `R`, and a root its group's parameters; the
 //! parser rebuilds the union-find from those links (flattened), so print → parse → print is
 //! the identity. Without a `quant` section the parser builds fresh TQCs for the kiln-x86
-//! platform; with a header only (`quant platform "trt-int8" {}`) for that platform.
+//! platform; with a header only (`quant platform "trt-int8" {}`) for that platform. Ops the
+//! user keeps in fp32 ([`QuantGraph::keep_fp32`]) follow the platform, each named by its
+//! first result: `quant platform "kiln-x86" fp32(%c, %m) {`.
 
 use crate::ir::{QuantGraph, Site, TqcId};
 use crate::observer::ObserverKind;
@@ -81,7 +83,21 @@ pub fn print(q: &QuantGraph) -> String {
     if !out.ends_with('\n') {
         out.push('\n');
     }
-    let _ = writeln!(out, "quant platform {} {{", quote_string(q.platform.name));
+    let _ = write!(out, "quant platform {}", quote_string(q.platform.name));
+    let kept = q.fp32_ops();
+    if !kept.is_empty() {
+        let names: Vec<String> = kept
+            .iter()
+            .map(|&n| {
+                format!(
+                    "%{}",
+                    quote_name(&q.graph.value(q.graph.node(n).outputs()[0]).name)
+                )
+            })
+            .collect();
+        let _ = write!(out, " fp32({})", names.join(", "));
+    }
+    out.push_str(" {\n");
     for id in q.ids() {
         let t = q.tqc(id);
         let _ = write!(
@@ -128,14 +144,17 @@ pub fn parse(src: &str) -> Result<QuantGraph> {
     c.expect_ident("platform")?;
     let pf = platform::by_name(&c.string()?).map_err(|e| c.error(e.message))?;
     let mut q = QuantGraph::new(g, pf)?;
-    c.expect_punct('{')?;
-    if c.eat_punct('}') {
-        return finish(c, q);
-    }
     let mut names: HashMap<String, Value> = HashMap::new();
     for i in 0..q.graph.num_values() {
         let v = Value(i as u32);
         names.insert(q.graph.value(v).name.clone(), v);
+    }
+    if c.eat_ident("fp32") {
+        kept_ops(&mut c, &mut q, &names)?;
+    }
+    c.expect_punct('{')?;
+    if c.eat_punct('}') {
+        return finish(c, q);
     }
     let sites: HashMap<Site, usize> = q.ids().map(|id| (q.site(id), id.index())).collect();
     let n = q.len();
@@ -185,6 +204,27 @@ pub fn parse(src: &str) -> Result<QuantGraph> {
     q.replace_tqcs(tqcs.into_iter().map(|t| t.expect("all listed")).collect());
     q.set_roots(&roots);
     finish(c, q)
+}
+
+/// `(%r, ...)`: the ops kept in fp32, each named by its first result.
+fn kept_ops(c: &mut Cursor, q: &mut QuantGraph, names: &HashMap<String, Value>) -> Result<()> {
+    c.expect_punct('(')?;
+    loop {
+        let v = value_ref(c, names)?;
+        let n = q
+            .graph
+            .producer(v)
+            .filter(|&n| q.graph.node(n).outputs().first() == Some(&v))
+            .filter(|&n| !matches!(q.graph.node(n).op, kiln_graph::Op::Const(_)))
+            .ok_or_else(|| {
+                c.error("fp32(..) names ops by their first result, and not constants")
+            })?;
+        q.keep_fp32_op(n);
+        if !c.eat_punct(',') {
+            break;
+        }
+    }
+    c.expect_punct(')')
 }
 
 fn finish(c: Cursor, q: QuantGraph) -> Result<QuantGraph> {

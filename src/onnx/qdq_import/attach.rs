@@ -14,7 +14,9 @@
 //!   (weights, quantised constant operands) or, for a compute op's bias whose scale is
 //!   exactly `s_x·s_w[c]` (onnxruntime's bias rule, and kiln's), PASSIVE_BAKED — provided
 //!   the constant still lies on its grid;
-//! - every other activation site carries float data in the QDQ model, so its TQC is FP32.
+//! - every other activation site carries float data in the QDQ model, so its TQC is FP32;
+//! - a conv, gemm or matmul whose weight the model reads in float (no pair: onnxruntime's
+//!   `nodes_to_exclude`, `kiln quantize --fp32`) is kept in fp32, as onnxruntime runs it.
 //!
 //! **Fusion.** Values that vanish when `graph-opt` fuses ops (a Conv's result folded into
 //! its fused residual Add, the pieces of a decomposed LayerNorm or Gelu) lose their pair:
@@ -90,6 +92,17 @@ fn key_of(g: &Graph, n: NodeId) -> String {
 /// Builds the quant unit of a stripped QDQ model's (optimised) graph.
 pub fn quant_graph(g: Graph, platform: &'static Platform, qdq: &Qdq) -> Result<QuantGraph> {
     let mut q = QuantGraph::new(g, platform)?;
+    // A compute op whose weight the model reads in float runs in float there.
+    for n in q.graph.topo_order()? {
+        let node = q.graph.node(n);
+        let float_weight = node.input(1).is_some_and(|w| {
+            kiln_quant::ir::is_const(&q.graph, w)
+                && qdq.float_consts.contains(&q.graph.value(w).name)
+        });
+        if float_weight && kiln_quant::platform::is_compute(&node.op) {
+            q.keep_fp32_op(n);
+        }
+    }
     let reg = kiln_quant::passes::registry();
     PassManager::new(reg.parse("quant.refine")?).run(&mut q)?;
     let name = |q: &QuantGraph, v: Value| q.graph.value(v).name.clone();

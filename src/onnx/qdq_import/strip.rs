@@ -48,6 +48,11 @@ pub struct Qdq {
     pub edges: HashMap<EdgeKey, Grid>,
     /// Grids of dequantised constants, by the float constant's name.
     pub consts: HashMap<String, Grid>,
+    /// Float constants that some node reads as they are, not through a pair. A conv, gemm
+    /// or matmul whose weight is one runs in float in the QDQ model: onnxruntime only fuses
+    /// an op into its integer kernel when every input is dequantised, and that is how
+    /// `quantize_static(nodes_to_exclude=..)` and `kiln quantize --fp32` leave an op out.
+    pub float_consts: HashSet<String>,
 }
 
 /// The key of a node for [`EdgeKey`].
@@ -205,6 +210,22 @@ fn dequantize(q: &Tensor, g: &Grid) -> Result<Tensor> {
         })
         .collect();
     Tensor::from_vec(&shape, data)
+}
+
+/// The float constants of `g` that a node other than a QuantizeLinear reads.
+fn float_consts(g: &GraphProto, known: &Known) -> HashSet<String> {
+    let float = |name: &str| {
+        known.inits.get(name).is_some_and(|t| {
+            crate::onnx::dtype_from_onnx(t.data_type(), name).is_ok_and(|d| d.is_float())
+        })
+    };
+    g.node
+        .iter()
+        .filter(|n| !is_q(n) && !is_dq(n))
+        .flat_map(|n| n.input.iter())
+        .filter(|i| float(i))
+        .cloned()
+        .collect()
 }
 
 /// Strips the pairs of `m` (see the module docs).
@@ -421,6 +442,7 @@ pub fn strip(m: &ModelProto, base_dir: Option<&Path>) -> Result<(ModelProto, Qdq
     }
 
     restore_relus(&mut nodes, &out.values);
+    out.float_consts = float_consts(g, &known);
 
     let produced: HashSet<String> = nodes
         .iter()

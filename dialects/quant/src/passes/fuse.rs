@@ -41,7 +41,7 @@ impl Pass<QuantGraph> for Fuse {
         for n in q.graph.topo_order()? {
             let op = q.graph.node(n).op.clone();
             let outs = q.graph.node(n).outputs().to_vec();
-            let d = platform::dispatch(&op);
+            let d = q.dispatch(n);
             if d == Dispatch::Fp32 {
                 continue;
             }

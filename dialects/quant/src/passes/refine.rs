@@ -91,7 +91,7 @@ impl Fp32Ops {
     /// avoids.
     fn decide(q: &QuantGraph, fp32: &HashSet<NodeId>, n: NodeId) -> bool {
         let node = q.graph.node(n);
-        if platform::dispatch(&node.op) == Dispatch::Fp32 {
+        if q.dispatch(n) == Dispatch::Fp32 {
             return true;
         }
         if !q.platform.float_outputs || node.outputs().is_empty() {
