@@ -192,6 +192,31 @@ fn ort(model: &Path, input: &(String, PathBuf), level: &str, out: &Path) -> Tens
     read_single(out)
 }
 
+/// `kiln run MODEL --pipeline PIPELINE ARGS --precision int8 --engine sim` on `input`,
+/// its output written under `out`.
+fn simulate(
+    model: &str,
+    pipeline: &str,
+    args: &[&str],
+    input: &(String, PathBuf),
+    out: &Path,
+) -> Tensor {
+    let feed = format!("{}={}", input.0, input.1.display());
+    let o = out.to_str().unwrap();
+    let sim = [
+        "--precision",
+        "int8",
+        "--engine",
+        "sim",
+        "--input",
+        &feed,
+        "-o",
+        o,
+    ];
+    kiln(&[&["run", model, "--pipeline", pipeline][..], args, &sim].concat());
+    read_single(out)
+}
+
 /// Exports `model` on `pf` and compares onnxruntime at `levels` with the simulator;
 /// returns (model, level, input index, gap).
 fn export_gaps(pf: &str, levels: &[&str]) -> Vec<(String, String, usize, Gap)> {
@@ -210,24 +235,13 @@ fn export_gaps(pf: &str, levels: &[&str]) -> Vec<(String, String, usize, Gap)> {
             onnx.to_str().unwrap(),
         ]);
         for (i, input) in inputs(model, &dir).iter().enumerate() {
-            let sim_dir = dir.join(format!("{model}_sim{i}"));
-            kiln(&[
-                "run",
+            let sim = simulate(
                 src,
-                "--pipeline",
                 kiln::onnx::export::EXPORT_PIPELINE,
-                "--platform",
-                pf,
-                "--precision",
-                "int8",
-                "--engine",
-                "sim",
-                "--input",
-                &format!("{}={}", input.0, input.1.display()),
-                "-o",
-                sim_dir.to_str().unwrap(),
-            ]);
-            let sim = read_single(&sim_dir);
+                &["--platform", pf],
+                input,
+                &dir.join(format!("{model}_sim{i}")),
+            );
             for level in levels {
                 let got = ort(
                     &onnx,
@@ -408,7 +422,6 @@ fn import_gaps(pipelines: &[&str], levels: &[&str]) -> Vec<(String, String, usiz
     for (model, qdq) in ort_quantized(&dir) {
         let onnx = qdq.to_str().unwrap();
         for (i, input) in inputs(model, &dir).iter().enumerate() {
-            let feed = format!("{}={}", input.0, input.1.display());
             let orts: Vec<(&str, Tensor)> = levels
                 .iter()
                 .map(|&l| {
@@ -419,23 +432,8 @@ fn import_gaps(pipelines: &[&str], levels: &[&str]) -> Vec<(String, String, usiz
                 })
                 .collect();
             for pipeline in pipelines {
-                let sim_dir = dir.join(format!("{model}_sim{i}_{pipeline}"));
-                let args = [
-                    "run",
-                    onnx,
-                    "--pipeline",
-                    pipeline,
-                    "--precision",
-                    "int8",
-                    "--engine",
-                    "sim",
-                    "--input",
-                    &feed,
-                    "-o",
-                    sim_dir.to_str().unwrap(),
-                ];
-                kiln(&args);
-                let sim = read_single(&sim_dir);
+                let out = dir.join(format!("{model}_sim{i}_{pipeline}"));
+                let sim = simulate(onnx, pipeline, &[], input, &out);
                 for (level, want) in &orts {
                     let g = gap(&sim, want);
                     println!(
@@ -492,23 +490,10 @@ fn onnxruntime_excluded_nodes_run_in_float_in_kiln_too() {
         .arg(&qdq)
         .args(["--exclude", "layer2/downsample/conv"]));
     for (i, input) in inputs("resnet_style", &dir).iter().enumerate() {
-        let sim_dir = dir.join(format!("sim{i}"));
-        kiln(&[
-            "run",
-            qdq.to_str().unwrap(),
-            "--pipeline",
-            "cleanup",
-            "--precision",
-            "int8",
-            "--engine",
-            "sim",
-            "--input",
-            &format!("{}={}", input.0, input.1.display()),
-            "-o",
-            sim_dir.to_str().unwrap(),
-        ]);
+        let q = qdq.to_str().unwrap();
+        let sim = simulate(q, "cleanup", &[], input, &dir.join(format!("sim{i}")));
         let want = ort(&qdq, input, "disable", &dir.join(format!("ort{i}")));
-        let g = gap(&read_single(&sim_dir), &want);
+        let g = gap(&sim, &want);
         assert_eq!(g.identical, 1.0, "input {i}: {g:?}");
     }
 }
