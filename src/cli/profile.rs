@@ -95,13 +95,15 @@ pub fn run(a: ProfileArgs) -> anyhow::Result<()> {
     let runs = a.runs.max(1);
     let mut fp32 = progress::compile(&g, a.threads)?;
     let f = node_times(&mut fp32, &inputs, runs, "timing fp32")?;
-    let q = super::quantize::quantize(g.clone(), &a.quant)?;
+    let mut q = super::quantize::quantize(g.clone(), &a.quant)?;
+    q.int8_runner = Some(kiln_loop::runners::int8_runner());
     let mut int8 = progress::compile_int8(&q, a.threads)?;
     let i = node_times(&mut int8, &inputs, runs, "timing int8")?;
     let i: HashMap<String, (f64, bool)> =
         i.into_iter().map(|(n, _, _, ms, h)| (n, (ms, h))).collect();
-    // Accuracy of every op output, simulated (= the int8 kernels), on the profiled input.
-    let (per, outs) = progress::spin("simulating int8 accuracy".into(), || {
+    // Accuracy of every op output on the profiled input: the int8 kernels' results, which
+    // are the simulator's.
+    let (per, outs) = progress::spin("measuring int8 accuracy".into(), || {
         kiln_quant::analysis::graph_wise(&q, std::slice::from_ref(&inputs))
     })?;
     let by_name: HashMap<String, kiln_quant::analysis::ErrStats> = per

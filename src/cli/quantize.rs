@@ -11,7 +11,6 @@ use anyhow::{Context, bail};
 use clap::Args;
 use kiln_core::{PassManager, Tensor};
 use kiln_graph::Graph;
-use kiln_quant::float_run::{FloatRun, FloatRunner};
 use kiln_quant::{QuantGraph, analysis, calib, platform};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -185,7 +184,7 @@ pub fn quantize(g: Graph, a: &QuantArgs) -> anyhow::Result<QuantGraph> {
             .with_context(|| format!("--fp32 {name}"))?;
     }
     q.calib = samples;
-    q.runner = Some(jit_runner());
+    q.runner = Some(kiln_loop::runners::float_runner());
     let reg = kiln_quant::passes::registry();
     // `quant-opt` in two halves around the calibration, which gets a progress bar here.
     let (before, after) = kiln_quant::passes::QUANT_OPT
@@ -211,29 +210,6 @@ pub fn quantize(g: Graph, a: &QuantArgs) -> anyhow::Result<QuantGraph> {
         PassManager::new(passes).run(&mut q)
     })?;
     Ok(q)
-}
-
-/// Calibration and GPTQ run the float model on kiln's own fp32 JIT, on every core: the
-/// reference interpreter they default to takes many times as long on a large model.
-fn jit_runner() -> FloatRunner {
-    struct Jitted(kiln_loop::exec::Compiled);
-    impl FloatRun for Jitted {
-        fn run(
-            &mut self,
-            sample: &[Tensor],
-            observe: &mut dyn FnMut(kiln_graph::Value, &Tensor),
-        ) -> kiln_core::Result<()> {
-            self.0.run_observed(sample, observe).map(|_| ())
-        }
-    }
-    FloatRunner(std::sync::Arc::new(|g: &Graph| {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let program = kiln_loop::program::build(g)?;
-        Ok(
-            Box::new(Jitted(kiln_loop::exec::Compiled::new(program, threads)?))
-                as Box<dyn FloatRun>,
-        )
-    }))
 }
 
 /// A loaded model: its graph, and the grids of its QuantizeLinear/DequantizeLinear pairs
@@ -318,7 +294,8 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<()> {
         (_, p) => p,
     };
     super::run_pipeline(&mut g, pipeline, Default::default())?;
-    let q = quantize_loaded(g, qdq.as_ref(), &a.quant)?;
+    let mut q = quantize_loaded(g, qdq.as_ref(), &a.quant)?;
+    q.int8_runner = Some(kiln_loop::runners::int8_runner());
     if a.print_ir {
         print!("{}", kiln_core::Ir::print(&q));
     }

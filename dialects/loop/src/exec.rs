@@ -96,8 +96,8 @@ impl Compiled {
 
     /// Like [`Compiled::run`], calling `observe(value, tensor)` on every node result as
     /// soon as it is complete (before a later step may reuse its memory): calibration runs
-    /// the float model this way. Only fp32 programs list their results
-    /// ([`Program::produced`]); an int8 program observes nothing.
+    /// the float model this way, the error analysis the int8 one. A coded value is seen
+    /// dequantised ([`Program::decode`]), as the simulator holds it.
     pub fn run_observed(
         &mut self,
         inputs: &[Tensor],
@@ -175,7 +175,11 @@ impl Compiled {
                 if *at > done {
                     break;
                 }
-                f(*v, &read(addr(*l), ty)?);
+                let t = match p.decode.get(v) {
+                    Some(&(s, z)) => decode(addr(*l), ty, s, z)?,
+                    None => read(addr(*l), ty)?,
+                };
+                f(*v, &t);
                 *next += 1;
             }
             Ok(())
@@ -238,6 +242,15 @@ impl Compiled {
         }
         p.outputs.iter().map(|(l, ty)| read(addr(*l), ty)).collect()
     }
+}
+
+/// The f32 tensor of type `ty` whose u8 codes on grid `(s, z)` lie at `ptr`.
+fn decode(ptr: *mut u8, ty: &TensorType, s: f32, z: i32) -> Result<Tensor> {
+    let n: usize = ty.shape.iter().product();
+    // SAFETY: a coded value holds one code byte per element.
+    let b = unsafe { std::slice::from_raw_parts(ptr as *const u8, n) };
+    let v: Vec<f32> = b.iter().map(|&q| (q as i32 - z) as f32 * s).collect();
+    Tensor::from_vec(&ty.shape, v)
 }
 
 fn read(ptr: *mut u8, ty: &TensorType) -> Result<Tensor> {

@@ -14,6 +14,7 @@ pub mod lower;
 pub mod peak;
 pub mod pool;
 pub mod program;
+pub mod runners;
 
 pub use builder::KernelBuilder;
 pub use ir::*;

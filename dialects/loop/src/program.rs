@@ -84,9 +84,11 @@ pub struct Program {
     /// Intermediate values stored as u8 codes between int8 kernels (none in fp32).
     pub coded_values: Vec<String>,
     /// Every node result as `(steps, value, where, type)`: complete once the first `steps`
-    /// steps have run, in schedule order ([`crate::Compiled::run_observed`]). Empty in
-    /// int8 programs, whose coded values are not stored as their type says.
+    /// steps have run, in schedule order ([`crate::Compiled::run_observed`]).
     pub produced: Vec<(usize, Value, Loc, TensorType)>,
+    /// The coded values' `(scale, zero point)`: their bytes are u8 codes where their type
+    /// says f32, and an observer sees `f32(q − z)·s`, the value the simulator holds.
+    pub decode: HashMap<Value, (f32, i32)>,
 }
 
 /// Constant bytes, kept 16-byte aligned for vector loads.

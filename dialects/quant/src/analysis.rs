@@ -7,11 +7,11 @@
 //! SNR in dB is `10·log10(Σ x² / Σ (x − x̂)²)` (higher is better); PPQ's "SNR" is the
 //! inverse ratio, noise over signal, also reported. Cosine is between the flattened tensors.
 
+use crate::float_run::{FloatRun, float_run};
 use crate::ir::QuantGraph;
 use crate::sim::{Simulator, op_sites};
 use crate::tqc::State;
 use kiln_core::{DType, Result, Tensor};
-use kiln_graph::interp::Interpreter;
 use kiln_graph::{Op, Value};
 use std::collections::HashMap;
 
@@ -91,18 +91,21 @@ pub fn graph_wise(
 ) -> Result<(HashMap<Value, ErrStats>, ErrStats)> {
     // The reference is the model as given, before its weights were rounded.
     let reference = q.float_graph(|_| false);
-    let interp = Interpreter::new(&reference)?;
-    let sim = Simulator::new(q)?;
+    let mut float = float_run(q.runner.as_ref(), &reference)?;
+    let mut quantised: Box<dyn FloatRun + '_> = match &q.int8_runner {
+        Some(r) => (r.0)(q)?,
+        None => Box::new(Simulator::new(q)?),
+    };
     let mut per: HashMap<Value, ErrStats> = HashMap::new();
     let mut outs = ErrStats::default();
     for s in samples {
         let mut refs: HashMap<Value, Tensor> = HashMap::new();
-        let r = interp.run_observed(s, |v, t| {
+        let r = float.run(s, &mut |v, t| {
             if t.dtype().is_float() {
                 refs.insert(v, t.clone());
             }
         })?;
-        let t = sim.run_observed(s, |v, t| {
+        let t = quantised.run(s, &mut |v, t| {
             if let Some(r) = refs.get(&v) {
                 per.entry(v).or_default().add(r, t);
             }
@@ -118,6 +121,9 @@ pub fn graph_wise(
 /// their rounding (the others are restored to float: BAKED TQCs do not quantise again).
 fn only_op(q: &QuantGraph, n: kiln_graph::NodeId) -> QuantGraph {
     let mut c = q.clone();
+    // One op's unit differs from the next: not worth compiling each.
+    c.runner = None;
+    c.int8_runner = None;
     let g = &q.graph;
     let own: Vec<_> = g
         .node(n)

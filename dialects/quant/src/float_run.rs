@@ -4,16 +4,22 @@
 //! runner in [`crate::QuantGraph::runner`]. Any runner computes the fp32 model, so the
 //! choice moves observed ranges by fp32 rounding only, and each is deterministic.
 
+use crate::QuantGraph;
 use kiln_core::{Result, Tensor};
 use kiln_graph::interp::Interpreter;
 use kiln_graph::{Graph, Value};
 use std::sync::Arc;
 
-/// The float model, ready to run on samples.
+/// A model ready to run on samples: the float model, or (an [`Int8Runner`]'s) the
+/// quantised unit.
 pub trait FloatRun {
     /// Runs one sample (graph-input order), calling `observe(value, tensor)` on every op
-    /// result as it is produced.
-    fn run(&mut self, sample: &[Tensor], observe: &mut dyn FnMut(Value, &Tensor)) -> Result<()>;
+    /// result as it is produced; returns the graph's outputs.
+    fn run(
+        &mut self,
+        sample: &[Tensor],
+        observe: &mut dyn FnMut(Value, &Tensor),
+    ) -> Result<Vec<Tensor>>;
 }
 
 /// Builds a [`FloatRun`] for a graph.
@@ -29,11 +35,40 @@ impl std::fmt::Debug for FloatRunner {
     }
 }
 
-struct Interpreted<'g>(Interpreter<'g>);
+/// Makes each type, which has `run_observed(sample, observe) -> Result<Vec<Tensor>>`, a
+/// [`FloatRun`]: the reference interpreter and the simulator here, the JIT's compiled
+/// programs in kiln-loop.
+#[macro_export]
+macro_rules! runs_observed {
+    ($($t:ty),*) => {$(
+        impl $crate::float_run::FloatRun for $t {
+            fn run(
+                &mut self,
+                sample: &[::kiln_core::Tensor],
+                observe: &mut dyn FnMut(::kiln_graph::Value, &::kiln_core::Tensor),
+            ) -> ::kiln_core::Result<Vec<::kiln_core::Tensor>> {
+                self.run_observed(sample, observe)
+            }
+        }
+    )*};
+}
 
-impl FloatRun for Interpreted<'_> {
-    fn run(&mut self, sample: &[Tensor], observe: &mut dyn FnMut(Value, &Tensor)) -> Result<()> {
-        self.0.run_observed(sample, observe).map(|_| ())
+runs_observed!(Interpreter<'_>, crate::sim::Simulator<'_>);
+
+/// Builds a runner of a quantised unit that computes exactly what the simulator does.
+pub type MakeInt8Run = dyn Fn(&QuantGraph) -> Result<Box<dyn FloatRun>> + Send + Sync;
+
+/// How the error analysis runs the quantised unit: the simulator by default; a driver that
+/// can compile it (the CLI, with kiln's int8 JIT, equal to the simulator bit for bit)
+/// installs a faster runner in [`crate::QuantGraph::int8_runner`]. Only the graph-wise
+/// analysis of the unit itself uses it: the layer-wise one simulates a different unit per
+/// op, which would not repay compiling each.
+#[derive(Clone)]
+pub struct Int8Runner(pub Arc<MakeInt8Run>);
+
+impl std::fmt::Debug for Int8Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Int8Runner")
     }
 }
 
@@ -41,6 +76,6 @@ impl FloatRun for Interpreted<'_> {
 pub fn float_run<'g>(runner: Option<&FloatRunner>, g: &'g Graph) -> Result<Box<dyn FloatRun + 'g>> {
     match runner {
         Some(r) => (r.0)(g),
-        None => Ok(Box::new(Interpreted(Interpreter::new(g)?))),
+        None => Ok(Box::new(Interpreter::new(g)?)),
     }
 }

@@ -54,6 +54,9 @@ pub struct QuantGraph {
     /// How calibration and GPTQ run the float model (`None`: the reference interpreter).
     /// Not part of the text form.
     pub runner: Option<crate::float_run::FloatRunner>,
+    /// How the error analysis runs this unit (`None`: the simulator). Not part of the text
+    /// form.
+    pub int8_runner: Option<crate::float_run::Int8Runner>,
     /// Ops the user keeps in fp32 whatever the platform would do ([`QuantGraph::keep_fp32`]).
     fp32_ops: HashSet<NodeId>,
 }
@@ -125,6 +128,7 @@ impl QuantGraph {
             observer: None,
             float_consts: HashMap::new(),
             runner: None,
+            int8_runner: None,
             fp32_ops: HashSet::new(),
         };
         for site in q.site_order()? {

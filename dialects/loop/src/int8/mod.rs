@@ -71,18 +71,27 @@ pub fn build(q: &QuantGraph) -> Result<Program> {
             .map(|&v| q.graph.value(v).name.clone())
             .collect();
         names.sort();
+        let decode: HashMap<Value, (f32, i32)> = coded
+            .iter()
+            .filter_map(|(&v, p)| match (p.axis, &p.scale[..], &p.zero[..]) {
+                (None, [s], [z]) => Some((v, (*s, *z))),
+                _ => None,
+            })
+            .collect();
         let mut second = Cx::new(q, &shared, coded);
         match program::build_with(&q.graph, &mut |n, ncx| second.lower_node(n, ncx)) {
             Ok(mut p) if !second.broken => {
                 p.coded_values = names;
+                // A coded value an observer could not decode is not observed.
+                p.produced
+                    .retain(|(_, v, _, _)| !second.coded.contains_key(v) || decode.contains_key(v));
+                p.decode = decode;
                 p
             }
             _ => f32_program,
         }
     };
     optimise(&mut p)?;
-    // Coded values are bytes where their type says f32: nothing to observe.
-    p.produced.clear();
     Ok(p)
 }
 
