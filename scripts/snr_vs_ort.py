@@ -81,6 +81,8 @@ def main():
                          "the model's own preprocessing gives, as scripts/real_models.txt does "
                          "(PP-OCRv4 det: imagenet; PP-OCR rec and cls: signed); a supplementary "
                          "figure, the peer's own is uniform [0, 1)")
+    ap.add_argument("--per-input", action="store_true",
+                    help="also print each evaluation input's SNR, onnxruntime's and kiln's per observer")
     ap.add_argument("--kiln-arg", action="append", default=[],
                     help="extra argument for `kiln run`, e.g. --kiln-arg=--weight-rounding=nearest")
     a = ap.parse_args()
@@ -120,6 +122,9 @@ def main():
                                                              "--calib", str(cdir), "--observer", obs]
                                      + a.kiln_arg, a.shape)
                     snrs.append(snr_db(r, np.load(d / f"{file_stem(out_name)}.npy")))
+                if a.per_input:
+                    print(f"  {obs:10} per input: " + "  ".join(
+                        f"{k:.1f}/{o:.1f}" for k, o in zip(snrs, ort_snrs)) + "  (kiln/ort)", flush=True)
                 row[obs] = min(snrs[:n4])
                 row[obs + "_mean"] = float(np.mean(snrs))
             rows.append(row)
