@@ -148,7 +148,7 @@ impl QuantGraph {
         }
     }
 
-    /// The ops the user keeps in fp32, in graph order.
+    /// The ops the user keeps in fp32, in node order (the order the text form lists them).
     pub fn fp32_ops(&self) -> Vec<NodeId> {
         let mut v: Vec<NodeId> = self.fp32_ops.iter().copied().collect();
         v.sort();
