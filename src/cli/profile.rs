@@ -95,8 +95,7 @@ pub fn run(a: ProfileArgs) -> anyhow::Result<()> {
     let runs = a.runs.max(1);
     let mut fp32 = progress::compile(&g, a.threads)?;
     let f = node_times(&mut fp32, &inputs, runs, "timing fp32")?;
-    let mut q = super::quantize::quantize(g.clone(), &a.quant)?;
-    q.int8_runner = Some(kiln_loop::runners::int8_runner());
+    let q = super::quantize::quantize(g.clone(), &a.quant)?;
     let mut int8 = progress::compile_int8(&q, a.threads)?;
     let i = node_times(&mut int8, &inputs, runs, "timing int8")?;
     let i: HashMap<String, (f64, bool)> =

@@ -184,7 +184,7 @@ pub fn quantize(g: Graph, a: &QuantArgs) -> anyhow::Result<QuantGraph> {
             .with_context(|| format!("--fp32 {name}"))?;
     }
     q.calib = samples;
-    q.runner = Some(kiln_loop::runners::float_runner());
+    on_the_jits(&mut q);
     let reg = kiln_quant::passes::registry();
     // `quant-opt` in two halves around the calibration, which gets a progress bar here.
     let (before, after) = kiln_quant::passes::QUANT_OPT
@@ -210,6 +210,14 @@ pub fn quantize(g: Graph, a: &QuantArgs) -> anyhow::Result<QuantGraph> {
         PassManager::new(passes).run(&mut q)
     })?;
     Ok(q)
+}
+
+/// The flow and its error analysis run the unit's models on kiln's JITs
+/// (`kiln_loop::runners`): the same results as the interpreter and the simulator they
+/// default to, many times sooner on a large model.
+fn on_the_jits(q: &mut QuantGraph) {
+    q.runner = Some(kiln_loop::runners::float_runner());
+    q.int8_runner = Some(kiln_loop::runners::int8_runner());
 }
 
 /// A loaded model: its graph, and the grids of its QuantizeLinear/DequantizeLinear pairs
@@ -262,11 +270,12 @@ pub fn quantize_loaded(
              QuantizeLinear/DequantizeLinear pairs instead",
             a.fp32.join(", ")
         ),
-        Some(p) => Ok(crate::onnx::qdq_import::quant_graph(
-            g,
-            platform::by_name(&a.platform)?,
-            p,
-        )?),
+        Some(p) => {
+            let mut q =
+                crate::onnx::qdq_import::quant_graph(g, platform::by_name(&a.platform)?, p)?;
+            on_the_jits(&mut q);
+            Ok(q)
+        }
         None => quantize(g, a),
     }
 }
@@ -294,8 +303,7 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<()> {
         (_, p) => p,
     };
     super::run_pipeline(&mut g, pipeline, Default::default())?;
-    let mut q = quantize_loaded(g, qdq.as_ref(), &a.quant)?;
-    q.int8_runner = Some(kiln_loop::runners::int8_runner());
+    let q = quantize_loaded(g, qdq.as_ref(), &a.quant)?;
     if a.print_ir {
         print!("{}", kiln_core::Ir::print(&q));
     }

@@ -9,12 +9,12 @@ use crate::program::{self, Program};
 use kiln_core::Result;
 use kiln_graph::Graph;
 use kiln_quant::QuantGraph;
-use kiln_quant::float_run::{FloatRun, FloatRunner, Int8Runner};
+use kiln_quant::float_run::{FloatRunner, Int8Runner, ObservedRun};
 use std::sync::Arc;
 
 kiln_quant::runs_observed!(Compiled);
 
-fn jitted(p: Program) -> Result<Box<dyn FloatRun>> {
+fn jitted(p: Program) -> Result<Box<dyn ObservedRun>> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     Ok(Box::new(Compiled::new(p, threads)?))
 }

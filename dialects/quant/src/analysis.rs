@@ -7,7 +7,7 @@
 //! SNR in dB is `10·log10(Σ x² / Σ (x − x̂)²)` (higher is better); PPQ's "SNR" is the
 //! inverse ratio, noise over signal, also reported. Cosine is between the flattened tensors.
 
-use crate::float_run::{FloatRun, float_run};
+use crate::float_run::{ObservedRun, float_run};
 use crate::ir::QuantGraph;
 use crate::sim::{Simulator, op_sites};
 use crate::tqc::State;
@@ -92,7 +92,7 @@ pub fn graph_wise(
     // The reference is the model as given, before its weights were rounded.
     let reference = q.float_graph(|_| false);
     let mut float = float_run(q.runner.as_ref(), &reference)?;
-    let mut quantised: Box<dyn FloatRun + '_> = match &q.int8_runner {
+    let mut quantised: Box<dyn ObservedRun + '_> = match &q.int8_runner {
         Some(r) => (r.0)(q)?,
         None => Box::new(Simulator::new(q)?),
     };

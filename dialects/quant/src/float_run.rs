@@ -1,8 +1,11 @@
-//! How the flow runs the float model on calibration samples: calibration observes every
-//! activation, GPTQ collects its layers' inputs. The reference interpreter is the default;
-//! a driver that can compile the graph (the CLI, with kiln's fp32 JIT) installs a faster
-//! runner in [`crate::QuantGraph::runner`]. Any runner computes the fp32 model, so the
-//! choice moves observed ranges by fp32 rounding only, and each is deterministic.
+//! How the flow runs models on samples, observing every op result. The float model:
+//! calibration observes every activation, GPTQ collects its layers' inputs, bias correction
+//! its layers' mean inputs, the error analysis its reference. The quantised unit: the error
+//! analysis. The defaults are the reference interpreter and the simulator; a driver that can
+//! compile (the CLI, with kiln's JITs, `kiln_loop::runners`) installs faster runners in
+//! [`crate::QuantGraph::runner`] and [`crate::QuantGraph::int8_runner`]. A float runner
+//! computes the fp32 model, so the choice moves observed ranges by fp32 rounding only; an
+//! int8 runner computes what the simulator does, bit for bit. Each is deterministic.
 
 use crate::QuantGraph;
 use kiln_core::{Result, Tensor};
@@ -12,7 +15,7 @@ use std::sync::Arc;
 
 /// A model ready to run on samples: the float model, or (an [`Int8Runner`]'s) the
 /// quantised unit.
-pub trait FloatRun {
+pub trait ObservedRun {
     /// Runs one sample (graph-input order), calling `observe(value, tensor)` on every op
     /// result as it is produced; returns the graph's outputs.
     fn run(
@@ -22,8 +25,8 @@ pub trait FloatRun {
     ) -> Result<Vec<Tensor>>;
 }
 
-/// Builds a [`FloatRun`] for a graph.
-pub type MakeRun = dyn Fn(&Graph) -> Result<Box<dyn FloatRun>> + Send + Sync;
+/// Builds an [`ObservedRun`] of a graph's float model.
+pub type MakeRun = dyn Fn(&Graph) -> Result<Box<dyn ObservedRun>> + Send + Sync;
 
 /// A runner factory installed in a [`crate::QuantGraph`] (shared by its clones).
 #[derive(Clone)]
@@ -35,13 +38,13 @@ impl std::fmt::Debug for FloatRunner {
     }
 }
 
-/// Makes each type, which has `run_observed(sample, observe) -> Result<Vec<Tensor>>`, a
-/// [`FloatRun`]: the reference interpreter and the simulator here, the JIT's compiled
+/// Makes each type, which has `run_observed(sample, observe) -> Result<Vec<Tensor>>`, an
+/// [`ObservedRun`]: the reference interpreter and the simulator here, the JIT's compiled
 /// programs in kiln-loop.
 #[macro_export]
 macro_rules! runs_observed {
     ($($t:ty),*) => {$(
-        impl $crate::float_run::FloatRun for $t {
+        impl $crate::float_run::ObservedRun for $t {
             fn run(
                 &mut self,
                 sample: &[::kiln_core::Tensor],
@@ -56,7 +59,7 @@ macro_rules! runs_observed {
 runs_observed!(Interpreter<'_>, crate::sim::Simulator<'_>);
 
 /// Builds a runner of a quantised unit that computes exactly what the simulator does.
-pub type MakeInt8Run = dyn Fn(&QuantGraph) -> Result<Box<dyn FloatRun>> + Send + Sync;
+pub type MakeInt8Run = dyn Fn(&QuantGraph) -> Result<Box<dyn ObservedRun>> + Send + Sync;
 
 /// How the error analysis runs the quantised unit: the simulator by default; a driver that
 /// can compile it (the CLI, with kiln's int8 JIT, equal to the simulator bit for bit)
@@ -73,7 +76,10 @@ impl std::fmt::Debug for Int8Runner {
 }
 
 /// `g` on `runner` when one is installed, else on the reference interpreter.
-pub fn float_run<'g>(runner: Option<&FloatRunner>, g: &'g Graph) -> Result<Box<dyn FloatRun + 'g>> {
+pub fn float_run<'g>(
+    runner: Option<&FloatRunner>,
+    g: &'g Graph,
+) -> Result<Box<dyn ObservedRun + 'g>> {
     match runner {
         Some(r) => (r.0)(g),
         None => Ok(Box::new(Interpreter::new(g)?)),

@@ -16,7 +16,7 @@
 //! simulated SNR rises by 1–3 dB (see `quant.gptq`).
 
 use crate::arith;
-use crate::float_run::{FloatRun, float_run};
+use crate::float_run::{ObservedRun, float_run};
 use crate::ir::{QuantGraph, Site, const_data};
 use crate::layer::Layer;
 use crate::tqc::State;
@@ -79,7 +79,7 @@ const SYRK_ROWS: usize = 256;
 fn hessians(
     q: &QuantGraph,
     float: &Graph,
-    run: &mut dyn FloatRun,
+    run: &mut dyn ObservedRun,
     ls: &[&Layer],
 ) -> Result<Vec<Option<Vec<Array2<f32>>>>> {
     let mut h: Vec<Vec<Array2<f32>>> = ls

@@ -51,8 +51,8 @@ pub struct QuantGraph {
     /// the error analysis judges the quantised model against the float one, which must
     /// not already carry the weights' rounding. Not part of the text form.
     float_consts: HashMap<NodeId, Op>,
-    /// How calibration and GPTQ run the float model (`None`: the reference interpreter).
-    /// Not part of the text form.
+    /// How calibration, GPTQ, bias correction and the error analysis run the float model
+    /// (`None`: the reference interpreter). Not part of the text form.
     pub runner: Option<crate::float_run::FloatRunner>,
     /// How the error analysis runs this unit (`None`: the simulator). Not part of the text
     /// form.
