@@ -14,7 +14,10 @@ models whose SNR varies from input to input (PP-OCRv4 rec), and on open_nsfw, wh
 output is two probabilities, by several. kiln gets exactly the same calibration files (`--calib DIR`) and evaluation
 inputs (`kiln run --precision int8 --engine sim --input ..`), once per observer, so
 the two columns differ only by the quantiser. Without MODEL arguments the three
-example models are measured.
+example models are measured. With more than four inputs a third line pools every
+input's signal and error into one SNR. `--samples DIR` replaces the seeded noise by
+scripts/photo_samples.py's photographs (the first four evaluation photos are the
+worst-of-4 set).
 """
 
 from __future__ import annotations
@@ -43,6 +46,31 @@ def snr_db(ref, x):
     ref, x = ref.astype(np.float64).ravel(), x.astype(np.float64).ravel()
     noise = np.sum((ref - x) ** 2)
     return float("inf") if noise == 0 else float(10 * np.log10(np.sum(ref**2) / noise))
+
+
+def pooled_db(refs, outs):
+    """One SNR over every evaluation input: all signal over all error, so an input whose
+    output sits near a grid level by luck cannot lift the figure as it lifts a mean of dB."""
+    sig = sum(float(np.sum(r.astype(np.float64) ** 2)) for r in refs)
+    err = sum(float(np.sum((r.astype(np.float64) - x) ** 2)) for r, x in zip(refs, outs))
+    return float("inf") if err == 0 else float(10 * np.log10(sig / err))
+
+
+def photo_samples(model, directory):
+    """--samples DIR: DIR/calib/<k>.npy and DIR/eval/<k>.npy for a one-input model."""
+    import onnx
+
+    names = [i.name for i in onnx.load(model, load_external_data=False).graph.input]
+    if len(names) != 1:
+        sys.exit(f"--samples: {model} has {len(names)} inputs; it takes one-input models")
+
+    def load(sub):
+        files = sorted((Path(directory) / sub).glob("*.npy"), key=lambda f: int(f.stem))
+        if not files:
+            sys.exit(f"--samples: no {sub}/<k>.npy in {directory} (scripts/photo_samples.py writes them)")
+        return [{names[0]: np.load(f)} for f in files]
+
+    return load("calib"), load("eval")
 
 
 def session(path):
@@ -81,6 +109,10 @@ def main():
                          "the model's own preprocessing gives, as scripts/real_models.txt does "
                          "(PP-OCRv4 det: imagenet; PP-OCR rec and cls: signed); a supplementary "
                          "figure, the peer's own is uniform [0, 1)")
+    ap.add_argument("--samples", metavar="DIR",
+                    help="calibrate on DIR/calib/*.npy and evaluate on DIR/eval/*.npy instead of seeded "
+                         "noise (scripts/photo_samples.py makes them from photographs); one-input "
+                         "models; a supplementary figure, the peer's own is uniform [0, 1)")
     ap.add_argument("--per-input", action="store_true",
                     help="also print each evaluation input's SNR, onnxruntime's and kiln's per observer")
     ap.add_argument("--kiln-arg", action="append", default=[],
@@ -88,6 +120,8 @@ def main():
     a = ap.parse_args()
     if a.input_range and a.input_kind != "uniform":
         ap.error("--input-range and --input-kind both map the [0, 1) draw; give one")
+    if a.samples and (a.input_range or a.input_kind != "uniform"):
+        ap.error("--samples brings its own inputs; --input-range and --input-kind map the seeded draw")
     models = a.models or [str(p) for p in sorted((REPO / "examples" / "models").glob("*/model.onnx"))]
     observers = a.observer.split(",")
     rows = []
@@ -96,6 +130,8 @@ def main():
         calib = samples(shapes, CALIB_N, CALIB_SEED)
         seeds = list(EVAL_SEEDS) + list(range(11, 11 + max(0, a.evals - len(EVAL_SEEDS))))
         evals = [samples(shapes, 1, s)[0] for s in seeds]
+        if a.samples:
+            calib, evals = photo_samples(model, a.samples)
         kind = INPUT_KINDS[a.input_kind]
         calib = [{k: kind(v) for k, v in f.items()} for f in calib]
         evals = [{k: kind(v) for k, v in f.items()} for f in evals]
@@ -111,28 +147,35 @@ def main():
             fp32, q = session(model), session(qdq)
             refs = [fp32.run(None, f)[0] for f in evals]
             n4 = len(EVAL_SEEDS)
-            ort_snrs = [snr_db(r, q.run(None, f)[0]) for r, f in zip(refs, evals)]
+            ort_outs = [q.run(None, f)[0] for f in evals]
+            ort_snrs = [snr_db(r, o) for r, o in zip(refs, ort_outs)]
             row = {"model": Path(model).parent.name if Path(model).name == "model.onnx" else Path(model).stem,
-                   "ort": min(ort_snrs[:n4]), "ort_mean": float(np.mean(ort_snrs))}
+                   "ort": min(ort_snrs[:n4]), "ort_mean": float(np.mean(ort_snrs)),
+                   "ort_pooled": pooled_db(refs, ort_outs)}
             out_name = fp32.get_outputs()[0].name
             for obs in observers:
-                snrs = []
-                for r, f in zip(refs, evals):
+                outs = []
+                for f in evals:
                     d = kiln_outputs(a.kiln, model, f, tmp, ["--precision", "int8", "--engine", "sim",
                                                              "--calib", str(cdir), "--observer", obs]
                                      + a.kiln_arg, a.shape)
-                    snrs.append(snr_db(r, np.load(d / f"{file_stem(out_name)}.npy")))
+                    outs.append(np.load(d / f"{file_stem(out_name)}.npy"))
+                snrs = [snr_db(r, o) for r, o in zip(refs, outs)]
                 if a.per_input:
                     print(f"  {obs:10} per input: " + "  ".join(
                         f"{k:.1f}/{o:.1f}" for k, o in zip(snrs, ort_snrs)) + "  (kiln/ort)", flush=True)
                 row[obs] = min(snrs[:n4])
                 row[obs + "_mean"] = float(np.mean(snrs))
+                row[obs + "_pooled"] = pooled_db(refs, outs)
             rows.append(row)
             print(f"{row['model']:24} ort {row['ort']:6.2f} dB  " +
                   "  ".join(f"{o} {row[o]:6.2f} ({row[o] - row['ort']:+.2f})" for o in observers), flush=True)
             if len(evals) > n4:
                 print(f"{'  mean of ' + str(len(evals)):24} ort {row['ort_mean']:6.2f} dB  " +
                       "  ".join(f"{o} {row[o + '_mean']:6.2f} ({row[o + '_mean'] - row['ort_mean']:+.2f})"
+                                for o in observers), flush=True)
+                print(f"{'  pooled over ' + str(len(evals)):24} ort {row['ort_pooled']:6.2f} dB  " +
+                      "  ".join(f"{o} {row[o + '_pooled']:6.2f} ({row[o + '_pooled'] - row['ort_pooled']:+.2f})"
                                 for o in observers), flush=True)
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=1))
