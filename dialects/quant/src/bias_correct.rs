@@ -354,7 +354,7 @@ fn errors(
     q: &QuantGraph,
     t: &Target,
     float: &[Vec<f64>],
-    operands: &[Vec<Option<Tensor>>],
+    operands: &[Vec<Option<&Tensor>>],
 ) -> Result<Vec<Vec<f64>>> {
     let n = t.layer.node;
     let g = &q.graph;
@@ -371,11 +371,11 @@ fn errors(
     for (ops, want) in operands.iter().zip(float) {
         let missing = || Error::new(ErrorKind::Eval, "an operand was not computed");
         let mut means = Means::new(t);
-        let x = ops[0].as_ref().ok_or_else(missing)?;
-        means.add_x(t, &sim::as_read(q, n, 0, x)?)?;
+        let x = ops[0].ok_or_else(missing)?;
+        means.add_x(t, &*sim::as_read(q, n, 0, x)?)?;
         if t.residual.is_some() {
-            let r = ops[RESIDUAL].as_ref().ok_or_else(missing)?;
-            means.add_residual(t, &sim::as_read(q, n, RESIDUAL, r)?)?;
+            let r = ops[RESIDUAL].ok_or_else(missing)?;
+            means.add_residual(t, &*sim::as_read(q, n, RESIDUAL, r)?)?;
         }
         let got = means.mean_output(t, &w, &b);
         errors.push(got.iter().zip(want).map(|(g, w)| g - w).collect());

@@ -28,13 +28,15 @@ use crate::plan::{self, ComputePlan, Epilogue, IntPlan};
 use crate::tqc::Tqc;
 use kiln_core::{DType, Error, ErrorKind, Result, Tensor, bail};
 use kiln_graph::ops::{
-    Activation, BatchNormalization, BinaryKind, SoftmaxKind, UnaryKind, activation::RESIDUAL,
-    activation::SLOPE,
+    Activation, BinaryKind, SoftmaxKind, UnaryKind, activation::RESIDUAL, activation::SLOPE,
 };
 use kiln_graph::{NodeId, Op, Value};
 use ndarray::{ArrayD, IxDyn};
+use std::borrow::Cow;
 
+mod contracts;
 mod lockstep;
+use contracts::{batch_norm, eltwise_sum, layer_norm, softmax};
 pub use lockstep::lockstep;
 
 /// Fake-quantises a float tensor with a TQC's parameters (per channel along its axis).
@@ -127,6 +129,10 @@ fn centered(q: &ArrayD<i32>, p: &QParams) -> Tensor {
 pub struct Simulator<'q> {
     q: &'q QuantGraph,
     order: Vec<NodeId>,
+    /// Per value, the position in `order` of its last reader: a value is freed there, so a
+    /// run holds the live activations, not every activation of the network (a graph
+    /// output is never freed).
+    last_use: Vec<usize>,
     /// Ops that took their integer path in the last run (so callers and tests can see
     /// that int8 arithmetic, not the fp32 fallback, produced a result).
     integer: std::cell::RefCell<Vec<NodeId>>,
@@ -136,9 +142,20 @@ pub struct Simulator<'q> {
 
 impl<'q> Simulator<'q> {
     pub fn new(q: &'q QuantGraph) -> Result<Self> {
+        let order = q.graph.topo_order()?;
+        let mut last_use = vec![0; q.graph.num_values()];
+        for (i, &n) in order.iter().enumerate() {
+            for v in q.graph.node(n).inputs().iter().flatten() {
+                last_use[v.index()] = i;
+            }
+        }
+        for &v in q.graph.outputs() {
+            last_use[v.index()] = usize::MAX;
+        }
         Ok(Simulator {
             q,
-            order: q.graph.topo_order()?,
+            order,
+            last_use,
             integer: Default::default(),
             plans: Default::default(),
         })
@@ -170,12 +187,12 @@ impl<'q> Simulator<'q> {
         for (&v, t) in g.inputs().iter().zip(inputs) {
             vals[v.index()] = Some(input_value(q, v, t)?);
         }
-        for &n in &self.order {
+        for (i, &n) in self.order.iter().enumerate() {
             let node = g.node(n);
             let outs = if let Op::Const(c) = &node.op {
                 vec![c.tensor().map_err(|e| node.locate(e))?.clone()]
             } else {
-                let mut ins: Vec<Option<Tensor>> = Vec::with_capacity(node.inputs().len());
+                let mut ins: Vec<Option<&Tensor>> = Vec::with_capacity(node.inputs().len());
                 for v in node.inputs() {
                     let Some(v) = v else {
                         ins.push(None);
@@ -187,7 +204,7 @@ impl<'q> Simulator<'q> {
                             format!("operand '%{}' was not computed", g.value(*v).name),
                         ))
                     })?;
-                    ins.push(Some(t.clone()));
+                    ins.push(Some(t));
                 }
                 let plan = self.plans.get(q, n).map_err(|e| node.locate(e))?;
                 let (outs, int) = eval_planned(q, n, &ins, (*plan).as_ref())?;
@@ -199,6 +216,11 @@ impl<'q> Simulator<'q> {
             for (&v, t) in node.outputs().iter().zip(outs) {
                 observe(v, &t);
                 vals[v.index()] = Some(t);
+            }
+            for v in node.inputs().iter().flatten() {
+                if self.last_use[v.index()] == i {
+                    vals[v.index()] = None;
+                }
             }
         }
         g.outputs()
@@ -221,10 +243,11 @@ impl<'q> Simulator<'q> {
 
 /// Operand `k` of node `n` as the op reads it: fake-quantised by its input TQC when that
 /// quantises and the data is float, as it is.
-pub fn as_read(q: &QuantGraph, n: NodeId, k: usize, t: &Tensor) -> Result<Tensor> {
+/// Borrowed when the TQC passes it through: no copy of an activation per reader.
+pub fn as_read<'t>(q: &QuantGraph, n: NodeId, k: usize, t: &'t Tensor) -> Result<Cow<'t, Tensor>> {
     match plan::quantises(q, q.in_tqc(n, k)) {
-        Some(p) if t.dtype().is_float() => fake_quant_params(t, &p),
-        _ => Ok(t.clone()),
+        Some(p) if t.dtype().is_float() => Ok(Cow::Owned(fake_quant_params(t, &p)?)),
+        _ => Ok(Cow::Borrowed(t)),
     }
 }
 
@@ -246,30 +269,31 @@ pub fn eval_node(
     operands: &[Option<Tensor>],
 ) -> Result<(Vec<Tensor>, bool)> {
     let plan = plan::int_plan(q, n).map_err(|e| q.graph.node(n).locate(e))?;
-    eval_planned(q, n, operands, plan.as_ref())
+    let operands: Vec<Option<&Tensor>> = operands.iter().map(Option::as_ref).collect();
+    eval_planned(q, n, &operands, plan.as_ref())
 }
 
 /// [`eval_node`] with `n`'s plan already made.
 fn eval_planned(
     q: &QuantGraph,
     n: NodeId,
-    operands: &[Option<Tensor>],
+    operands: &[Option<&Tensor>],
     plan: Option<&IntPlan>,
 ) -> Result<(Vec<Tensor>, bool)> {
     let node = q.graph.node(n);
-    let mut ins: Vec<Option<Tensor>> = Vec::with_capacity(operands.len());
+    let mut read: Vec<Option<Cow<'_, Tensor>>> = Vec::with_capacity(operands.len());
     for (k, t) in operands.iter().enumerate() {
-        let read = t.as_ref().map(|t| as_read(q, n, k, t));
-        ins.push(read.transpose().map_err(|e| node.locate(e))?);
+        let r = t.map(|t| as_read(q, n, k, t));
+        read.push(r.transpose().map_err(|e| node.locate(e))?);
     }
+    let refs: Vec<Option<&Tensor>> = read.iter().map(|t| t.as_deref()).collect();
     let int = match plan {
-        Some(p) => Some(int_path(q, n, p, &ins).map_err(|e| node.locate(e))?),
+        Some(p) => Some(int_path(q, n, p, &refs).map_err(|e| node.locate(e))?),
         None => None,
     };
     let (outs, is_int) = match int {
         Some(t) => (vec![t], true),
         None => {
-            let refs: Vec<Option<&Tensor>> = ins.iter().map(|t| t.as_ref()).collect();
             let f32_data = refs.iter().flatten().all(|t| matches!(t, Tensor::F32(_)))
                 && matches!(refs.first(), Some(Some(_)));
             let outs = match &node.op {
@@ -321,10 +345,11 @@ fn eval_planned(
 
 /// The integer path of an int8 op: executes its plan ([`plan::int_plan`]) with
 /// [`arith`]'s arithmetic.
-fn int_path(q: &QuantGraph, n: NodeId, p: &IntPlan, ins: &[Option<Tensor>]) -> Result<Tensor> {
+fn int_path(q: &QuantGraph, n: NodeId, p: &IntPlan, ins: &[Option<&Tensor>]) -> Result<Tensor> {
     let operand = |k: usize| {
         ins.get(k)
-            .and_then(|t| t.as_ref())
+            .copied()
+            .flatten()
             .ok_or_else(|| Error::new(ErrorKind::Eval, format!("operand {k} is missing")))
     };
     let node = q.graph.node(n);
@@ -390,7 +415,7 @@ fn int_path(q: &QuantGraph, n: NodeId, p: &IntPlan, ins: &[Option<Tensor>]) -> R
 }
 
 /// The compute-op contract.
-fn compute(q: &QuantGraph, n: NodeId, p: &ComputePlan, ins: &[Option<Tensor>]) -> Result<Tensor> {
+fn compute(q: &QuantGraph, n: NodeId, p: &ComputePlan, ins: &[Option<&Tensor>]) -> Result<Tensor> {
     let node = q.graph.node(n);
     let mut op = node.op.clone();
     match &mut op {
@@ -401,7 +426,8 @@ fn compute(q: &QuantGraph, n: NodeId, p: &ComputePlan, ins: &[Option<Tensor>]) -
     }
     let operand = |k: usize| {
         ins.get(k)
-            .and_then(|t| t.as_ref())
+            .copied()
+            .flatten()
             .ok_or_else(|| Error::new(ErrorKind::Eval, format!("operand {k} is missing")))
     };
     let xq = recover_tensor(operand(0)?, &p.x)?;
@@ -506,151 +532,6 @@ pub fn fake_quant_params(t: &Tensor, p: &QParams) -> Result<Tensor> {
         ));
     }
     Ok(dequantize_tensor(&quantize_tensor(t, p)?, p, t.dtype()))
-}
-
-/// `axis` of a rank-`rank` tensor, counted from the front.
-fn axis_of(op: &str, axis: i64, rank: usize) -> Result<usize> {
-    let r = rank as i64;
-    let ax = if axis < 0 { axis + r } else { axis };
-    if !(0..r).contains(&ax) {
-        bail!(Eval, "{op}: axis {axis} is out of range for rank {rank}");
-    }
-    Ok(ax as usize)
-}
-
-/// LayerNormalization (its normalised result only) by [`arith::layer_norm`].
-fn layer_norm(ins: &[Option<&Tensor>], axis: i64, eps: f32) -> Result<Tensor> {
-    let (Some(Some(x)), Some(Some(scale))) = (ins.first(), ins.get(1)) else {
-        bail!(Eval, "layer_normalization: an operand is missing");
-    };
-    let x = x.as_f32()?;
-    let shape = x.shape().to_vec();
-    let ax = axis_of("layer_normalization", axis, shape.len())?;
-    let full = |t: &Tensor, what: &str| -> Result<Vec<f32>> {
-        let a = t.as_f32()?;
-        let b = a.broadcast(IxDyn(&shape)).ok_or_else(|| {
-            Error::new(
-                ErrorKind::Shape,
-                format!("layer_normalization: {what} does not broadcast to X {shape:?}"),
-            )
-        })?;
-        Ok(b.iter().copied().collect())
-    };
-    let s = full(scale, "Scale")?;
-    let b = match ins.get(2) {
-        Some(Some(b)) => Some(full(b, "B")?),
-        _ => None,
-    };
-    let xs: Vec<f32> = x.iter().copied().collect();
-    let cols = shape[ax..].iter().product();
-    Tensor::from_vec(&shape, arith::layer_norm(&xs, cols, eps, &s, b.as_deref()))
-}
-
-/// BatchNormalization by [`arith::batch_norm`], its operands checked as the graph op does.
-fn batch_norm(bn: &BatchNormalization, ins: &[Option<&Tensor>]) -> Result<Tensor> {
-    let operand = |k: usize| match ins.get(k) {
-        Some(Some(t)) => Ok(t.as_f32()?),
-        _ => bail!(Eval, "batch_normalization: operand {k} is missing"),
-    };
-    let x = operand(0)?;
-    let shape = x.shape().to_vec();
-    let nhwc = bn.layout.is_nhwc();
-    if shape.len() < 2 + nhwc as usize {
-        bail!(
-            Shape,
-            "batch_normalization: X of shape {shape:?} has no channel axis"
-        );
-    }
-    let (c, inner) = if nhwc {
-        (shape[shape.len() - 1], 1)
-    } else {
-        (shape[1], shape[2..].iter().product())
-    };
-    let mut p = Vec::with_capacity(4);
-    for k in 1..5 {
-        let t = operand(k)?;
-        if t.shape() != [c] {
-            bail!(
-                Shape,
-                "batch_normalization: operand {k} must have shape [{c}], got {:?}",
-                t.shape()
-            );
-        }
-        p.push(t.iter().copied().collect::<Vec<f32>>());
-    }
-    let k = bn.multipliers(&p[0], &p[3]);
-    let xs: Vec<f32> = x.iter().copied().collect();
-    let y = arith::batch_norm(&xs, |i| i / inner.max(1) % c, &p[2], &k, &p[1]);
-    Tensor::from_vec(&shape, y)
-}
-
-/// Softmax by [`arith::softmax`] (f32, kiln's `exp`, the kernel's order of additions).
-fn softmax(ins: &[Option<&Tensor>], axis: i64) -> Result<Tensor> {
-    let Some(Some(t)) = ins.first() else {
-        bail!(Eval, "softmax: the operand is missing");
-    };
-    let a = t.as_f32()?;
-    let shape = a.shape().to_vec();
-    let ax = axis_of("softmax", axis, shape.len())?;
-    let x: Vec<f32> = a.iter().copied().collect();
-    let y = arith::softmax(&x, shape[ax], shape[ax + 1..].iter().product());
-    Tensor::from_vec(&shape, y)
-}
-
-/// EltwiseSum by [`arith::eltwise_sum`], with broadcasting; f32 operands only.
-fn eltwise_sum(ins: &[Option<&Tensor>], coeffs: &[f32]) -> Result<Tensor> {
-    let mut xs = Vec::with_capacity(ins.len());
-    let mut shape: Vec<usize> = Vec::new();
-    for (i, t) in ins.iter().enumerate() {
-        let Some(t) = t else {
-            bail!(Eval, "eltwise_sum: operand {i} is missing");
-        };
-        let a = t.as_f32()?;
-        shape = kiln_graph::ops::util::broadcast_shapes(&shape, a.shape())?;
-        xs.push(a);
-    }
-    if xs.len() != coeffs.len() || xs.is_empty() {
-        bail!(
-            Eval,
-            "eltwise_sum: {} operands for {} coefficients",
-            xs.len(),
-            coeffs.len()
-        );
-    }
-    let dim = IxDyn(&shape);
-    // Row-major operands of the full shape or of one element read by index (the common
-    // case); anything else through broadcast views.
-    let flat = kiln_graph::ops::eltwise_sum::flat_operands(&xs, &shape);
-    let n: usize = shape.iter().product();
-    let data: Vec<f32> = match flat {
-        Some(ops) => (0..n)
-            .map(|i| {
-                arith::eltwise_sum(
-                    ops.iter().map(|(s, one)| s[if *one { 0 } else { i }]),
-                    coeffs,
-                )
-            })
-            .collect(),
-        None => {
-            let views: Vec<_> = xs
-                .iter()
-                .map(|a| a.broadcast(dim.clone()).expect("shapes broadcast"))
-                .collect();
-            let mut its: Vec<_> = views.iter().map(|v| v.iter()).collect();
-            (0..n)
-                .map(|_| {
-                    let vals: Vec<f32> = its
-                        .iter_mut()
-                        .map(|it| *it.next().expect("n elements"))
-                        .collect();
-                    arith::eltwise_sum(vals.into_iter(), coeffs)
-                })
-                .collect()
-        }
-    };
-    Ok(Tensor::F32(
-        ArrayD::from_shape_vec(dim, data).expect("same shape"),
-    ))
 }
 
 /// The lookup table of an element-wise op: entry `i` is the output code for input code

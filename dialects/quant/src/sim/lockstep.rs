@@ -19,7 +19,7 @@ pub fn lockstep(
     q: &mut QuantGraph,
     samples: &[Vec<Tensor>],
     last: NodeId,
-    mut before: impl FnMut(&mut QuantGraph, NodeId, &[Vec<Option<Tensor>>]) -> Result<()>,
+    mut before: impl FnMut(&mut QuantGraph, NodeId, &[Vec<Option<&Tensor>>]) -> Result<()>,
 ) -> Result<()> {
     let order = q.graph.topo_order()?;
     let mut last_use: HashMap<Value, usize> = HashMap::new();
@@ -36,52 +36,58 @@ pub fn lockstep(
         }
         vals.push(m);
     }
+    // Samples are independent within an op: one thread each, as many as there are cores.
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    let per = vals.len().div_ceil(threads).max(1);
     for (i, &n) in order.iter().enumerate() {
         let node = q.graph.node(n);
         if matches!(node.op, Op::Const(_)) {
             continue;
         }
         let inputs: Vec<Option<Value>> = node.inputs().to_vec();
-        let mut operands: Vec<Vec<Option<Tensor>>> = vals
+        let operands: Vec<Vec<Option<&Tensor>>> = vals
             .iter()
-            .map(|m| inputs.iter().map(|v| m.get(&(*v)?).cloned()).collect())
+            .map(|m| inputs.iter().map(|v| m.get(&(*v)?)).collect())
             .collect();
         before(q, n, &operands)?;
-        // Constants are read after `before`, which may have changed them.
-        for ops in &mut operands {
-            for (slot, v) in ops.iter_mut().zip(&inputs) {
-                if let Some(t) = v.and_then(|v| const_data(&q.graph, v)) {
-                    *slot = Some(t.clone());
-                }
-            }
-        }
-        let plan = plan::int_plan(q, n).map_err(|e| q.graph.node(n).locate(e))?;
-        let outputs = q.graph.node(n).outputs().to_vec();
         let q: &QuantGraph = q;
-        // Samples are independent here: one thread each, as many as there are cores.
-        let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
-        let per = vals.len().div_ceil(threads).max(1);
-        std::thread::scope(|scope| -> Result<()> {
-            let jobs: Vec<_> = vals
-                .chunks_mut(per)
-                .zip(operands.chunks(per))
-                .map(|(vs, os)| {
-                    let (plan, outputs, last_use) = (plan.as_ref(), &outputs, &last_use);
-                    scope.spawn(move || -> Result<()> {
-                        for (m, ops) in vs.iter_mut().zip(os) {
-                            let (outs, _) = eval_planned(q, n, ops, plan)?;
-                            for (&v, t) in outputs.iter().zip(outs) {
-                                m.insert(v, t);
-                            }
-                            m.retain(|v, _| last_use.get(v).is_some_and(|&u| u > i));
-                        }
-                        Ok(())
+        // Constants are read after `before`, which may have changed them.
+        let operands: Vec<Vec<Option<&Tensor>>> = operands
+            .into_iter()
+            .map(|ops| {
+                ops.into_iter()
+                    .zip(&inputs)
+                    .map(|(t, v)| v.and_then(|v| const_data(&q.graph, v)).or(t))
+                    .collect()
+            })
+            .collect();
+        let plan = plan::int_plan(q, n).map_err(|e| q.graph.node(n).locate(e))?;
+        let results = std::thread::scope(|scope| -> Result<Vec<Vec<Tensor>>> {
+            let jobs: Vec<_> = operands
+                .chunks(per)
+                .map(|os| {
+                    let plan = plan.as_ref();
+                    scope.spawn(move || -> Result<Vec<Vec<Tensor>>> {
+                        os.iter()
+                            .map(|ops| Ok(eval_planned(q, n, ops, plan)?.0))
+                            .collect()
                     })
                 })
                 .collect();
-            jobs.into_iter()
-                .try_for_each(|j| j.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            let mut all = Vec::with_capacity(operands.len());
+            for j in jobs {
+                all.extend(j.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?);
+            }
+            Ok(all)
         })?;
+        drop(operands);
+        let outputs = q.graph.node(n).outputs();
+        for (m, outs) in vals.iter_mut().zip(results) {
+            for (&v, t) in outputs.iter().zip(outs) {
+                m.insert(v, t);
+            }
+            m.retain(|v, _| last_use.get(v).is_some_and(|&u| u > i));
+        }
         if n == last {
             break;
         }
