@@ -15,7 +15,9 @@ output is two probabilities, by several. kiln gets exactly the same calibration 
 inputs (`kiln run --precision int8 --engine sim --input ..`), once per observer, so
 the two columns differ only by the quantiser. Without MODEL arguments the three
 example models are measured. With more than four inputs a third line pools every
-input's signal and error into one SNR. `--samples DIR` replaces the seeded noise by
+input's signal and error into one SNR. A last line scores a constant output (fp32's
+mean over the calibration samples): where it comes near onnxruntime, the inputs barely
+move the model's output and neither column says much. `--samples DIR` replaces the seeded noise by
 scripts/photo_samples.py's photographs (the first four evaluation photos are the
 worst-of-4 set).
 """
@@ -149,9 +151,15 @@ def main():
             n4 = len(EVAL_SEEDS)
             ort_outs = [q.run(None, f)[0] for f in evals]
             ort_snrs = [snr_db(r, o) for r, o in zip(refs, ort_outs)]
+            # The trivial quantiser: one output for every input, fp32's mean over the
+            # calibration samples. Where it scores near onnxruntime, the inputs barely move
+            # the model's output and the comparison measures luck, not quantisation.
+            const = np.mean([fp32.run(None, f)[0] for f in calib], axis=0)
+            const_snrs = [snr_db(r, const) for r in refs]
             row = {"model": Path(model).parent.name if Path(model).name == "model.onnx" else Path(model).stem,
                    "ort": min(ort_snrs[:n4]), "ort_mean": float(np.mean(ort_snrs)),
-                   "ort_pooled": pooled_db(refs, ort_outs)}
+                   "ort_pooled": pooled_db(refs, ort_outs), "constant": min(const_snrs[:n4]),
+                   "constant_pooled": pooled_db(refs, [const] * len(refs))}
             out_name = fp32.get_outputs()[0].name
             for obs in observers:
                 outs = []
@@ -177,6 +185,9 @@ def main():
                 print(f"{'  pooled over ' + str(len(evals)):24} ort {row['ort_pooled']:6.2f} dB  " +
                       "  ".join(f"{o} {row[o + '_pooled']:6.2f} ({row[o + '_pooled'] - row['ort_pooled']:+.2f})"
                                 for o in observers), flush=True)
+            print(f"{'  a constant output':24} {row['constant']:6.2f} dB worst of 4"
+                  + (f", {row['constant_pooled']:6.2f} dB pooled" if len(evals) > n4 else "")
+                  + " (fp32's mean over the calibration samples, whatever the input)", flush=True)
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=1))
 
