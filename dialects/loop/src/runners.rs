@@ -10,7 +10,6 @@ use kiln_core::Result;
 use kiln_graph::Graph;
 use kiln_quant::QuantGraph;
 use kiln_quant::float_run::{FloatRunner, Int8Runner, ObservedRun};
-use std::sync::Arc;
 
 kiln_quant::runs_observed!(Compiled);
 
@@ -21,12 +20,12 @@ fn jitted(p: Program) -> Result<Box<dyn ObservedRun>> {
 
 /// Calibration, GPTQ and bias correction run the float model on the fp32 JIT.
 pub fn float_runner() -> FloatRunner {
-    FloatRunner(Arc::new(|g: &Graph| jitted(program::build(g)?)))
+    FloatRunner::new(|g: &Graph| jitted(program::build(g)?))
 }
 
 /// The error analysis runs the quantised unit on the int8 JIT, which observes every result
 /// as the simulator holds it (coded values decoded): on PP-OCRv4 det at 640×640 a sample
 /// takes 6.6 s simulated.
 pub fn int8_runner() -> Int8Runner {
-    Int8Runner(Arc::new(|q: &QuantGraph| jitted(crate::int8::build(q)?)))
+    Int8Runner::new(|q: &QuantGraph| jitted(crate::int8::build(q)?))
 }

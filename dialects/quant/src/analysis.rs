@@ -93,7 +93,7 @@ pub fn graph_wise(
     let reference = q.float_graph(|_| false);
     let mut float = float_run(q.runner.as_ref(), &reference)?;
     let mut quantised: Box<dyn ObservedRun + '_> = match &q.int8_runner {
-        Some(r) => (r.0)(q)?,
+        Some(r) => r.make(q)?,
         None => Box::new(Simulator::new(q)?),
     };
     let mut per: HashMap<Value, ErrStats> = HashMap::new();

@@ -25,18 +25,39 @@ pub trait ObservedRun {
     ) -> Result<Vec<Tensor>>;
 }
 
-/// Builds an [`ObservedRun`] of a graph's float model.
-pub type MakeRun = dyn Fn(&Graph) -> Result<Box<dyn ObservedRun>> + Send + Sync;
+/// A runner factory installed in a [`crate::QuantGraph`] (shared by its clones): builds an
+/// [`ObservedRun`] of an `In`, a graph's float model ([`FloatRunner`]) or a quantised unit
+/// ([`Int8Runner`]).
+pub struct Runner<In: ?Sized>(Arc<MakeRun<In>>);
 
-/// A runner factory installed in a [`crate::QuantGraph`] (shared by its clones).
-#[derive(Clone)]
-pub struct FloatRunner(pub Arc<MakeRun>);
+type MakeRun<In> = dyn Fn(&In) -> Result<Box<dyn ObservedRun>> + Send + Sync;
 
-impl std::fmt::Debug for FloatRunner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("FloatRunner")
+impl<In: ?Sized> Runner<In> {
+    pub fn new(make: impl Fn(&In) -> Result<Box<dyn ObservedRun>> + Send + Sync + 'static) -> Self {
+        Runner(Arc::new(make))
+    }
+
+    /// A runner of `model`.
+    pub fn make(&self, model: &In) -> Result<Box<dyn ObservedRun>> {
+        (self.0)(model)
     }
 }
+
+impl<In: ?Sized> Clone for Runner<In> {
+    fn clone(&self) -> Self {
+        Runner(Arc::clone(&self.0))
+    }
+}
+
+impl<In: ?Sized> std::fmt::Debug for Runner<In> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Runner<{}>", std::any::type_name::<In>())
+    }
+}
+
+/// How calibration, GPTQ, bias correction and the analysis' reference run the float model:
+/// the reference interpreter by default.
+pub type FloatRunner = Runner<Graph>;
 
 /// Makes each type, which has `run_observed(sample, observe) -> Result<Vec<Tensor>>`, an
 /// [`ObservedRun`]: the reference interpreter and the simulator here, the JIT's compiled
@@ -58,22 +79,12 @@ macro_rules! runs_observed {
 
 runs_observed!(Interpreter<'_>, crate::sim::Simulator<'_>);
 
-/// Builds a runner of a quantised unit that computes exactly what the simulator does.
-pub type MakeInt8Run = dyn Fn(&QuantGraph) -> Result<Box<dyn ObservedRun>> + Send + Sync;
-
 /// How the error analysis runs the quantised unit: the simulator by default; a driver that
 /// can compile it (the CLI, with kiln's int8 JIT, equal to the simulator bit for bit)
 /// installs a faster runner in [`crate::QuantGraph::int8_runner`]. Only the graph-wise
 /// analysis of the unit itself uses it: the layer-wise one simulates a different unit per
 /// op, which would not repay compiling each.
-#[derive(Clone)]
-pub struct Int8Runner(pub Arc<MakeInt8Run>);
-
-impl std::fmt::Debug for Int8Runner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Int8Runner")
-    }
-}
+pub type Int8Runner = Runner<QuantGraph>;
 
 /// `g` on `runner` when one is installed, else on the reference interpreter.
 pub fn float_run<'g>(
@@ -81,7 +92,7 @@ pub fn float_run<'g>(
     g: &'g Graph,
 ) -> Result<Box<dyn ObservedRun + 'g>> {
     match runner {
-        Some(r) => (r.0)(g),
+        Some(r) => r.make(g),
         None => Ok(Box::new(Interpreter::new(g)?)),
     }
 }
