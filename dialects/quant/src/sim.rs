@@ -143,15 +143,7 @@ pub struct Simulator<'q> {
 impl<'q> Simulator<'q> {
     pub fn new(q: &'q QuantGraph) -> Result<Self> {
         let order = q.graph.topo_order()?;
-        let mut last_use = vec![0; q.graph.num_values()];
-        for (i, &n) in order.iter().enumerate() {
-            for v in q.graph.node(n).inputs().iter().flatten() {
-                last_use[v.index()] = i;
-            }
-        }
-        for &v in q.graph.outputs() {
-            last_use[v.index()] = usize::MAX;
-        }
+        let last_use = kiln_graph::memory::last_reads(&q.graph, &order);
         Ok(Simulator {
             q,
             order,

@@ -97,3 +97,19 @@ impl Liveness {
         self.tensors.iter().map(|t| t.bytes).sum()
     }
 }
+
+/// Per value (by index), the step of `order` that reads it last: where an executor that
+/// keeps values in a map may free it. A graph output reads as `usize::MAX` (never freed); a
+/// value nobody reads as 0.
+pub fn last_reads(g: &Graph, order: &[NodeId]) -> Vec<usize> {
+    let mut last = vec![0; g.num_values()];
+    for (s, &n) in order.iter().enumerate() {
+        for v in g.node(n).inputs().iter().flatten() {
+            last[v.index()] = s;
+        }
+    }
+    for &v in g.outputs() {
+        last[v.index()] = usize::MAX;
+    }
+    last
+}

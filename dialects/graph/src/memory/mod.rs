@@ -37,7 +37,7 @@ pub mod schedule;
 mod tests;
 
 pub use check::check;
-pub use liveness::{Liveness, TensorLife};
+pub use liveness::{Liveness, TensorLife, last_reads};
 pub use plan::{Buffer, MemoryPlan, Placement, plan, plan_with_order};
 pub use schedule::memory_aware_order;
 

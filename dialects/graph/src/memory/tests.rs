@@ -268,3 +268,33 @@ fn channels_last_lrn_runs_in_place_channels_first_does_not() {
     );
     assert_eq!(p.arena_bytes, 8 * KIB);
 }
+
+#[test]
+fn last_reads_name_each_values_last_reader_and_keep_outputs() {
+    let g = parse(
+        "graph @diamond(%x: f32[1,8]) -> (f32[1,8], f32[1,8]) {
+          %a = graph.softmax(%x) : f32[1,8]
+          %b = graph.softmax(%a) : f32[1,8]
+          %c = graph.softmax(%a) : f32[1,8]
+          %d = graph.add(%b, %c) : f32[1,8]
+          return %d, %b
+        }",
+    )
+    .unwrap();
+    let order = g.topo_order().unwrap();
+    let last = last_reads(&g, &order);
+    let step = |name: &str| {
+        let n = g.producer(value(&g, name)).unwrap();
+        order.iter().position(|&m| m == n).unwrap()
+    };
+    let at = |name: &str| last[value(&g, name).index()];
+    assert_eq!(at("x"), step("a"));
+    assert_eq!(
+        at("a"),
+        step("b").max(step("c")),
+        "the later of its two readers"
+    );
+    assert_eq!(at("c"), step("d"));
+    assert_eq!(at("b"), usize::MAX, "a graph output is read by the caller");
+    assert_eq!(at("d"), usize::MAX);
+}

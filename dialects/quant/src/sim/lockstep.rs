@@ -22,12 +22,7 @@ pub fn lockstep(
     mut before: impl FnMut(&mut QuantGraph, NodeId, &[Vec<Option<&Tensor>>]) -> Result<()>,
 ) -> Result<()> {
     let order = q.graph.topo_order()?;
-    let mut last_use: HashMap<Value, usize> = HashMap::new();
-    for (i, &n) in order.iter().enumerate() {
-        for v in q.graph.node(n).inputs().iter().flatten() {
-            last_use.insert(*v, i);
-        }
-    }
+    let last_use = kiln_graph::memory::last_reads(&q.graph, &order);
     let mut vals: Vec<HashMap<Value, Tensor>> = Vec::with_capacity(samples.len());
     for s in samples {
         let mut m = HashMap::new();
@@ -86,7 +81,7 @@ pub fn lockstep(
             for (&v, t) in outputs.iter().zip(outs) {
                 m.insert(v, t);
             }
-            m.retain(|v, _| last_use.get(v).is_some_and(|&u| u > i));
+            m.retain(|v, _| last_use[v.index()] > i);
         }
         if n == last {
             break;
