@@ -50,15 +50,15 @@ EVAL = ["chelsea", "rocket", "retina", "motorcycle_right", "hubble_deep_field", 
         "gravel", "page", "clock_motion", "cell", "brick", "color"]
 
 
-def pillow():
+def ensure_pillow():
+    """Installs Pillow into this interpreter's environment if it is absent; the functions
+    below import it where they use it."""
     try:
-        from PIL import Image
+        import PIL  # noqa: F401
     except ImportError:
         print(f"installing {PILLOW} (image decoding) ...", file=sys.stderr)
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
                         "--disable-pip-version-check", PILLOW], check=True)
-        from PIL import Image
-    return Image
 
 
 def photo(name: str) -> Path:
@@ -82,13 +82,17 @@ def photo(name: str) -> Path:
     raise RuntimeError(f"{PHOTOS_WHEEL} has no photograph named {name}")
 
 
-def rgb(Image, name: str):
+def rgb(name: str):
+    from PIL import Image
+
     im = Image.open(photo(name))
     return im if im.mode == "RGB" else im.convert("RGB")
 
 
-def band(Image, im, h: int, w: int):
+def band(im, h: int, w: int):
     """The photo's widest central band of aspect w:h, resized to h x w (a text line's shape)."""
+    from PIL import Image
+
     W, H = im.size
     bh = min(H, round(W * h / w))
     top = (H - bh) // 2
@@ -99,7 +103,9 @@ def nchw(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a.transpose(2, 0, 1)[None], dtype=np.float32)
 
 
-def nsfw(Image, im):
+def nsfw(im, _seed):
+    from PIL import Image
+
     im = im.resize((256, 256), resample=Image.BILINEAR).crop((16, 16, 240, 240))
     with io.BytesIO() as buf:
         im.save(buf, format="JPEG")
@@ -108,7 +114,9 @@ def nsfw(Image, im):
     return np.ascontiguousarray((a - np.array([104, 117, 123], np.float32))[None])
 
 
-def yolo(Image, im):
+def yolo(im, _seed):
+    from PIL import Image
+
     return nchw(np.array(im.resize((320, 320), resample=Image.BILINEAR), np.float32) / 255)
 
 
@@ -129,7 +137,7 @@ def font(size: int):
     return ImageFont.load_default(size=size)  # Pillow's bundled TrueType face
 
 
-def ink(Image, canvas, xy, text, size, rng):
+def ink(canvas, xy, text, size, rng):
     """Dark text on a light box, so the line stays legible over any photograph."""
     from PIL import ImageDraw
 
@@ -140,21 +148,22 @@ def ink(Image, canvas, xy, text, size, rng):
     paper = tuple(int(v) for v in rng.integers(200, 256, 3))
     draw.rectangle((x0 - pad, y0 - pad, x1 + pad, y1 + pad), fill=paper)
     draw.text(xy, text, font=f, fill=tuple(int(v) for v in rng.integers(0, 70, 3)))
-    return x1 - x0, y1 - y0
 
 
 def text_line(w: int, flip: bool):
     """A rendered line of words over a band of the photo, resized to height 48 and padded
     to width `w` with zeros after normalisation, as PaddleOCR's rec and cls feed it. With
     `flip`, every other sample is turned 180 degrees: what cls tells apart."""
-    def pre(Image, im, k):
-        rng = np.random.default_rng(k)
+    def pre(im, seed):
+        from PIL import Image
+
+        rng = np.random.default_rng(seed)
         line = words(rng, int(rng.integers(2, 5)))
         size = int(rng.integers(26, 38))
         tw, th = font(size).getbbox(line)[2:]
-        canvas = band(Image, im, th + size, tw + size)
-        ink(Image, canvas, (size // 2, size // 4), line, size, rng)
-        if flip and k % 2:
+        canvas = band(im, th + size, tw + size)
+        ink(canvas, (size // 2, size // 4), line, size, rng)
+        if flip and seed % 2:
             canvas = canvas.rotate(180)
         cw = min(w, max(1, round(canvas.width * 48 / canvas.height)))
         a = (np.array(canvas.resize((cw, 48), resample=Image.BILINEAR), np.float32) / 255 - 0.5) / 0.5
@@ -164,30 +173,28 @@ def text_line(w: int, flip: bool):
     return pre
 
 
-def det(Image, im, k):
+def det(im, seed):
     """A photograph with a few seeded lines of text on it, 640x640, BGR, ImageNet-normalised."""
-    rng = np.random.default_rng(k)
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
     canvas = im.resize((640, 640), resample=Image.BILINEAR)
     for _ in range(int(rng.integers(3, 7))):
         size = int(rng.integers(18, 44))
         xy = (int(rng.integers(0, 360)), int(rng.integers(0, 600)))
-        ink(Image, canvas, xy, words(rng, int(rng.integers(1, 5))), size, rng)
+        ink(canvas, xy, words(rng, int(rng.integers(1, 5))), size, rng)
     a = np.array(canvas, np.float32)[:, :, ::-1] / 255
     return nchw((a - IMAGENET_MEAN) / IMAGENET_STD)
 
 
-def photo_only(pre):
-    return lambda Image, im, k: pre(Image, im)
-
-
-KINDS = {"nsfw": photo_only(nsfw), "yolo": photo_only(yolo), "det": det,
+KINDS = {"nsfw": nsfw, "yolo": yolo, "det": det,
          "rec": text_line(320, flip=False), "cls": text_line(192, flip=True)}
 
 
 def main():
     if len(sys.argv) != 3 or sys.argv[1] not in KINDS:
         sys.exit(f"usage: {Path(sys.argv[0]).name} {{{','.join(KINDS)}}} OUT_DIR")
-    Image = pillow()
+    ensure_pillow()
     pre, out = KINDS[sys.argv[1]], Path(sys.argv[2])
     for sub, names in (("calib", CALIB), ("eval", EVAL)):
         d = out / sub
@@ -195,7 +202,7 @@ def main():
         for k, name in enumerate(names):
             # Seeds differ between the sets too: no rendered line is in both.
             seed = k if sub == "calib" else 100 + k
-            np.save(d / f"{k}.npy", pre(Image, rgb(Image, name), seed))
+            np.save(d / f"{k}.npy", pre(rgb(name), seed))
     print(f"{out}: {len(CALIB)} calibration and {len(EVAL)} evaluation samples ({sys.argv[1]})")
 
 

@@ -53,12 +53,10 @@ def snr_db(ref, x):
 def pooled_db(refs, outs):
     """One SNR over every evaluation input: all signal over all error, so an input whose
     output sits near a grid level by luck cannot lift the figure as it lifts a mean of dB."""
-    sig = sum(float(np.sum(r.astype(np.float64) ** 2)) for r in refs)
-    err = sum(float(np.sum((r.astype(np.float64) - x) ** 2)) for r, x in zip(refs, outs))
-    return float("inf") if err == 0 else float(10 * np.log10(sig / err))
+    return snr_db(np.concatenate([r.ravel() for r in refs]), np.concatenate([x.ravel() for x in outs]))
 
 
-def photo_samples(model, directory):
+def samples_from(model, directory):
     """--samples DIR: DIR/calib/<k>.npy and DIR/eval/<k>.npy for a one-input model."""
     import onnx
 
@@ -129,11 +127,12 @@ def main():
     rows = []
     for model in models:
         shapes = input_shapes(model, a.shape)
-        calib = samples(shapes, CALIB_N, CALIB_SEED)
-        seeds = list(EVAL_SEEDS) + list(range(11, 11 + max(0, a.evals - len(EVAL_SEEDS))))
-        evals = [samples(shapes, 1, s)[0] for s in seeds]
         if a.samples:
-            calib, evals = photo_samples(model, a.samples)
+            calib, evals = samples_from(model, a.samples)
+        else:
+            calib = samples(shapes, CALIB_N, CALIB_SEED)
+            seeds = list(EVAL_SEEDS) + list(range(11, 11 + max(0, a.evals - len(EVAL_SEEDS))))
+            evals = [samples(shapes, 1, s)[0] for s in seeds]
         kind = INPUT_KINDS[a.input_kind]
         calib = [{k: kind(v) for k, v in f.items()} for f in calib]
         evals = [{k: kind(v) for k, v in f.items()} for f in evals]
@@ -176,15 +175,13 @@ def main():
                 row[obs + "_mean"] = float(np.mean(snrs))
                 row[obs + "_pooled"] = pooled_db(refs, outs)
             rows.append(row)
-            print(f"{row['model']:24} ort {row['ort']:6.2f} dB  " +
-                  "  ".join(f"{o} {row[o]:6.2f} ({row[o] - row['ort']:+.2f})" for o in observers), flush=True)
+            lines = [(row["model"], "")]
             if len(evals) > n4:
-                print(f"{'  mean of ' + str(len(evals)):24} ort {row['ort_mean']:6.2f} dB  " +
-                      "  ".join(f"{o} {row[o + '_mean']:6.2f} ({row[o + '_mean'] - row['ort_mean']:+.2f})"
-                                for o in observers), flush=True)
-                print(f"{'  pooled over ' + str(len(evals)):24} ort {row['ort_pooled']:6.2f} dB  " +
-                      "  ".join(f"{o} {row[o + '_pooled']:6.2f} ({row[o + '_pooled'] - row['ort_pooled']:+.2f})"
-                                for o in observers), flush=True)
+                lines += [(f"  mean of {len(evals)}", "_mean"), (f"  pooled over {len(evals)}", "_pooled")]
+            for label, sfx in lines:
+                peer = row["ort" + sfx]
+                print(f"{label:24} ort {peer:6.2f} dB  " + "  ".join(
+                    f"{o} {row[o + sfx]:6.2f} ({row[o + sfx] - peer:+.2f})" for o in observers), flush=True)
             print(f"{'  a constant output':24} {row['constant']:6.2f} dB worst of 4"
                   + (f", {row['constant_pooled']:6.2f} dB pooled" if len(evals) > n4 else "")
                   + " (fp32's mean over the calibration samples, whatever the input)", flush=True)
